@@ -1,0 +1,45 @@
+"""The gateway's FastAPI application: ``create_app(settings)`` wires routes to a service runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.gateway.handlers import subscriptions
+from services.gateway.problems import install_problem_handlers
+from services.gateway.routes import health
+from shared.config import GatewaySettings
+from shared.db import service_migrations
+from shared.runtime import Clock, ServiceRuntime, utcnow
+
+
+def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
+    runtime = ServiceRuntime(
+        "gateway",
+        settings,
+        service_migrations(Path(__file__).parent),
+        subscriptions=lambda _rt: subscriptions(clock=clock),
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime:
+            yield
+
+    app = FastAPI(
+        title="Boreas",
+        summary="A multi-cloud broker: shared cloud accounts without shared secrets.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    return app
+
+
+__all__ = ["create_app"]

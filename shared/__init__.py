@@ -1,0 +1,1 @@
+"""Code every Boreas service shares: settings, logging, the event catalog, bus and database."""

@@ -1,0 +1,105 @@
+"""The event bus: RabbitMQ through aio-pika, one durable topic exchange ``boreas.events``.
+
+Delivery guarantees of :meth:`Bus.publish`: the message is persistent, published with publisher
+confirms (the call returns once the broker has it; a nack or a lost connection raises) and with
+``mandatory`` set, so an event that no queue is bound to is logged as ``event_unroutable`` rather
+than dropped unseen. Publishing straight from a handler is for ephemeral facts (heartbeats); state
+changes go through the transactional outbox (:mod:`shared.outbox`), which calls
+:meth:`Bus.publish_envelope` only after the producing transaction committed.
+
+The connection is robust: after a broker restart aio-pika reconnects, re-declares the topology and
+re-attaches consumers; :attr:`Bus.is_connected` tells readiness probes whether it is up now.
+"""
+
+from __future__ import annotations
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+)
+
+from shared.events import CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, Envelope, Event
+
+log = structlog.get_logger(__name__)
+
+DEAD_LETTER_EXCHANGE = "boreas.dead-letter"
+PUBLISH_TIMEOUT = 10.0
+
+
+class Bus:
+    """One AMQP connection per process; a channel for publishing, one per consumer for receiving."""
+
+    def __init__(self, url: str, *, source: str, exchange: str = EXCHANGE) -> None:
+        self._url = url
+        self.source = source
+        self.exchange_name = exchange
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractRobustExchange | None = None
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": self.source}
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)  # type: ignore[assignment]
+        self._channel.return_callbacks.add(self._on_returned)
+        self._exchange = await self._channel.declare_exchange(  # type: ignore[assignment]
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() has not been awaited")
+        return self._connection
+
+    @property
+    def is_connected(self) -> bool:
+        conn = self._connection
+        return conn is not None and not conn.is_closed and conn.connected.is_set()
+
+    async def publish(
+        self,
+        event: Event,
+        *,
+        correlation_id: str | None = None,
+        expiration: float | None = None,
+    ) -> Envelope:
+        """Publish outside any transaction; see the module docstring for when that is right."""
+        envelope = Envelope.wrap(event, source=self.source, correlation_id=correlation_id)
+        await self.publish_envelope(envelope, expiration=expiration)
+        return envelope
+
+    async def publish_envelope(self, envelope: Envelope, *, expiration: float | None = None) -> None:
+        if self._exchange is None:
+            raise RuntimeError("Bus.connect() has not been awaited")
+        message = aio_pika.Message(
+            envelope.to_bytes(),
+            content_type=CLOUDEVENTS_CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=envelope.id,
+            type=envelope.type,
+            app_id=envelope.source,
+            timestamp=envelope.time,
+            correlation_id=envelope.correlationid,
+            expiration=expiration,
+        )
+        await self._exchange.publish(
+            message, routing_key=envelope.topic, mandatory=True, timeout=PUBLISH_TIMEOUT
+        )
+
+    def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:
+        log.warning(
+            "event_unroutable",
+            topic=message.routing_key,
+            event_id=message.message_id,
+            reply=getattr(message, "reply_text", None),
+        )

@@ -1,0 +1,260 @@
+"""The event catalog: every message Boreas puts on ``boreas.events``, one frozen class per topic.
+
+Each class names what happened and carries its routing key (``TOPIC``, ``entity.action``) and its
+schema version (``VERSION``, ``major.minor``). An additive change bumps the minor version; a
+breaking change is a new class with the next major, kept beside the old one until every consumer
+has moved. The changelog sits above each ``VERSION``; ``tests/contract`` pins every schema to its
+version, so a change without a bump fails.
+
+On the wire each event travels inside a CloudEvents 1.0 structured envelope (:class:`Envelope`):
+``type`` is ``boreas.<topic>.v<major>``, and the full version rides in the ``dataversion``
+extension attribute. Consumers ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+EXCHANGE = "boreas.events"
+
+
+class Event(BaseModel):
+    """Base of every catalog entry: immutable, tolerant of unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    TOPIC: ClassVar[str]
+    VERSION: ClassVar[str]
+    # Name of the field that becomes the CloudEvent ``subject`` (the instance id where there is one).
+    SUBJECT_FIELD: ClassVar[str | None] = None
+
+    @classmethod
+    def major(cls) -> int:
+        return int(cls.VERSION.split(".")[0])
+
+    @classmethod
+    def ce_type(cls) -> str:
+        return f"boreas.{cls.TOPIC}.v{cls.major()}"
+
+    def subject(self) -> str | None:
+        if self.SUBJECT_FIELD is None:
+            return None
+        value = getattr(self, self.SUBJECT_FIELD)
+        return None if value is None else str(value)
+
+
+class InstanceState(enum.StrEnum):
+    REQUESTED = "requested"
+    REJECTED = "rejected"
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    REBOOTING = "rebooting"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    ERROR = "error"
+
+
+class Placement(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    provider: str | None = None
+    account: str | None = None
+    region: str | None = None
+
+
+class ServiceHeartbeat(Event):
+    """A service replica says it is alive and connected to the bus. Internal, but public to read."""
+
+    TOPIC = "service.heartbeat"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    service: str
+    replica: str
+    started_at: datetime
+    sent_at: datetime
+
+
+class InstanceLaunchRequested(Event):
+    TOPIC = "instance.launch_requested"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    name: str
+    image: str
+    cpus: int
+    memory_mb: int
+    placement: Placement = Field(default_factory=Placement)
+
+
+class InstanceRejected(Event):
+    TOPIC = "instance.rejected"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    reason: str
+
+
+class InstancePlaced(Event):
+    TOPIC = "instance.placed"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    account_id: str
+    provider: str
+    provider_instance_id: str
+    region: str | None = None
+    reason: str | None = None
+
+
+class InstanceFailed(Event):
+    TOPIC = "instance.failed"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    reason: str
+    attempts: list[str] = Field(default_factory=list)
+
+
+class InstanceStateChanged(Event):
+    TOPIC = "instance.state_changed"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    account_id: str
+    provider: str
+    provider_instance_id: str | None
+    old_state: InstanceState | None
+    new_state: InstanceState
+    cpus: int
+    memory_mb: int
+    observed_at: datetime
+
+
+class ResourceUsage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    instances: int | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
+
+
+class QuotaUsageChanged(Event):
+    TOPIC = "quota.usage_changed"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    owner: str
+    usage: ResourceUsage
+    limits: ResourceUsage
+
+
+CATALOG: tuple[type[Event], ...] = (
+    ServiceHeartbeat,
+    InstanceLaunchRequested,
+    InstanceRejected,
+    InstancePlaced,
+    InstanceFailed,
+    InstanceStateChanged,
+    QuotaUsageChanged,
+)
+_BY_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in CATALOG}
+_TOPICS: frozenset[str] = frozenset(cls.TOPIC for cls in CATALOG)
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 event in structured mode, as it travels on the bus."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataversion: str
+    correlationid: str | None = None
+    data: dict[str, Any]
+
+    @classmethod
+    def wrap(
+        cls,
+        event: Event,
+        *,
+        source: str,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        time: datetime | None = None,
+    ) -> Envelope:
+        return cls(
+            id=event_id or str(uuid.uuid4()),
+            source=source,
+            type=event.ce_type(),
+            time=time or datetime.now(UTC),
+            subject=event.subject(),
+            dataversion=event.VERSION,
+            correlationid=correlation_id,
+            data=event.model_dump(mode="json"),
+        )
+
+    @property
+    def topic(self) -> str:
+        """The routing key: ``boreas.instance.placed.v1`` → ``instance.placed``."""
+        return self.type.removeprefix("boreas.").rsplit(".v", 1)[0]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class UndecodableEvent(Exception):
+    """A message that can never be handled, however often it is delivered: dead-letter it."""
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    try:
+        return Envelope.model_validate_json(body)
+    except ValidationError as exc:
+        raise UndecodableEvent(f"not a Boreas CloudEvent: {_first_error(exc)}") from exc
+
+
+def decode(envelope: Envelope) -> Event:
+    """Turn an envelope into its catalog event; an unknown topic or major version is undecodable."""
+    cls = _BY_TYPE.get(envelope.type)
+    if cls is None:
+        if envelope.topic in _TOPICS:
+            raise UndecodableEvent(f"unsupported major version of {envelope.topic}: {envelope.type}")
+        raise UndecodableEvent(f"unknown event type {envelope.type!r}")
+    try:
+        return cls.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise UndecodableEvent(f"invalid {envelope.type} data: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"

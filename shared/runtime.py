@@ -1,0 +1,185 @@
+"""A service process's life: connect, migrate, attach consumers, heartbeat, and stop cleanly.
+
+Every ``services/<name>/__main__.py`` builds its settings and subscriptions and hands them to
+:class:`ServiceRuntime`; the gateway does the same from its FastAPI lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import structlog
+
+from shared.bus import Bus
+from shared.config import ServiceSettings
+from shared.consumer import ConsumerRunner, Subscription
+from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate
+from shared.events import ServiceHeartbeat
+from shared.outbox import OutboxRelay
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_T = TypeVar("_T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+STARTUP_PATIENCE = 60.0  # seconds to wait for RabbitMQ/PostgreSQL at start before giving up
+
+
+@dataclass
+class ServiceRuntime:
+    """Owns the pool, the bus and the background tasks of one service process."""
+
+    service: str
+    settings: ServiceSettings
+    migrations: list[Migration]
+    subscriptions: Callable[[ServiceRuntime], list[Subscription]] = lambda _rt: []
+    background: Callable[[ServiceRuntime], list[Awaitable[None]]] = lambda _rt: []
+    clock: Clock = utcnow
+    started_at: datetime = field(default_factory=utcnow)
+
+    pool: asyncpg.Pool = field(init=False)
+    bus: Bus = field(init=False)
+    _consumers: ConsumerRunner | None = field(default=None, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+
+    async def __aenter__(self) -> ServiceRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await _patiently("database", lambda: create_pool(s.database_url, self.service))
+        await migrate(self.pool, self.service, self.migrations)
+        self.bus = Bus(s.amqp_url, source=f"boreas/{self.service}")
+        await _patiently("bus", self.bus.connect)
+        self._consumers = ConsumerRunner(
+            service=self.service,
+            bus=self.bus,
+            pool=self.pool,
+            subscriptions=self.subscriptions(self),
+            prefetch=s.prefetch,
+            max_deliveries=s.max_deliveries,
+        )
+        await self._consumers.start()
+        relay = OutboxRelay(
+            self.pool, self.bus, schema=self.service, poll_interval=s.outbox_poll_interval
+        )
+        for coro in (relay.run(), self._heartbeat(), self._prune_inbox(), *self.background(self)):
+            self._tasks.append(asyncio.create_task(_forever(coro)))
+        log.info("service_started", replica=s.replica_id)
+
+    async def stop(self) -> None:
+        """Stop taking messages, finish in-flight work within the grace period, then close."""
+        log.info("service_stopping")
+        if self._consumers is not None:
+            await self._consumers.stop(timeout=self.settings.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bus.close(), 2)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 2)
+        log.info("service_stopped")
+
+    async def database_ready(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+        except (TimeoutError, *TRANSIENT_DB_ERRORS):
+            return False
+        return True
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self.bus.publish(
+                    ServiceHeartbeat(
+                        service=self.service,
+                        replica=self.settings.replica_id,
+                        started_at=self.started_at,
+                        sent_at=self.clock(),
+                    ),
+                    # A heartbeat older than a few intervals says nothing about now: let it expire
+                    # in queues rather than revive a dead service when a backlog drains.
+                    expiration=3 * self.settings.heartbeat_interval,
+                )
+            except Exception as exc:  # bus away: the missing heartbeat is the signal
+                log.warning("heartbeat_not_sent", error=repr(exc))
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _prune_inbox(self) -> None:
+        retention = timedelta(days=self.settings.inbox_retention_days)
+        while True:
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                await self.pool.execute(
+                    "DELETE FROM inbox WHERE handled_at < $1", self.clock() - retention
+                )
+            await asyncio.sleep(3600)
+
+
+async def _forever(coro: Awaitable[None]) -> None:
+    """A background task that logs, rather than silently loses, an unexpected death."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background_task_died")
+        raise
+
+
+async def _patiently(what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    deadline = time.monotonic() + STARTUP_PATIENCE
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("waiting_for_dependency", dependency=what, error=repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
+async def run_until_signalled(runtime: ServiceRuntime) -> None:
+    """Run a worker service until SIGTERM or SIGINT, then stop it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with runtime:
+        await stop.wait()
+
+
+def serve(service: str, settings: ServiceSettings, subscriptions=None) -> None:  # noqa: ANN001
+    """Entry point of a worker service's ``__main__``: run it until signalled."""
+    from shared.db import service_migrations
+    from shared.logging import configure_logging
+
+    configure_logging(service, settings.log_level)
+    runtime = ServiceRuntime(
+        service,
+        settings,
+        service_migrations(Path(__file__).resolve().parent.parent / "services" / service),
+        **({"subscriptions": subscriptions} if subscriptions else {}),
+    )
+    asyncio.run(run_until_signalled(runtime))
