@@ -1,0 +1,87 @@
+"""Tools for tests and external developers: watch ``boreas.events`` and wait for what you expect.
+
+:class:`EventProbe` binds its own exclusive queue to the exchange (pattern ``#`` by default) and
+records every envelope; :meth:`EventProbe.wait_for` returns as soon as a matching event has
+arrived — waiting on the event itself, never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.events import EXCHANGE, Envelope, parse_envelope
+
+
+class EventProbe:
+    def __init__(self, amqp_url: str, *, pattern: str = "#", exchange: str = EXCHANGE) -> None:
+        self._url = amqp_url
+        self._pattern = pattern
+        self._exchange = exchange
+        self.received: list[Envelope] = []
+        self._arrived = asyncio.Condition()
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+
+    async def __aenter__(self) -> EventProbe:
+        self._connection = await aio_pika.connect_robust(self._url)
+        channel = await self._connection.channel()
+        exchange = await channel.declare_exchange(self._exchange, "topic", durable=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=self._pattern)
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = parse_envelope(message.body)
+        except Exception:
+            return  # a probe watches Boreas events; foreign bytes are someone else's test
+        async with self._arrived:
+            self.received.append(envelope)
+            self._arrived.notify_all()
+
+    def matching(
+        self, topic: str, predicate: Callable[[Envelope], bool] = lambda _e: True
+    ) -> list[Envelope]:
+        return [e for e in self.received if e.topic == topic and predicate(e)]
+
+    async def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[Envelope], bool] = lambda _e: True,
+        *,
+        count: int = 1,
+        timeout: float = 5.0,
+    ) -> list[Envelope]:
+        """The first ``count`` events on ``topic`` matching ``predicate``; TimeoutError otherwise."""
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.matching(topic, predicate)) >= count)
+            return self.matching(topic, predicate)[:count]
+
+
+async def wait_until(
+    condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy; TimeoutError if not.
+
+    For state that emits no event of its own (a port that opens, a broker that comes back).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = condition()
+                if asyncio.iscoroutine(result):
+                    result = await result
+                if result:
+                    return result
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise TimeoutError(f"not true after {timeout} s: {what or condition}") from None

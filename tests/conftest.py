@@ -1,0 +1,50 @@
+"""What is real in these tests, and what is faked.
+
+Real: RabbitMQ and PostgreSQL. Integration and end-to-end tests reach them at BOREAS_AMQP_URL and
+BOREAS_DATABASE_URL (the contract's defaults when unset). Where neither answers but a Docker engine
+exists, testcontainers starts them. Otherwise every test that needs them fails with a message
+naming what to start — nothing is skipped, because a skipped test proves nothing.
+
+Isolation: each test session gets its own RabbitMQ virtual host and its own database, both named
+``boreas_test_<random>`` and removed at the end, so runs never see each other's queues or rows.
+
+Faked: nothing of the bus or database. Unit tests (tests/unit) use no I/O at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from shared.testing import EventProbe
+from tests.infra import Infrastructure, provide_infrastructure
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infrastructure]:
+    with provide_infrastructure() as provided:
+        yield provided
+
+
+@pytest.fixture(scope="session")
+def amqp_url(infra: Infrastructure) -> str:
+    return infra.amqp_url
+
+
+@pytest.fixture(scope="session")
+def database_url(infra: Infrastructure) -> str:
+    return infra.database_url
+
+
+@pytest.fixture
+async def probe(amqp_url: str) -> AsyncIterator[EventProbe]:
+    async with EventProbe(amqp_url) as watching:
+        yield watching
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random suffix for names a test creates (schemas, handlers, queues)."""
+    return uuid.uuid4().hex[:10]

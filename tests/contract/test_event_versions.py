@@ -1,0 +1,83 @@
+"""Each event schema is pinned to its VERSION: change a schema without bumping it and this fails.
+
+When it fails on purpose: bump ``VERSION`` (minor for additive changes, a new class with the next
+major for breaking ones), add the changelog line above it, and update the fingerprint here.
+"""
+
+import hashlib
+import inspect
+import json
+import re
+
+import pytest
+
+from shared.events import CATALOG, Event
+
+PINNED = {
+    "ServiceHeartbeat": "1.0-5a16ed34bd97cde8",
+    "InstanceLaunchRequested": "1.0-9f48da8985495f2a",
+    "InstanceRejected": "1.0-9eff8476489885d1",
+    "InstancePlaced": "1.0-a0e1f79e04df9ff6",
+    "InstanceFailed": "1.0-037904ad3f89c884",
+    "InstanceStateChanged": "1.0-fa09418cd383c175",
+    "QuotaUsageChanged": "1.0-75b62d0fd17669de",
+}
+
+# The public contract: routing key → the fields ``data`` has at least.
+CONTRACT_TOPICS = {
+    "instance.state_changed": {
+        "instance_id", "owner", "account_id", "provider", "provider_instance_id",
+        "old_state", "new_state", "cpus", "memory_mb", "observed_at",
+    },
+    "instance.launch_requested": {"instance_id", "owner", "image", "cpus", "memory_mb", "placement"},
+    "instance.rejected": {"instance_id", "owner", "reason"},
+    "instance.placed": {
+        "instance_id", "account_id", "provider", "provider_instance_id", "region",
+    },
+    "instance.failed": {"instance_id", "reason", "attempts"},
+    "quota.usage_changed": {"owner", "usage", "limits"},
+}
+
+
+def fingerprint(cls: type[Event]) -> str:
+    schema = json.dumps(cls.model_json_schema(), sort_keys=True, separators=(",", ":"))
+    return f"{cls.VERSION}-{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
+
+
+@pytest.mark.parametrize("cls", CATALOG, ids=lambda c: c.__name__)
+def test_schema_matches_its_pinned_version(cls: type[Event]) -> None:
+    assert cls.__name__ in PINNED, f"{cls.__name__} is new: pin it as {fingerprint(cls)!r}"
+    assert fingerprint(cls) == PINNED[cls.__name__], (
+        f"{cls.__name__}'s schema or version changed: bump VERSION if the schema changed, then "
+        f"pin {fingerprint(cls)!r}"
+    )
+
+
+def test_nothing_pinned_is_missing_from_the_catalog() -> None:
+    assert set(PINNED) == {cls.__name__ for cls in CATALOG}
+
+
+@pytest.mark.parametrize("cls", CATALOG, ids=lambda c: c.__name__)
+def test_topic_and_version_are_well_formed(cls: type[Event]) -> None:
+    assert re.fullmatch(r"[a-z]+\.[a-z_]+", cls.TOPIC), "topics are entity.action"
+    assert re.fullmatch(r"\d+\.\d+", cls.VERSION)
+
+
+@pytest.mark.parametrize("cls", CATALOG, ids=lambda c: c.__name__)
+def test_current_version_has_a_changelog_line(cls: type[Event]) -> None:
+    source = inspect.getsource(cls)
+    assert re.search(rf"#\s*{re.escape(cls.VERSION)}:", source), (
+        f"add '# {cls.VERSION}: what changed' above {cls.__name__}.VERSION"
+    )
+
+
+def test_one_class_per_topic_and_major() -> None:
+    types = [cls.ce_type() for cls in CATALOG]
+    assert len(types) == len(set(types))
+
+
+@pytest.mark.parametrize("topic", sorted(CONTRACT_TOPICS))
+def test_public_topics_carry_the_contract_fields(topic: str) -> None:
+    [cls] = [c for c in CATALOG if c.TOPIC == topic]
+    missing = CONTRACT_TOPICS[topic] - set(cls.model_fields)
+    assert not missing, f"{topic} lacks contract fields {missing}"

@@ -1,0 +1,141 @@
+"""Finds (or starts) RabbitMQ and PostgreSQL for the test session, and controls them for chaos tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared.config import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL
+
+HOW_TO_START = (
+    "start them and run the tests again (see DEVELOPERS.md):\n"
+    "  rabbitmq-server -detached\n"
+    "  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+    "or set BOREAS_AMQP_URL / BOREAS_DATABASE_URL, or run a Docker engine for testcontainers."
+)
+
+
+@dataclass
+class Infrastructure:
+    """Connection URLs scoped to this session's vhost and database, plus broker/database control."""
+
+    amqp_url: str
+    database_url: str
+    rabbitmqctl: list[str]
+    postgres_ctl: list[str] | None
+    _cleanups: list = field(default_factory=list)
+
+    def rabbit(self, *args: str) -> str:
+        done = subprocess.run([*self.rabbitmqctl, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+        return done.stdout
+
+    def postgres(self, action: str) -> None:
+        if self.postgres_ctl is None:
+            raise RuntimeError("no way to control PostgreSQL here (pg_ctlcluster not found)")
+        subprocess.run([*self.postgres_ctl, action], check=True, capture_output=True, timeout=120)
+
+
+def _answers(amqp_url: str, database_url: str) -> list[str]:
+    async def probe() -> list[str]:
+        missing = []
+        try:
+            conn = await asyncio.wait_for(aio_pika.connect(amqp_url), 5)
+            await conn.close()
+        except Exception as exc:
+            missing.append(f"RabbitMQ ({exc.__class__.__name__})")
+        try:
+            pg = await asyncio.wait_for(asyncpg.connect(_with_db(database_url, "postgres")), 5)
+            await pg.close()
+        except Exception as exc:
+            missing.append(f"PostgreSQL ({exc.__class__.__name__})")
+        return missing
+
+    return asyncio.run(probe())
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def _with_vhost(url: str, vhost: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + quote(vhost, safe="")))
+
+
+def _docker_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def _postgres_ctl() -> list[str] | None:
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        return None
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
+
+
+@contextlib.contextmanager
+def provide_infrastructure() -> Iterator[Infrastructure]:
+    amqp_url = os.environ.get("BOREAS_AMQP_URL", DEFAULT_AMQP_URL)
+    database_url = os.environ.get("BOREAS_DATABASE_URL", DEFAULT_DATABASE_URL)
+    with contextlib.ExitStack() as stack:
+        missing = _answers(amqp_url, database_url)
+        rabbitmqctl: list[str] | None = ["rabbitmqctl"] if shutil.which("rabbitmqctl") else None
+        postgres_ctl = _postgres_ctl()
+        if missing and _docker_engine():
+            from testcontainers.postgres import PostgresContainer
+            from testcontainers.rabbitmq import RabbitMqContainer
+
+            rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.13"))
+            postgres = stack.enter_context(
+                PostgresContainer("postgres:16", username="postgres", password="postgres")
+            )
+            host, port = rabbit.get_container_host_ip(), rabbit.get_exposed_port(5672)
+            amqp_url = f"amqp://guest:guest@{host}:{port}/"
+            database_url = postgres.get_connection_url(driver=None)
+            rabbitmqctl = ["docker", "exec", rabbit.get_wrapped_container().id, "rabbitmqctl"]
+            postgres_ctl = None
+            missing = _answers(amqp_url, database_url)
+        if missing:
+            pytest.fail(f"{' and '.join(missing)} not reachable: {HOW_TO_START}", pytrace=False)
+        if rabbitmqctl is None:
+            pytest.fail("rabbitmqctl is needed to create the test vhost: " + HOW_TO_START)
+
+        name = f"boreas_test_{uuid.uuid4().hex[:8]}"
+        infra = Infrastructure(
+            amqp_url=_with_vhost(amqp_url, name),
+            database_url=_with_db(database_url, name),
+            rabbitmqctl=rabbitmqctl,
+            postgres_ctl=postgres_ctl,
+        )
+        user = urlsplit(amqp_url).username or "guest"
+        infra.rabbit("add_vhost", name)
+        infra.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        try:
+            yield infra
+        finally:
+            with contextlib.suppress(Exception):
+                infra.rabbit("delete_vhost", name)
+            with contextlib.suppress(Exception):
+                asyncio.run(_drop_database(database_url, name))
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(_with_db(server_url, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

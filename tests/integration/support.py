@@ -1,0 +1,49 @@
+"""Building blocks for integration tests: a throwaway service on the real bus and database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from shared.config import ServiceSettings
+from shared.consumer import Subscription
+from shared.db import SHARED_MIGRATIONS, Migration, load_migrations
+from shared.events import InstanceRejected
+from shared.runtime import ServiceRuntime
+
+# A table a test handler writes to, so effects can be counted in SQL.
+EFFECTS_TABLE = Migration(
+    "test/0001",
+    "0001_effects",
+    "CREATE TABLE effects (event_id text NOT NULL, note text NOT NULL)",
+)
+
+
+def settings_for(amqp_url: str, database_url: str, **overrides: object) -> ServiceSettings:
+    values: dict[str, object] = {
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "heartbeat_interval": 0.5,
+        "outbox_poll_interval": 0.2,
+        "max_deliveries": 3,
+        "shutdown_grace": 5.0,
+    }
+    values.update(overrides)
+    return ServiceSettings(**values)  # type: ignore[arg-type]
+
+
+def throwaway_runtime(
+    name: str,
+    settings: ServiceSettings,
+    subscriptions: Callable[[ServiceRuntime], list[Subscription]] = lambda _rt: [],
+) -> ServiceRuntime:
+    return ServiceRuntime(
+        name,
+        settings,
+        [*load_migrations("shared", SHARED_MIGRATIONS), EFFECTS_TABLE],
+        subscriptions=subscriptions,
+    )
+
+
+def rejection(note: str = "test") -> InstanceRejected:
+    return InstanceRejected(instance_id=uuid.uuid4(), owner="alice", reason=note)

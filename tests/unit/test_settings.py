@@ -1,0 +1,43 @@
+"""Settings follow the contract's environment variables and refuse default secrets in prod."""
+
+import pydantic
+import pytest
+
+from shared.config import GatewaySettings, ServiceSettings
+
+
+def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BOREAS_AMQP_URL", "BOREAS_DATABASE_URL", "BOREAS_GATEWAY_PORT", "BOREAS_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    settings = GatewaySettings()
+    assert settings.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/boreas"
+    assert settings.gateway_port == 8080
+    assert settings.env == "dev"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREAS_AMQP_URL", "amqp://boreas:s3cret@mq:5672/prod")
+    monkeypatch.setenv("BOREAS_GATEWAY_PORT", "9090")
+    settings = GatewaySettings()
+    assert settings.amqp_url == "amqp://boreas:s3cret@mq:5672/prod"
+    assert settings.gateway_port == 9090
+
+
+def test_prod_refuses_the_default_broker_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREAS_ENV", "prod")
+    monkeypatch.delenv("BOREAS_AMQP_URL", raising=False)
+    with pytest.raises(pydantic.ValidationError, match="refuses the default RabbitMQ guest"):
+        ServiceSettings()
+
+
+def test_prod_accepts_a_real_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREAS_ENV", "prod")
+    monkeypatch.setenv("BOREAS_AMQP_URL", "amqp://boreas:s3cret@mq:5672/")
+    assert ServiceSettings().env == "prod"
+
+
+def test_nonsense_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREAS_GATEWAY_PORT", "99999")
+    with pytest.raises(pydantic.ValidationError, match="gateway_port"):
+        GatewaySettings()
