@@ -72,13 +72,16 @@ class Bus:
         *,
         correlation_id: str | None = None,
         expiration: float | None = None,
+        mandatory: bool = True,
     ) -> Envelope:
         """Publish outside any transaction; see the module docstring for when that is right."""
         envelope = Envelope.wrap(event, source=self.source, correlation_id=correlation_id)
-        await self.publish_envelope(envelope, expiration=expiration)
+        await self.publish_envelope(envelope, expiration=expiration, mandatory=mandatory)
         return envelope
 
-    async def publish_envelope(self, envelope: Envelope, *, expiration: float | None = None) -> None:
+    async def publish_envelope(
+        self, envelope: Envelope, *, expiration: float | None = None, mandatory: bool = True
+    ) -> None:
         if self._exchange is None:
             raise RuntimeError("Bus.connect() has not been awaited")
         message = aio_pika.Message(
@@ -93,7 +96,7 @@ class Bus:
             expiration=expiration,
         )
         await self._exchange.publish(
-            message, routing_key=envelope.topic, mandatory=True, timeout=PUBLISH_TIMEOUT
+            message, routing_key=envelope.topic, mandatory=mandatory, timeout=PUBLISH_TIMEOUT
         )
 
     def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:

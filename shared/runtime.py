@@ -120,6 +120,7 @@ class ServiceRuntime:
                     # A heartbeat older than a few intervals says nothing about now: let it expire
                     # in queues rather than revive a dead service when a backlog drains.
                     expiration=3 * self.settings.heartbeat_interval,
+                    mandatory=False,  # nobody listening (no gateway yet) is no error worth a log
                 )
             except Exception as exc:  # bus away: the missing heartbeat is the signal
                 log.warning("heartbeat_not_sent", error=repr(exc))
