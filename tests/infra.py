@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -41,6 +42,20 @@ class Infrastructure:
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
         return done.stdout
+
+    @contextlib.contextmanager
+    def isolated(self) -> Iterator[tuple[str, str]]:
+        """A further vhost and database of its own, for a whole stack started by a test."""
+        name = f"boreas_test_{uuid.uuid4().hex[:8]}"
+        user = urlsplit(self.amqp_url).username or "guest"
+        self.rabbit("add_vhost", name)
+        self.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        try:
+            yield _with_vhost(self.amqp_url, name), _with_db(self.database_url, name)
+        finally:
+            with contextlib.suppress(Exception):
+                self.rabbit("delete_vhost", name)
+            _drop_database_blocking(self.database_url, name)
 
     def postgres(self, action: str) -> None:
         if self.postgres_ctl is None:
@@ -129,8 +144,13 @@ def provide_infrastructure() -> Iterator[Infrastructure]:
         finally:
             with contextlib.suppress(Exception):
                 infra.rabbit("delete_vhost", name)
-            with contextlib.suppress(Exception):
-                asyncio.run(_drop_database(database_url, name))
+            _drop_database_blocking(database_url, name)
+
+
+def _drop_database_blocking(server_url: str, name: str) -> None:
+    # In a thread of its own: callers may already be inside the test session's event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _drop_database(server_url, name)).result(timeout=60)
 
 
 async def _drop_database(server_url: str, name: str) -> None:
