@@ -47,7 +47,8 @@ async def test_sigterm_finishes_the_message_in_hand_and_returns_the_rest(
 ) -> None:
     schema, flag, release = f"sd_{unique}", tmp_path / "started", tmp_path / "release"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SLOW_SERVICE, amqp_url, database_url, schema, str(flag), str(release)
+        sys.executable, "-c", SLOW_SERVICE, amqp_url, database_url, schema, str(flag), str(release),
+        stderr=asyncio.subprocess.PIPE,
     )
     bus = Bus(amqp_url, source="boreas/test")
     await bus.connect()
@@ -60,8 +61,12 @@ async def test_sigterm_finishes_the_message_in_hand_and_returns_the_rest(
 
         proc.send_signal(signal.SIGTERM)
         began = time.monotonic()
+        assert proc.stderr is not None
+        while b"service_stopping" not in await asyncio.wait_for(proc.stderr.readline(), 10):
+            pass
         release.touch()
-        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+        await asyncio.wait_for(proc.communicate(), timeout=10)
+        assert proc.returncode == 0
         assert time.monotonic() - began < 10
 
         conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
