@@ -156,8 +156,10 @@ def main() -> int:
         if not announced and all_alive():
             announced = True
             say(f"all five services alive after {time.monotonic() - began:.1f} s")
-            say(f"gateway: http://127.0.0.1:{os.environ.get('BOREAS_GATEWAY_PORT', '8080')}"
-                "  (try: curl -s localhost:8080/v1/status)   Ctrl-C stops everything")
+            say(
+                f"gateway: http://127.0.0.1:{os.environ.get('BOREAS_GATEWAY_PORT', '8080')}"
+                "  (try: curl -s localhost:8080/v1/status)   Ctrl-C stops everything"
+            )
         elif not announced and time.monotonic() - began > READY_TIMEOUT:
             say(f"not all services alive after {READY_TIMEOUT:.0f} s; see the logs above")
             announced = True

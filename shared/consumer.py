@@ -37,7 +37,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class UnitOfWork:
-    """What a handler gets besides its event: the open transaction, and a way to emit events in it."""
+    """What a handler gets besides its event: the open transaction, and a way to emit in it."""
 
     conn: asyncpg.Connection
     envelope: Envelope
@@ -134,9 +134,7 @@ class ConsumerRunner:
         name = queue_name(self._service, subscription)
         channel: AbstractRobustChannel = await self._bus.connection.channel()  # type: ignore[assignment]
         await channel.set_qos(prefetch_count=self._prefetch)
-        exchange = await channel.declare_exchange(
-            self._bus.exchange_name, "topic", durable=True
-        )
+        exchange = await channel.declare_exchange(self._bus.exchange_name, "topic", durable=True)
         dead_letters = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, "direct", durable=True)
         dlq = await channel.declare_queue(
             f"{name}.dead-letter", durable=True, arguments={"x-queue-type": "quorum"}
@@ -157,6 +155,13 @@ class ConsumerRunner:
         # aio-pika runs each delivery in its own task; funnelling them through one queue and one
         # worker keeps handling in delivery order.
         async def enqueue(message: AbstractIncomingMessage) -> None:
+            log.debug(
+                "message_received",
+                queue=consumer.queue_name,
+                tag=message.delivery_tag,
+                message_id=message.message_id,
+                redelivered=message.redelivered,
+            )
             consumer.pending.put_nowait(message)
 
         return enqueue
@@ -268,7 +273,7 @@ class ConsumerRunner:
 
 
 async def _settle(settlement: Awaitable[None]) -> None:
-    """Ack/nack/reject; if the channel died meanwhile the broker redelivers, and the inbox dedupes."""
+    """Settle; if the channel died meanwhile, the broker redelivers and the inbox dedupes."""
     try:
         await settlement
     except Exception as exc:

@@ -65,7 +65,9 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
-async def create_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str, schema: str, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
     """The process's one pool, bound to the service's schema (created if missing)."""
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"invalid schema name {schema!r}")
@@ -137,7 +139,8 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: Iterable[Migratio
                 async with conn.transaction():
                     await conn.execute(migration.sql)
                     await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES ($1, $2, $3)",
                         migration.version,
                         migration.name,
                         migration.checksum,
@@ -145,7 +148,9 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: Iterable[Migratio
                 applied_now.append(migration.version)
                 log.info("migration_applied", schema=schema, migration=migration.name)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext('boreas.migrate.' || $1))", schema)
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtext('boreas.migrate.' || $1))", schema
+            )
     return applied_now
 
 

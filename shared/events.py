@@ -31,7 +31,7 @@ class Event(BaseModel):
 
     TOPIC: ClassVar[str]
     VERSION: ClassVar[str]
-    # Name of the field that becomes the CloudEvent ``subject`` (the instance id where there is one).
+    # The field that becomes the CloudEvent ``subject`` (the instance id where there is one).
     SUBJECT_FIELD: ClassVar[str | None] = None
 
     @classmethod
@@ -246,7 +246,9 @@ def decode(envelope: Envelope) -> Event:
     cls = _BY_TYPE.get(envelope.type)
     if cls is None:
         if envelope.topic in _TOPICS:
-            raise UndecodableEvent(f"unsupported major version of {envelope.topic}: {envelope.type}")
+            raise UndecodableEvent(
+                f"unsupported major version of {envelope.topic}: {envelope.type}"
+            )
         raise UndecodableEvent(f"unknown event type {envelope.type!r}")
     try:
         return cls.model_validate(envelope.data)

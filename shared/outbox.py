@@ -99,7 +99,9 @@ class OutboxRelay:
                 "SELECT pg_try_advisory_xact_lock(hashtext('boreas.outbox.' || $1))", self._schema
             ):
                 return 0
-            rows = await conn.fetch("SELECT seq, envelope FROM outbox ORDER BY seq LIMIT $1", _BATCH)
+            rows = await conn.fetch(
+                "SELECT seq, envelope FROM outbox ORDER BY seq LIMIT $1", _BATCH
+            )
             for row in rows:
                 try:
                     await self._publisher.publish_envelope(
@@ -124,10 +126,11 @@ class OutboxRelay:
         while True:
             try:
                 async with self._pool.acquire() as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                     await conn.add_listener(self._channel, self._on_notify)
                     try:
-                        while not conn.is_closed():
-                            await asyncio.sleep(self._poll_interval)
+                        await lost.wait()
                     finally:
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(self._channel, self._on_notify)

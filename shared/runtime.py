@@ -93,10 +93,13 @@ class ServiceRuntime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.bus.close(), 2)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pool.close(), 2)
+        # A stop may come before start() finished: close only what was opened.
+        if hasattr(self, "bus"):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.bus.close(), 2)
+        if hasattr(self, "pool"):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 2)
         log.info("service_stopped")
 
     async def database_ready(self) -> bool:
@@ -162,16 +165,29 @@ async def _patiently(what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
 
 
 async def run_until_signalled(runtime: ServiceRuntime) -> None:
-    """Run a worker service until SIGTERM or SIGINT, then stop it cleanly."""
+    """Run a worker service until SIGTERM or SIGINT, then stop it cleanly.
+
+    A signal that arrives while the service still waits for RabbitMQ or PostgreSQL ends the wait.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with runtime:
-        await stop.wait()
+    starting = asyncio.create_task(runtime.start())
+    signalled = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a failed start raises here
+            await signalled
+    finally:
+        starting.cancel()
+        signalled.cancel()
+        await asyncio.gather(starting, signalled, return_exceptions=True)
+        await runtime.stop()
 
 
-def serve(service: str, settings: ServiceSettings, subscriptions=None) -> None:  # noqa: ANN001
+def serve(service: str, settings: ServiceSettings, subscriptions=None) -> None:
     """Entry point of a worker service's ``__main__``: run it until signalled."""
     from shared.db import service_migrations
     from shared.logging import configure_logging

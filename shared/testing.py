@@ -61,7 +61,7 @@ class EventProbe:
         count: int = 1,
         timeout: float = 5.0,
     ) -> list[Envelope]:
-        """The first ``count`` events on ``topic`` matching ``predicate``; TimeoutError otherwise."""
+        """The first ``count`` events on ``topic`` matching ``predicate``, or TimeoutError."""
         async with asyncio.timeout(timeout), self._arrived:
             await self._arrived.wait_for(lambda: len(self.matching(topic, predicate)) >= count)
             return self.matching(topic, predicate)[:count]

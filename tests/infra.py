@@ -1,4 +1,4 @@
-"""Finds (or starts) RabbitMQ and PostgreSQL for the test session, and controls them for chaos tests."""
+"""Finds (or starts) RabbitMQ and PostgreSQL for a test session; restarts them in outage tests."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ class Infrastructure:
     _cleanups: list = field(default_factory=list)
 
     def rabbit(self, *args: str) -> str:
-        done = subprocess.run([*self.rabbitmqctl, *args], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*self.rabbitmqctl, *args], capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
         return done.stdout

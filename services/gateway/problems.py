@@ -19,7 +19,11 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem(
-    status: int, detail: str, *, title: str | None = None, headers: dict[str, str] | None = None,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     body = {
@@ -51,7 +55,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def dependency_away(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database_unavailable", path=request.url.path, error=repr(exc))
         return problem(
-            503, "The database is not reachable right now; retry shortly.",
+            503,
+            "The database is not reachable right now; retry shortly.",
             headers={"Retry-After": "5"},
         )
 

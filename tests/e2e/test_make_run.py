@@ -1,4 +1,4 @@
-"""`make run` from the README: all five services alive within 60 s, and Ctrl-C leaves nothing behind."""
+"""`make run` from the README: all five services alive within 60 s; Ctrl-C leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -68,8 +68,12 @@ async def test_make_run_brings_up_every_service_and_ctrl_c_stops_them_all(
             "BOREAS_HEARTBEAT_INTERVAL": "1",
         }
         with log_path.open("wb") as log:
-            make = subprocess.Popen(
-                ["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            make = subprocess.Popen(  # noqa: ASYNC220 - spawns and returns at once
+                ["make", "run"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, as a terminal gives it
             )
         try:
@@ -100,8 +104,11 @@ def test_worker_service_exits_cleanly_on_sigterm(infra: Infrastructure, service:
     with infra.isolated() as (amqp_url, database_url):
         env = {**os.environ, "BOREAS_AMQP_URL": amqp_url, "BOREAS_DATABASE_URL": database_url}
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env,
-            stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         lines = []
         assert proc.stderr is not None
@@ -113,3 +120,26 @@ def test_worker_service_exits_cleanly_on_sigterm(infra: Infrastructure, service:
         _, rest = proc.communicate(timeout=10)
         assert proc.returncode == 0, "".join(lines) + rest
         assert "service_stopped" in rest
+
+
+def test_sigterm_ends_the_wait_for_an_unreachable_broker(infra: Infrastructure) -> None:
+    env = {
+        **os.environ,
+        "BOREAS_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",  # nothing listens on port 1
+        "BOREAS_DATABASE_URL": infra.database_url,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.quota"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "waiting_for_dependency" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=10)
+    assert proc.returncode == 0, rest
+    assert "service_stopped" in rest

@@ -28,9 +28,7 @@ class Recorder:
         self.handled = asyncio.Condition()
 
     async def __call__(self, event: InstanceRejected, uow: UnitOfWork) -> None:
-        await uow.conn.execute(
-            "INSERT INTO effects VALUES ($1, $2)", uow.envelope.id, event.reason
-        )
+        await uow.conn.execute("INSERT INTO effects VALUES ($1, $2)", uow.envelope.id, event.reason)
         await uow.publish(rejection(f"echo:{event.reason}"))
         async with self.handled:
             self.calls.append(event.reason)
@@ -115,12 +113,17 @@ async def test_event_delivered_twice_is_handled_once(
     inbox = await runtime.pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", twice.id)
     assert inbox == 1
     await probe.wait_for("instance.rejected", lambda e: e.data["reason"] == f"echo:marker-{unique}")
-    assert len(probe.matching("instance.rejected", lambda e: e.data["reason"] == f"echo:twice-{unique}")) == 1
+    assert (
+        len(
+            probe.matching(
+                "instance.rejected", lambda e: e.data["reason"] == f"echo:twice-{unique}"
+            )
+        )
+        == 1
+    )
 
 
-async def test_events_are_handled_in_publish_order(
-    service: Service, unique: str
-) -> None:
+async def test_events_are_handled_in_publish_order(service: Service, unique: str) -> None:
     runtime, recorder, _ = service
     reasons = [f"order-{unique}-{i:03d}" for i in range(40)]
     for reason in reasons:
@@ -139,7 +142,10 @@ async def test_events_are_handled_in_publish_order(
     ],
 )
 async def test_undecodable_message_is_dead_lettered_at_once_and_consumption_goes_on(
-    service: Service, amqp_url: str, unique: str, case: str,
+    service: Service,
+    amqp_url: str,
+    unique: str,
+    case: str,
     body: bytes | None,
 ) -> None:
     runtime, recorder, _ = service
@@ -168,9 +174,15 @@ async def test_handler_that_always_raises_is_dead_lettered_after_bounded_tries(
     doomed = Envelope.wrap(
         InstanceStateChanged.model_validate(
             {
-                "instance_id": str(uuid.uuid4()), "owner": "alice", "account_id": "a",
-                "provider": "simulator", "provider_instance_id": None, "old_state": None,
-                "new_state": "pending", "cpus": 1, "memory_mb": 512,
+                "instance_id": str(uuid.uuid4()),
+                "owner": "alice",
+                "account_id": "a",
+                "provider": "simulator",
+                "provider_instance_id": None,
+                "old_state": None,
+                "new_state": "pending",
+                "cpus": 1,
+                "memory_mb": 512,
                 "observed_at": "2026-01-01T00:00:00Z",
             }
         ),
@@ -183,9 +195,10 @@ async def test_handler_that_always_raises_is_dead_lettered_after_bounded_tries(
     assert dead.headers["x-first-death-reason"] == "rejected"
     assert failing.attempts.count(doomed.id) == MAX_DELIVERIES
     # The failing handler's transaction rolled back each time: no inbox row claims it handled.
-    assert await runtime.pool.fetchval(
-        "SELECT count(*) FROM inbox WHERE event_id = $1", doomed.id
-    ) == 0
+    assert (
+        await runtime.pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", doomed.id)
+        == 0
+    )
     # The service's other consumers are unaffected.
     after = rejection(f"after-raise-{unique}")
     await runtime.bus.publish(after)

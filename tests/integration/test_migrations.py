@@ -1,4 +1,4 @@
-"""Versioned migrations: applied once, in order, safely from racing replicas, and never rewritten."""
+"""Versioned migrations: applied once, in order, safe from racing replicas, never rewritten."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ async def test_pending_migrations_apply_once_in_order(database_url: str, unique:
         await pool.execute("INSERT INTO things (id, name) VALUES (1, 'x')")
         schema_of_table = await pool.fetchval(
             "SELECT table_schema FROM information_schema.tables WHERE table_name = 'things'"
-            " AND table_schema = $1", f"mig_{unique}"
+            " AND table_schema = $1",
+            f"mig_{unique}",
         )
         assert schema_of_table == f"mig_{unique}"
     finally:
@@ -66,7 +67,8 @@ async def test_a_failing_migration_leaves_nothing_half_applied(
             await migrate(pool, f"mig_{unique}", [FIRST, broken])
         columns = await pool.fetchval(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1"
-            " AND table_name = 'things'", f"mig_{unique}"
+            " AND table_name = 'things'",
+            f"mig_{unique}",
         )
         assert columns == 1
         assert await pool.fetchval("SELECT count(*) FROM schema_migrations") == 1

@@ -65,7 +65,7 @@ async def test_consumers_and_readiness_survive_a_rabbitmq_restart(
 
     await asyncio.to_thread(infra.rabbit, "stop_app")
     try:
-        status, body = await wait_until(
+        _, body = await wait_until(
             lambda: _ready_is(stack.gateway, 503), timeout=30, what="/readyz 503 with the bus away"
         )
         assert body["bus"] is False and body["database"] is True
@@ -93,7 +93,7 @@ async def test_service_keeps_working_across_a_postgresql_restart(
 
     await asyncio.to_thread(infra.postgres, "stop")
     try:
-        status, body = await wait_until(
+        _, body = await wait_until(
             lambda: _ready_is(stack.gateway, 503), timeout=30, what="/readyz 503 with the DB away"
         )
         assert body["database"] is False and body["bus"] is True
@@ -111,9 +111,12 @@ async def test_service_keeps_working_across_a_postgresql_restart(
         lambda: _ready_is(stack.gateway, 200), timeout=COMEBACK, what="/readyz 200 again"
     )
     await stack.recorder.wait_for(during.reason, timeout=COMEBACK)
-    assert await stack.worker.pool.fetchval(
-        "SELECT count(*) FROM effects WHERE note = $1", during.reason
-    ) == 1
+    assert (
+        await stack.worker.pool.fetchval(
+            "SELECT count(*) FROM effects WHERE note = $1", during.reason
+        )
+        == 1
+    )
     response = await stack.gateway.get("/v1/status")
     assert response.status_code == 200
 

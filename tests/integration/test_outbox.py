@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import textwrap
 
@@ -15,7 +14,7 @@ from shared.testing import EventProbe, wait_until
 from tests.integration.support import rejection, settings_for, throwaway_runtime
 
 
-def outbox_empty(rt: ServiceRuntime):  # noqa: ANN201
+def outbox_empty(rt: ServiceRuntime):
     async def check() -> bool:
         return await rt.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
@@ -52,7 +51,9 @@ async def test_rolled_back_transaction_publishes_nothing(
 
         # The relay publishes in commit order, so once `after` is out, `doomed` would be too.
         await probe.wait_for("instance.rejected", lambda e: e.data["reason"] == after.reason)
-        assert probe.matching("instance.rejected", lambda e: e.data["reason"] == doomed.reason) == []
+        assert (
+            probe.matching("instance.rejected", lambda e: e.data["reason"] == doomed.reason) == []
+        )
         assert await rt.pool.fetchval("SELECT count(*) FROM effects") == 0
 
 

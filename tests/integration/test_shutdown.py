@@ -21,6 +21,7 @@ SLOW_SERVICE = textwrap.dedent(
     from pathlib import Path
     from shared.consumer import Subscription
     from shared.events import InstanceRejected
+    from shared.logging import configure_logging
     from shared.runtime import run_until_signalled
     from tests.integration.support import settings_for, throwaway_runtime
 
@@ -33,6 +34,7 @@ SLOW_SERVICE = textwrap.dedent(
             await asyncio.sleep(POLL)
         await uow.conn.execute("INSERT INTO effects VALUES ($1, $2)", uow.envelope.id, event.reason)
 
+    configure_logging(schema, json=True)
     runtime = throwaway_runtime(
         schema, settings_for(amqp_url, database_url, prefetch=10),
         lambda _rt: [Subscription(InstanceRejected, slow, name="slow")],
@@ -47,23 +49,29 @@ async def test_sigterm_finishes_the_message_in_hand_and_returns_the_rest(
 ) -> None:
     schema, flag, release = f"sd_{unique}", tmp_path / "started", tmp_path / "release"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SLOW_SERVICE, amqp_url, database_url, schema, str(flag), str(release),
+        sys.executable,
+        "-c",
+        SLOW_SERVICE,
+        amqp_url,
+        database_url,
+        schema,
+        str(flag),
+        str(release),
         stderr=asyncio.subprocess.PIPE,
     )
     bus = Bus(amqp_url, source="boreas/test")
     await bus.connect()
     try:
         in_hand, queued = rejection(f"in-hand-{unique}"), rejection(f"queued-{unique}")
-        await wait_until(lambda: _queue_exists(bus, f"{schema}.slow"), timeout=30)
+        assert proc.stderr is not None
+        await _read_until(proc.stderr, b"service_started")  # queue declared *and* bound
         await bus.publish(in_hand)
         await bus.publish(queued)
         await wait_until(flag.exists, timeout=30, what="handler started")
 
         proc.send_signal(signal.SIGTERM)
         began = time.monotonic()
-        assert proc.stderr is not None
-        while b"service_stopping" not in await asyncio.wait_for(proc.stderr.readline(), 10):
-            pass
+        await _read_until(proc.stderr, b"service_stopping")
         release.touch()
         await asyncio.wait_for(proc.communicate(), timeout=10)
         assert proc.returncode == 0
@@ -85,13 +93,7 @@ async def test_sigterm_finishes_the_message_in_hand_and_returns_the_rest(
         await bus.close()
 
 
-async def _queue_exists(bus: Bus, name: str) -> bool:
-    channel = await bus.connection.channel()
-    try:
-        await channel.declare_queue(name, passive=True)
-    except Exception:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
+async def _read_until(stream: asyncio.StreamReader, marker: bytes) -> None:
+    async with asyncio.timeout(30):
+        while marker not in (line := await stream.readline()):
+            assert line, f"process ended before logging {marker!r}"

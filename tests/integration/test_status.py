@@ -71,6 +71,6 @@ async def test_unknown_route_is_problem_json(gateway: httpx.AsyncClient) -> None
     assert response.json()["status"] == 404
 
 
-async def _when(awaitable, predicate):  # noqa: ANN001, ANN202
+async def _when(awaitable, predicate):
     value = await awaitable
     return value if predicate(value) else None

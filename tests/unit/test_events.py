@@ -104,7 +104,7 @@ def _with_type(ce_type: str, data: dict | None = None) -> Envelope:
 
 
 def test_unknown_major_version_of_a_known_topic_is_undecodable() -> None:
-    with pytest.raises(UndecodableEvent, match="unsupported major version of instance.rejected"):
+    with pytest.raises(UndecodableEvent, match=r"unsupported major version of instance\.rejected"):
         decode(_with_type("boreas.instance.rejected.v2"))
 
 

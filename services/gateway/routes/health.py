@@ -50,7 +50,9 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     ready = Readiness(database=await runtime.database_ready(), bus=runtime.bus.is_connected)
     if ready.database and ready.bus:
         return ready
-    away = " and ".join(name for name, up in (("database", ready.database), ("bus", ready.bus)) if not up)
+    away = " and ".join(
+        name for name, up in (("database", ready.database), ("bus", ready.bus)) if not up
+    )
     return problem(503, f"not ready: {away} not connected", **ready.model_dump())
 
 
