@@ -5,6 +5,7 @@ Nothing here is read at import time: each service's ``__main__`` instantiates it
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Literal
 
@@ -24,7 +25,8 @@ class ServiceSettings(BaseSettings):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
     log_level: str = "INFO"
-    replica_id: str = Field(default_factory=lambda: socket.gethostname())
+    # Tells replicas apart in /v1/status; host and pid, so two on one machine are two.
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     heartbeat_interval: float = Field(default=5.0, gt=0)
     prefetch: int = Field(default=16, ge=1, le=1000)

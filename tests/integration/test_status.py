@@ -69,6 +69,10 @@ async def test_unknown_route_is_problem_json(gateway: httpx.AsyncClient) -> None
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 404
+    assert response.json()["detail"] == "There is nothing at /v1/nowhere."
+    wrong_method = await gateway.delete("/healthz")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["detail"] == "DELETE is not allowed on /healthz."
 
 
 async def _when(awaitable, predicate):
