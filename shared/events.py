@@ -83,6 +83,8 @@ class ServiceHeartbeat(Event):
 
 
 class InstanceLaunchRequested(Event):
+    """The gateway accepted a launch request; quota decides it next."""
+
     TOPIC = "instance.launch_requested"
     # 1.0: first version
     VERSION = "1.0"
@@ -98,6 +100,8 @@ class InstanceLaunchRequested(Event):
 
 
 class InstanceRejected(Event):
+    """Quota refused a launch; ``reason`` says which limit."""
+
     TOPIC = "instance.rejected"
     # 1.0: first version
     VERSION = "1.0"
@@ -109,6 +113,8 @@ class InstanceRejected(Event):
 
 
 class InstancePlaced(Event):
+    """The scheduler chose an account and the cloud accepted the instance; ``reason`` says why."""
+
     TOPIC = "instance.placed"
     # 1.0: first version
     VERSION = "1.0"
@@ -124,6 +130,8 @@ class InstancePlaced(Event):
 
 
 class InstanceFailed(Event):
+    """No candidate account could launch the instance; ``attempts`` lists what was tried."""
+
     TOPIC = "instance.failed"
     # 1.0: first version
     VERSION = "1.0"
@@ -136,6 +144,8 @@ class InstanceFailed(Event):
 
 
 class InstanceStateChanged(Event):
+    """An instance moved from one state to another, as the poller (or an action) saw it."""
+
     TOPIC = "instance.state_changed"
     # 1.0: first version
     VERSION = "1.0"
@@ -162,6 +172,8 @@ class ResourceUsage(BaseModel):
 
 
 class QuotaUsageChanged(Event):
+    """A user's usage moved; ``limits`` are null where unlimited."""
+
     TOPIC = "quota.usage_changed"
     # 1.0: first version
     VERSION = "1.0"
