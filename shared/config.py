@@ -9,8 +9,10 @@ import os
 import socket
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.credentials import CredentialCipher, dev_key
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/boreas"
@@ -36,11 +38,23 @@ class ServiceSettings(BaseSettings):
     inbox_retention_days: int = Field(default=7, ge=1)
     shutdown_grace: float = Field(default=8.0, gt=0)
 
+    # Seals provider credentials (see shared/credentials.py). Unset in dev: a key generated once
+    # into .boreas/secret.key. Previous keys (comma-separated) still open during a rotation.
+    secret_key: SecretStr | None = None
+    previous_secret_keys: SecretStr = SecretStr("")
+
     @model_validator(mode="after")
     def _refuse_default_secrets_in_prod(self) -> ServiceSettings:
         if self.env == "prod" and "guest:guest@" in self.amqp_url:
             raise ValueError("BOREAS_ENV=prod refuses the default RabbitMQ guest account")
+        if self.env == "prod" and self.secret_key is None:
+            raise ValueError("BOREAS_ENV=prod requires BOREAS_SECRET_KEY")
         return self
+
+    def credential_cipher(self) -> CredentialCipher:
+        current = self.secret_key.get_secret_value() if self.secret_key else dev_key()
+        previous = self.previous_secret_keys.get_secret_value().split(",")
+        return CredentialCipher.from_texts(current, [p for p in previous if p.strip()])
 
 
 class GatewaySettings(ServiceSettings):
@@ -48,3 +62,16 @@ class GatewaySettings(ServiceSettings):
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     # A service is shown alive while its last heartbeat is younger than this many intervals.
     alive_after_missed_heartbeats: float = Field(default=3.0, gt=1)
+
+    # Creates user `admin` at first start when no admin exists; dev prints a generated one.
+    admin_password: SecretStr | None = None
+    token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    # Token requests allowed per username and per client address per minute.
+    token_requests_per_minute: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _prod_needs_an_admin_password(self) -> GatewaySettings:
+        if self.env == "prod" and self.admin_password is not None:
+            if len(self.admin_password.get_secret_value()) < 12:
+                raise ValueError("BOREAS_ADMIN_PASSWORD must have at least 12 characters in prod")
+        return self

@@ -4,6 +4,7 @@ import pydantic
 import pytest
 
 from shared.config import GatewaySettings, ServiceSettings
+from shared.credentials import new_key_text
 
 
 def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,6 +35,7 @@ def test_prod_refuses_the_default_broker_account(monkeypatch: pytest.MonkeyPatch
 def test_prod_accepts_a_real_account(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOREAS_ENV", "prod")
     monkeypatch.setenv("BOREAS_AMQP_URL", "amqp://boreas:s3cret@mq:5672/")
+    monkeypatch.setenv("BOREAS_SECRET_KEY", new_key_text())
     assert ServiceSettings().env == "prod"
 
 
@@ -41,3 +43,19 @@ def test_nonsense_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOREAS_GATEWAY_PORT", "99999")
     with pytest.raises(pydantic.ValidationError, match="gateway_port"):
         GatewaySettings()
+
+
+def test_prod_requires_a_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOREAS_ENV", "prod")
+    monkeypatch.setenv("BOREAS_AMQP_URL", "amqp://boreas:s3cret@mq:5672/")
+    monkeypatch.delenv("BOREAS_SECRET_KEY", raising=False)
+    with pytest.raises(pydantic.ValidationError, match="requires BOREAS_SECRET_KEY"):
+        ServiceSettings()
+
+
+def test_secret_key_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key_text()
+    monkeypatch.setenv("BOREAS_SECRET_KEY", key)
+    settings = ServiceSettings()
+    assert key not in repr(settings) and key not in str(settings.model_dump())
+    assert settings.credential_cipher().current_key_id
