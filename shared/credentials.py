@@ -83,7 +83,9 @@ class CredentialCipher:
     previous: tuple[bytes, ...] = ()
 
     @classmethod
-    def from_texts(cls, current: str, previous: list[str] | tuple[str, ...] = ()) -> CredentialCipher:
+    def from_texts(
+        cls, current: str, previous: list[str] | tuple[str, ...] = ()
+    ) -> CredentialCipher:
         return cls(parse_key(current), tuple(parse_key(p) for p in previous if p.strip()))
 
     @property
@@ -112,7 +114,9 @@ class CredentialCipher:
                 _associated_data(account_id),
             )
         except (InvalidTag, ValueError) as exc:
-            raise CredentialsUnreadable("credentials do not open with this key and account") from exc
+            raise CredentialsUnreadable(
+                "credentials do not open with this key and account"
+            ) from exc
         return json.loads(plaintext)
 
     def reseal(self, account_id: str, sealed: SealedCredentials) -> SealedCredentials:

@@ -163,6 +163,59 @@ class InstanceStateChanged(Event):
     observed_at: datetime
 
 
+class InstanceAction(enum.StrEnum):
+    STOP = "stop"
+    START = "start"
+    REBOOT = "reboot"
+    TERMINATE = "terminate"
+
+
+class InstanceActionRequested(Event):
+    """Its owner (or an admin) asked for an instance to be stopped, started, rebooted or ended."""
+
+    TOPIC = "instance.action_requested"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    action: InstanceAction
+    requested_by: str
+    account_id: str | None = None
+    provider_instance_id: str | None = None
+
+
+class SealedSecret(BaseModel):
+    """Credentials sealed by the gateway (AES-256-GCM, see shared/credentials.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    key_id: str
+    nonce: str
+    ciphertext: str
+
+
+class ProviderAccountChanged(Event):
+    """An admin registered or changed a provider account: its whole current state.
+
+    Internal: carries the credentials sealed, never in clear. ``revision`` grows with each change,
+    so a consumer keeps the highest it has seen and ignores older ones arriving late.
+    """
+
+    TOPIC = "provider_account.changed"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    account_id: str
+    name: str
+    provider: str
+    config: dict[str, Any]
+    grants: list[str]
+    credentials: SealedSecret
+    revision: int
+
+
 class ResourceUsage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -190,6 +243,8 @@ CATALOG: tuple[type[Event], ...] = (
     InstancePlaced,
     InstanceFailed,
     InstanceStateChanged,
+    InstanceActionRequested,
+    ProviderAccountChanged,
     QuotaUsageChanged,
 )
 _BY_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in CATALOG}

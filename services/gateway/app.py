@@ -8,9 +8,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.gateway.bootstrap import ensure_admin
+from services.gateway.deps import Gateway
 from services.gateway.handlers import subscriptions
 from services.gateway.problems import install_problem_handlers
-from services.gateway.routes import health
+from services.gateway.routes import accounts, audit, health, instances, tokens, users
 from shared.config import GatewaySettings
 from shared.db import service_migrations
 from shared.runtime import Clock, ServiceRuntime, utcnow
@@ -24,10 +26,12 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         subscriptions=lambda _rt: subscriptions(clock=clock),
         clock=clock,
     )
+    gateway = Gateway(runtime, settings, settings.credential_cipher(), clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
+            await ensure_admin(runtime.pool, settings)
             yield
 
     app = FastAPI(
@@ -37,8 +41,10 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.gateway = gateway
     install_problem_handlers(app)
-    app.include_router(health.router)
+    for module in (health, tokens, users, accounts, instances, audit):
+        app.include_router(module.router)
     return app
 
 

@@ -1,12 +1,20 @@
-"""The gateway's event handlers and the table that wires them to topics."""
+"""The gateway's event handlers (heartbeats, the instance read model) and their subscriptions."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 
-from services.gateway import repository
+from services.gateway.repository import instances
+from services.gateway.repository import status as repository
 from shared.consumer import Subscription, UnitOfWork
-from shared.events import ServiceHeartbeat
+from shared.events import (
+    InstanceFailed,
+    InstancePlaced,
+    InstanceRejected,
+    InstanceStateChanged,
+    ServiceHeartbeat,
+)
 from shared.runtime import Clock
 
 
@@ -21,12 +29,79 @@ async def record_heartbeat(event: ServiceHeartbeat, uow: UnitOfWork, *, clock: C
     )
 
 
+async def record_rejection(event: InstanceRejected, uow: UnitOfWork, *, clock: Clock) -> None:
+    await instances.apply_update(
+        uow.conn,
+        event.instance_id,
+        now=clock(),
+        only_from=("requested",),
+        state="rejected",
+        reason=event.reason,
+    )
+
+
+async def record_placement(event: InstancePlaced, uow: UnitOfWork, *, clock: Clock) -> None:
+    await instances.apply_update(
+        uow.conn,
+        event.instance_id,
+        now=clock(),
+        account_id=event.account_id,
+        provider=event.provider,
+        provider_instance_id=event.provider_instance_id,
+        region=event.region,
+        reason=event.reason,
+    )
+    await instances.apply_update(
+        uow.conn, event.instance_id, now=clock(), only_from=("requested",), state="pending"
+    )
+
+
+async def record_failure(event: InstanceFailed, uow: UnitOfWork, *, clock: Clock) -> None:
+    await instances.apply_update(
+        uow.conn,
+        event.instance_id,
+        now=clock(),
+        only_from=("requested", "pending"),
+        state="error",
+        reason=event.reason,
+    )
+    # Terminated before any cloud had it: nothing is left to end.
+    await instances.apply_update(
+        uow.conn,
+        event.instance_id,
+        now=clock(),
+        only_from=("terminating",),
+        state="terminated",
+        reason=event.reason,
+    )
+
+
+async def record_state_change(
+    event: InstanceStateChanged, uow: UnitOfWork, *, clock: Clock
+) -> None:
+    # Observations older than the last applied one are ignored (apply_update checks observed_at).
+    await instances.apply_update(
+        uow.conn,
+        event.instance_id,
+        now=clock(),
+        observed_at=event.observed_at,
+        state=event.new_state.value,
+        account_id=event.account_id,
+        provider=event.provider,
+        provider_instance_id=event.provider_instance_id,
+    )
+
+
 def subscriptions(*, clock: Clock) -> list[Subscription]:
+    def bound(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        return functools.partial(handler, clock=clock)
+
     return [
         Subscription(
-            ServiceHeartbeat,
-            functools.partial(record_heartbeat, clock=clock),
-            name="record_heartbeat",
-            dedupe=False,
+            ServiceHeartbeat, bound(record_heartbeat), name="record_heartbeat", dedupe=False
         ),
+        Subscription(InstanceRejected, bound(record_rejection), name="record_rejection"),
+        Subscription(InstancePlaced, bound(record_placement), name="record_placement"),
+        Subscription(InstanceFailed, bound(record_failure), name="record_failure"),
+        Subscription(InstanceStateChanged, bound(record_state_change), name="record_state_change"),
     ]

@@ -20,6 +20,8 @@ PINNED = {
     "InstancePlaced": "1.0-28d28f748f258126",
     "InstanceFailed": "1.0-533a75836fc04052",
     "InstanceStateChanged": "1.0-7b1312f8afb34609",
+    "InstanceActionRequested": "1.0-9c2da1f948f3fc41",
+    "ProviderAccountChanged": "1.0-b330499522ba406b",
     "QuotaUsageChanged": "1.0-0e02d3328b6c12d4",
 }
 
@@ -88,7 +90,7 @@ def test_nothing_pinned_is_missing_from_the_catalog() -> None:
 
 @pytest.mark.parametrize("cls", CATALOG, ids=lambda c: c.__name__)
 def test_topic_and_version_are_well_formed(cls: type[Event]) -> None:
-    assert re.fullmatch(r"[a-z]+\.[a-z_]+", cls.TOPIC), "topics are entity.action"
+    assert re.fullmatch(r"[a-z_]+\.[a-z_]+", cls.TOPIC), "topics are entity.action"
     assert re.fullmatch(r"\d+\.\d+", cls.VERSION)
 
 

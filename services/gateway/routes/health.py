@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.gateway import repository
 from services.gateway.problems import problem
+from services.gateway.repository import status as repository
 
 SERVICES = ("gateway", "scheduler", "poller", "quota", "notifier")
 

@@ -1,4 +1,4 @@
-"""SQL over the gateway's own schema."""
+"""Service replicas heard through their heartbeats."""
 
 from __future__ import annotations
 

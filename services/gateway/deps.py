@@ -1,0 +1,74 @@
+"""Dependencies of the routes, as Annotated aliases: ``user: CurrentUser``, ``gw: GatewayDep``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.gateway import security
+from services.gateway.repository import identity
+from services.gateway.repository.identity import User
+from shared.config import GatewaySettings
+from shared.credentials import CredentialCipher
+from shared.runtime import Clock, ServiceRuntime
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Everything a route may use, built once in ``create_app``."""
+
+    runtime: ServiceRuntime
+    settings: GatewaySettings
+    cipher: CredentialCipher
+    clock: Clock
+
+    @property
+    def pool(self) -> asyncpg.Pool:  # set once the runtime has started
+        return self.runtime.pool
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    if credentials is None:
+        raise _unauthorized("Send a token: Authorization: Bearer <token> (POST /v1/tokens).")
+    if not security.token_is_well_formed(credentials.credentials):
+        raise _unauthorized("That is not a Boreas token.")
+    return credentials.credentials
+
+
+async def current_user(gw: GatewayDep, token: Annotated[str, Depends(bearer_token)]) -> User:
+    user = await identity.user_of_token(gw.pool, security.token_digest(token), gw.clock())
+    if user is None:
+        raise _unauthorized("The token is unknown, expired or revoked.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+async def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(403, "Only an admin may do this.")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,1 @@
+"""SQL over the gateway's own schema, one module per table family."""

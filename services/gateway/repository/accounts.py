@@ -1,0 +1,100 @@
+"""Provider accounts and who may launch on them. Sealed credentials stay in this module's rows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from shared.credentials import SealedCredentials
+
+# Every column but the sealed credentials: what routes may read.
+_PUBLIC = "a.id, a.name, a.provider, a.config, a.revision, a.created_at, a.updated_at"
+
+
+async def create_account(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    name: str,
+    provider: str,
+    config: dict[str, Any],
+    sealed: SealedCredentials,
+) -> bool:
+    """False when the name is taken."""
+    status = await conn.execute(
+        """INSERT INTO provider_accounts (id, name, provider, config, credentials)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING""",
+        account_id,
+        name,
+        provider,
+        json.dumps(config),
+        sealed.model_dump_json(),
+    )
+    return status.endswith(" 1")
+
+
+async def replace_grants(conn: asyncpg.Connection, account_id: str, grantees: list[str]) -> None:
+    await conn.execute("DELETE FROM account_grants WHERE account_id = $1", account_id)
+    await conn.executemany(
+        "INSERT INTO account_grants (account_id, grantee) VALUES ($1, $2)",
+        [(account_id, g) for g in sorted(set(grantees))],
+    )
+
+
+async def bump_revision(conn: asyncpg.Connection, account_id: str) -> None:
+    await conn.execute(
+        "UPDATE provider_accounts SET revision = revision + 1, updated_at = now() WHERE id = $1",
+        account_id,
+    )
+
+
+async def lock_account(conn: asyncpg.Connection, account_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM provider_accounts WHERE id = $1 FOR UPDATE", account_id
+        )
+    )
+
+
+async def account_with_grants(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"""SELECT {_PUBLIC}, coalesce(array_agg(g.grantee ORDER BY g.grantee)
+                   FILTER (WHERE g.grantee IS NOT NULL), '{{}}') AS grants
+            FROM provider_accounts a LEFT JOIN account_grants g ON g.account_id = a.id
+            WHERE a.id = $1 GROUP BY a.id""",
+        account_id,
+    )
+    return _public(row) if row else None
+
+
+async def sealed_credentials(conn: asyncpg.Connection, account_id: str) -> SealedCredentials:
+    raw = await conn.fetchval("SELECT credentials FROM provider_accounts WHERE id = $1", account_id)
+    return SealedCredentials.model_validate_json(raw)
+
+
+async def visible_accounts(
+    conn: asyncpg.Connection | asyncpg.Pool, *, username: str, everything: bool
+) -> list[dict[str, Any]]:
+    """Accounts granted to ``username`` (directly or through '*'); all with ``everything``."""
+    rows = await conn.fetch(
+        f"""SELECT {_PUBLIC}, coalesce(array_agg(g.grantee ORDER BY g.grantee)
+                   FILTER (WHERE g.grantee IS NOT NULL), '{{}}') AS grants
+            FROM provider_accounts a LEFT JOIN account_grants g ON g.account_id = a.id
+            GROUP BY a.id
+            HAVING $2 OR bool_or(g.grantee = $1 OR g.grantee = '*')
+            ORDER BY a.name""",
+        username,
+        everything,
+    )
+    return [_public(r) for r in rows]
+
+
+def _public(row: asyncpg.Record) -> dict[str, Any]:
+    account = dict(row)
+    account["config"] = json.loads(account["config"])
+    account["grants"] = list(account["grants"])
+    return account

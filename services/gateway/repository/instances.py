@@ -1,0 +1,142 @@
+"""The instance read model: rows written at launch, then moved by events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+COLUMNS = (
+    "id, owner, name, image, cpus, memory_mb, placement, state, account_id, provider, "
+    "provider_instance_id, region, reason, created_at, updated_at"
+)
+
+
+def _instance(row: asyncpg.Record) -> dict[str, Any]:
+    instance = dict(row)
+    instance["placement"] = json.loads(instance["placement"])
+    return instance
+
+
+async def insert_requested(
+    conn: asyncpg.Connection,
+    *,
+    instance_id: uuid.UUID,
+    owner: str,
+    spec: dict[str, Any],
+    idempotency_key: str | None,
+    request_digest: str | None,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The new instance, or None if ``owner`` already used ``idempotency_key``."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO instances (id, owner, name, image, cpus, memory_mb, placement, state,
+                                   idempotency_key, request_digest, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $10, $10)
+            ON CONFLICT (owner, idempotency_key) DO NOTHING
+            RETURNING {COLUMNS}""",
+        instance_id,
+        owner,
+        spec["name"],
+        spec["image"],
+        spec["cpus"],
+        spec["memory_mb"],
+        json.dumps(spec["placement"]),
+        idempotency_key,
+        request_digest,
+        now,
+    )
+    return _instance(row) if row else None
+
+
+async def by_idempotency_key(
+    conn: asyncpg.Connection, owner: str, key: str
+) -> tuple[dict[str, Any], str] | None:
+    row = await conn.fetchrow(
+        f"""SELECT {COLUMNS}, request_digest FROM instances
+            WHERE owner = $1 AND idempotency_key = $2""",
+        owner,
+        key,
+    )
+    if row is None:
+        return None
+    instance = _instance(row)
+    return instance, instance.pop("request_digest")
+
+
+async def visible_instance(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    instance_id: uuid.UUID,
+    *,
+    viewer: str,
+    everything: bool,
+    for_update: bool = False,
+) -> dict[str, Any] | None:
+    """The instance if ``viewer`` owns it (or may see everything); None otherwise, alike."""
+    row = await conn.fetchrow(
+        f"""SELECT {COLUMNS} FROM instances WHERE id = $1 AND ($3 OR owner = $2)
+            {"FOR UPDATE" if for_update else ""}""",
+        instance_id,
+        viewer,
+        everything,
+    )
+    return _instance(row) if row else None
+
+
+async def page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    owner: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {COLUMNS} FROM instances
+            WHERE ($1::text IS NULL OR owner = $1)
+              AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+            ORDER BY created_at DESC, id DESC LIMIT $2""",
+        owner,
+        limit,
+        before[0] if before else None,
+        before[1] if before else None,
+    )
+    return [_instance(r) for r in rows]
+
+
+async def set_state(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, state: str, now: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE instances SET state = $2, updated_at = $3 WHERE id = $1", instance_id, state, now
+    )
+
+
+async def apply_update(
+    conn: asyncpg.Connection,
+    instance_id: uuid.UUID,
+    *,
+    now: datetime,
+    only_from: tuple[str, ...] | None = None,
+    observed_at: datetime | None = None,
+    **changes: Any,
+) -> bool:
+    """Set ``changes`` unless the row is in a state outside ``only_from`` or the observation is
+    older than the last one applied. True if the row changed."""
+    names = list(changes)
+    sets = ", ".join(f"{name} = ${i + 5}" for i, name in enumerate(names))
+    status = await conn.execute(
+        f"""UPDATE instances SET {sets}, updated_at = $2,
+                observed_at = coalesce($4, observed_at)
+            WHERE id = $1
+              AND ($3::text[] IS NULL OR state = ANY($3))
+              AND ($4::timestamptz IS NULL OR observed_at IS NULL OR observed_at <= $4)""",
+        instance_id,
+        now,
+        list(only_from) if only_from else None,
+        observed_at,
+        *(changes[n] for n in names),
+    )
+    return status.endswith(" 1")

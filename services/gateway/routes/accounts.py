@@ -1,0 +1,105 @@
+"""Provider accounts: admins register them and grant them; nobody ever reads the credentials."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from fastapi import APIRouter, HTTPException
+
+from services.gateway.deps import AdminUser, CurrentUser, Gateway, GatewayDep
+from services.gateway.repository import accounts, audit, identity
+from services.gateway.schemas import (
+    Grants,
+    NewProviderAccount,
+    ProviderAccountOut,
+    ProviderAccountPage,
+)
+from shared.events import ProviderAccountChanged, SealedSecret
+from shared.outbox import add_to_outbox
+
+router = APIRouter(prefix="/v1/provider-accounts", tags=["provider accounts"])
+
+
+async def _check_grantees(conn: asyncpg.Connection, grantees: list[str]) -> None:
+    for grantee in grantees:
+        if grantee != "*" and not await identity.user_exists(conn, grantee):
+            raise HTTPException(422, f"There is no user named {grantee!r} to grant to.")
+
+
+async def _announce(conn: asyncpg.Connection, gw: Gateway, account_id: str) -> ProviderAccountOut:
+    """Publish the account's whole state (credentials sealed) for the services that use it."""
+    account = await accounts.account_with_grants(conn, account_id)
+    assert account is not None
+    sealed = await accounts.sealed_credentials(conn, account_id)
+    await add_to_outbox(
+        conn,
+        ProviderAccountChanged(
+            account_id=account_id,
+            name=account["name"],
+            provider=account["provider"],
+            config=account["config"],
+            grants=account["grants"],
+            credentials=SealedSecret(**sealed.model_dump()),
+            revision=account["revision"],
+        ),
+        source=gw.runtime.bus.source,
+    )
+    return ProviderAccountOut(**account)
+
+
+@router.post("", status_code=201, response_model=ProviderAccountOut, responses={409: {}, 422: {}})
+async def register_account(
+    body: NewProviderAccount, admin: AdminUser, gw: GatewayDep
+) -> ProviderAccountOut:
+    account_id = str(uuid.uuid4())
+    sealed = gw.cipher.seal(account_id, body.credentials)
+    async with gw.pool.acquire() as conn, conn.transaction():
+        await _check_grantees(conn, body.grants)
+        created = await accounts.create_account(
+            conn,
+            account_id=account_id,
+            name=body.name,
+            provider=body.provider,
+            config=body.config,
+            sealed=sealed,
+        )
+        if not created:
+            raise HTTPException(409, f"An account named {body.name!r} exists already.")
+        await accounts.replace_grants(conn, account_id, body.grants)
+        await audit.record(
+            conn,
+            actor=admin.username,
+            action="account_created",
+            target=account_id,
+            detail={"name": body.name, "provider": body.provider, "grants": sorted(body.grants)},
+        )
+        return await _announce(conn, gw, account_id)
+
+
+@router.get("", response_model=ProviderAccountPage)
+async def list_accounts(user: CurrentUser, gw: GatewayDep) -> ProviderAccountPage:
+    rows = await accounts.visible_accounts(
+        gw.pool, username=user.username, everything=user.is_admin
+    )
+    return ProviderAccountPage(items=[ProviderAccountOut(**r) for r in rows])
+
+
+@router.put("/{account_id}/grants", response_model=ProviderAccountOut, responses={404: {}, 422: {}})
+async def replace_grants(
+    account_id: str, body: Grants, admin: AdminUser, gw: GatewayDep
+) -> ProviderAccountOut:
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if not await accounts.lock_account(conn, account_id):
+            raise HTTPException(404, "There is no such provider account.")
+        await _check_grantees(conn, body.grants)
+        await accounts.replace_grants(conn, account_id, body.grants)
+        await accounts.bump_revision(conn, account_id)
+        await audit.record(
+            conn,
+            actor=admin.username,
+            action="grants_changed",
+            target=account_id,
+            detail={"grants": sorted(set(body.grants))},
+        )
+        return await _announce(conn, gw, account_id)

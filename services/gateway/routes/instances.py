@@ -1,0 +1,243 @@
+"""Instances: launch, list, read, act on, terminate. Everything is scoped to its owner."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+
+from services.gateway.deps import CurrentUser, Gateway, GatewayDep
+from services.gateway.pagination import BadCursor, decode_cursor, encode_cursor
+from services.gateway.placement_check import PlacementRefused, check_placement
+from services.gateway.repository import accounts, audit, instances
+from services.gateway.repository.identity import User
+from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest
+from shared.events import (
+    InstanceAction,
+    InstanceActionRequested,
+    InstanceLaunchRequested,
+    InstanceState,
+    Placement,
+)
+from shared.outbox import add_to_outbox
+
+router = APIRouter(prefix="/v1/instances", tags=["instances"])
+
+NOT_FOUND = {404: {"description": "no such instance (or not yours)"}}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Send the same key again with the same body to get the same instance back.",
+    ),
+]
+
+
+def _digest(body: LaunchRequest) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=InstanceOut,
+    responses={422: {"description": "invalid request, placement refused, or key reused"}},
+)
+async def launch(
+    body: LaunchRequest,
+    user: CurrentUser,
+    gw: GatewayDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> InstanceOut:
+    granted = await accounts.visible_accounts(gw.pool, username=user.username, everything=False)
+    try:
+        check_placement(body.placement, granted)
+    except PlacementRefused as refused:
+        raise HTTPException(422, str(refused)) from None
+    digest = _digest(body)
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if idempotency_key is not None:
+            earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key)
+            if earlier is not None:
+                return _replay(earlier, digest, response)
+        instance = await instances.insert_requested(
+            conn,
+            instance_id=uuid.uuid4(),
+            owner=user.username,
+            spec=body.model_dump(),
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+            now=gw.clock(),
+        )
+        if instance is None:  # a concurrent request with the same key won the insert
+            earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key or "")
+            assert earlier is not None
+            return _replay(earlier, digest, response)
+        await add_to_outbox(
+            conn,
+            InstanceLaunchRequested(
+                instance_id=instance["id"],
+                owner=user.username,
+                name=body.name,
+                image=body.image,
+                cpus=body.cpus,
+                memory_mb=body.memory_mb,
+                placement=Placement(**body.placement.model_dump()),
+            ),
+            source=gw.runtime.bus.source,
+        )
+        await audit.record(
+            conn,
+            actor=user.username,
+            action="instance_launch_requested",
+            target=str(instance["id"]),
+            detail=body.model_dump(),
+        )
+    response.headers["Location"] = f"/v1/instances/{instance['id']}"
+    return InstanceOut(**instance)
+
+
+def _replay(earlier: tuple[dict[str, Any], str], digest: str, response: Response) -> InstanceOut:
+    instance, earlier_digest = earlier
+    if earlier_digest != digest:
+        raise HTTPException(
+            422, "This Idempotency-Key was used with a different request body; use a new key."
+        )
+    response.headers["Location"] = f"/v1/instances/{instance['id']}"
+    return InstanceOut(**instance)
+
+
+@router.get("", response_model=InstancePage, responses={400: {"description": "bad cursor"}})
+async def list_instances(
+    user: CurrentUser,
+    gw: GatewayDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    owner: Annotated[str | None, Query(max_length=64)] = None,
+) -> InstancePage:
+    if not user.is_admin:
+        if owner is not None and owner != user.username:
+            return InstancePage(items=[], next_cursor=None)
+        owner = user.username
+    before = None
+    if cursor is not None:
+        try:
+            created, ident = decode_cursor(cursor, 2)
+            before = (datetime.fromisoformat(created), uuid.UUID(ident))
+        except (BadCursor, ValueError):
+            raise HTTPException(400, "The cursor is not one this API gave out.") from None
+    rows = await instances.page(gw.pool, owner=owner, limit=limit + 1, before=before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        encode_cursor(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if more else None
+    )
+    return InstancePage(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
+
+
+def _parse_id(instance_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(instance_id)
+    except ValueError:
+        raise HTTPException(404, "There is no such instance.") from None
+
+
+@router.get("/{instance_id}", response_model=InstanceOut, responses=NOT_FOUND)
+async def get_instance(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
+    found = await instances.visible_instance(
+        gw.pool, _parse_id(instance_id), viewer=user.username, everything=user.is_admin
+    )
+    if found is None:
+        raise HTTPException(404, "There is no such instance.")
+    return InstanceOut(**found)
+
+
+# Which states each action may start from, and the state the instance shows meanwhile.
+_ACTIONS: dict[InstanceAction, tuple[set[InstanceState], InstanceState | None]] = {
+    InstanceAction.STOP: ({InstanceState.RUNNING}, None),
+    InstanceAction.START: ({InstanceState.STOPPED}, None),
+    InstanceAction.REBOOT: ({InstanceState.RUNNING}, InstanceState.REBOOTING),
+}
+_FINISHED = {InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.TERMINATING}
+
+
+async def _act(instance_id: str, action: InstanceAction, user: User, gw: Gateway) -> InstanceOut:
+    async with gw.pool.acquire() as conn, conn.transaction():
+        found = await instances.visible_instance(
+            conn,
+            _parse_id(instance_id),
+            viewer=user.username,
+            everything=user.is_admin,
+            for_update=True,
+        )
+        if found is None:
+            raise HTTPException(404, "There is no such instance.")
+        state = InstanceState(found["state"])
+        if action is InstanceAction.TERMINATE:
+            if state in _FINISHED:
+                return InstanceOut(**found)  # nothing left to do: DELETE is idempotent
+            shown: InstanceState | None = InstanceState.TERMINATING
+        else:
+            allowed, shown = _ACTIONS[action]
+            if state not in allowed:
+                raise HTTPException(
+                    409, f"Cannot {action.value} an instance that is {state.value}."
+                )
+        if shown is not None:
+            await instances.set_state(conn, found["id"], shown.value, gw.clock())
+            found = {**found, "state": shown.value, "updated_at": gw.clock()}
+        await add_to_outbox(
+            conn,
+            InstanceActionRequested(
+                instance_id=found["id"],
+                owner=found["owner"],
+                action=action,
+                requested_by=user.username,
+                account_id=found["account_id"],
+                provider_instance_id=found["provider_instance_id"],
+            ),
+            source=gw.runtime.bus.source,
+        )
+        await audit.record(
+            conn,
+            actor=user.username,
+            action=f"instance_{action.value}_requested",
+            target=str(found["id"]),
+        )
+    return InstanceOut(**found)
+
+
+ACTION_RESPONSES = {**NOT_FOUND, 409: {"description": "not possible in the instance's state"}}
+
+
+@router.post(
+    "/{instance_id}/stop", status_code=202, response_model=InstanceOut, responses=ACTION_RESPONSES
+)
+async def stop(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.STOP, user, gw)
+
+
+@router.post(
+    "/{instance_id}/start", status_code=202, response_model=InstanceOut, responses=ACTION_RESPONSES
+)
+async def start(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.START, user, gw)
+
+
+@router.post(
+    "/{instance_id}/reboot", status_code=202, response_model=InstanceOut, responses=ACTION_RESPONSES
+)
+async def reboot(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.REBOOT, user, gw)
+
+
+@router.delete("/{instance_id}", status_code=202, response_model=InstanceOut, responses=NOT_FOUND)
+async def terminate(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.TERMINATE, user, gw)

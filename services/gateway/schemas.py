@@ -1,0 +1,132 @@
+"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Username = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{1,31}$", strip_whitespace=False)
+]
+Password = Annotated[str, Field(min_length=12, max_length=256)]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,31}$")]
+# DNS label: what every cloud accepts as an instance name.
+InstanceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+ImageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Grantee = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z][a-z0-9_.-]{1,31})$")]
+
+MAX_CPUS = 256
+MAX_MEMORY_MB = 4 * 1024 * 1024  # 4 TiB, more than any instance type offered today
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequest(Strict):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TokenIssued(BaseModel):
+    token: str
+    expires_at: datetime
+
+
+class NewUser(Strict):
+    username: Username
+    password: Password
+    role: Literal["user", "admin"] = "user"
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    username: str
+    role: Literal["user", "admin"]
+
+
+class NewProviderAccount(Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    provider: Slug
+    credentials: Annotated[
+        dict[ShortText, Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=32)
+    ]
+    config: Annotated[dict[ShortText, Any], Field(max_length=64)] = Field(default_factory=dict)
+    grants: Annotated[list[Grantee], Field(max_length=1000)] = Field(default_factory=list)
+
+
+class Grants(Strict):
+    grants: Annotated[list[Grantee], Field(max_length=1000)]
+
+
+class ProviderAccountOut(BaseModel):
+    id: str
+    name: str
+    provider: str
+    config: dict[str, Any]
+    grants: list[str]
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PlacementIn(Strict):
+    provider: Slug | None = None
+    account: ShortText | None = None
+    region: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] | None
+    ) = None
+
+
+class LaunchRequest(Strict):
+    name: InstanceName
+    image: ImageName
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)]
+    memory_mb: Annotated[int, Field(ge=64, le=MAX_MEMORY_MB)]
+    placement: PlacementIn = Field(default_factory=PlacementIn)
+
+
+class InstanceOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    owner: str
+    state: str
+    image: str
+    cpus: int
+    memory_mb: int
+    placement: dict[str, Any]
+    account_id: str | None
+    provider: str | None
+    provider_instance_id: str | None
+    region: str | None
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None
+
+
+class InstancePage(BaseModel):
+    items: list[InstanceOut]
+    next_cursor: str | None
+
+
+class ProviderAccountPage(BaseModel):
+    items: list[ProviderAccountOut]
+    next_cursor: str | None = None
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None

@@ -1,0 +1,94 @@
+"""The gateway in-process (lifespan and all) on the real bus and database, and API helpers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+
+from services.gateway.app import create_app
+from shared.config import GatewaySettings
+from shared.credentials import new_key_text
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> GatewaySettings:
+    values: dict[str, object] = {
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "heartbeat_interval": 0.5,
+        "outbox_poll_interval": 0.2,
+        "admin_password": ADMIN_PASSWORD,
+        "secret_key": SESSION_KEY,
+        "token_requests_per_minute": 10_000,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+SESSION_KEY = new_key_text()
+
+
+@dataclass
+class Api:
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    async def login(self, username: str, password: str) -> dict[str, str]:
+        response = await self.client.post(
+            "/v1/tokens", json={"username": username, "password": password}
+        )
+        assert response.status_code == 201, response.text
+        return {"Authorization": f"Bearer {response.json()['token']}"}
+
+    async def admin(self) -> dict[str, str]:
+        return await self.login("admin", ADMIN_PASSWORD)
+
+    async def new_user(self, prefix: str = "user", role: str = "user") -> tuple[str, dict]:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        password = f"{name}-password"
+        response = await self.client.post(
+            "/v1/users",
+            json={"username": name, "password": password, "role": role},
+            headers=await self.admin(),
+        )
+        assert response.status_code == 201, response.text
+        return name, await self.login(name, password)
+
+    async def new_account(
+        self, grants: list[str], *, provider: str = "simulator", secret: str = "s3cret"
+    ) -> dict:
+        response = await self.client.post(
+            "/v1/provider-accounts",
+            json={
+                "name": f"acct-{uuid.uuid4().hex[:8]}",
+                "provider": provider,
+                "credentials": {"api_key": "key-id", "api_secret": secret},
+                "config": {"regions": ["north", "south"]},
+                "grants": grants,
+            },
+            headers=await self.admin(),
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def launch(self, headers: dict, **overrides: object) -> httpx.Response:
+        body = {"name": "web-1", "image": "debian-12", "cpus": 2, "memory_mb": 2048}
+        body.update(overrides)
+        return await self.client.post("/v1/instances", json=body, headers=headers)
+
+
+@asynccontextmanager
+async def running_gateway(
+    settings: GatewaySettings, client_address: str = "127.0.0.1"
+) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(client_address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield Api(app, client)
