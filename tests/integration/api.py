@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from services.gateway.app import create_app
 from shared.config import GatewaySettings
 from shared.credentials import new_key_text
+from shared.runtime import Clock, utcnow
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -83,11 +85,24 @@ class Api:
         return await self.client.post("/v1/instances", json=body, headers=headers)
 
 
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 @asynccontextmanager
 async def running_gateway(
-    settings: GatewaySettings, client_address: str = "127.0.0.1"
+    settings: GatewaySettings, client_address: str = "127.0.0.1", clock: Clock = utcnow
 ) -> AsyncIterator[Api]:
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(client_address, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
