@@ -23,6 +23,7 @@ class EventProbe:
         self._pattern = pattern
         self._exchange = exchange
         self.received: list[Envelope] = []
+        self.bodies: list[bytes] = []  # every message body as it arrived, parsable or not
         self._arrived = asyncio.Condition()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
 
@@ -40,6 +41,7 @@ class EventProbe:
             await self._connection.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.bodies.append(message.body)
         try:
             envelope = parse_envelope(message.body)
         except Exception:

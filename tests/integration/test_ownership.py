@@ -95,7 +95,7 @@ async def test_each_user_reaches_only_their_own_instance(
 
 
 async def test_lists_show_only_your_own_and_admins_see_everything(api: Api) -> None:
-    alice_name, alice = await api.new_user("alice")
+    _alice_name, alice = await api.new_user("alice")
     bob_name, bob = await api.new_user("bob")
     await api.new_account(["*"])
     a = (await api.launch(alice)).json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import structlog
 from fastapi import APIRouter, HTTPException
 
 from services.gateway.deps import AdminUser, CurrentUser, Gateway, GatewayDep
@@ -17,6 +18,8 @@ from services.gateway.schemas import (
 )
 from shared.events import ProviderAccountChanged, SealedSecret
 from shared.outbox import add_to_outbox
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/provider-accounts", tags=["provider accounts"])
 
@@ -74,7 +77,16 @@ async def register_account(
             target=account_id,
             detail={"name": body.name, "provider": body.provider, "grants": sorted(body.grants)},
         )
-        return await _announce(conn, gw, account_id)
+        announced = await _announce(conn, gw, account_id)
+    log.info(
+        "account_created",
+        account_id=account_id,
+        name=body.name,
+        provider=body.provider,
+        grants=sorted(body.grants),
+        credential_fields=sorted(body.credentials),
+    )
+    return announced
 
 
 @router.get("", response_model=ProviderAccountPage)
