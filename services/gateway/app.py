@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.gateway.bootstrap import ensure_admin
 from services.gateway.deps import Gateway
 from services.gateway.handlers import subscriptions
+from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
 from services.gateway.routes import accounts, audit, health, instances, tokens, users
 from shared.config import GatewaySettings
@@ -43,6 +44,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.runtime = runtime
     app.state.gateway = gateway
     install_problem_handlers(app)
+    install_problem_openapi(app)
     for module in (health, tokens, users, accounts, instances, audit):
         app.include_router(module.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,6 +67,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     for error in TRANSIENT_DB_ERRORS:
         app.add_exception_handler(error, dependency_away)
+
+    async def value_refused_by_database(request: Request, exc: Exception) -> JSONResponse:
+        # A value the schema let through but PostgreSQL cannot store (e.g. NUL in a query
+        # parameter): the client's error, not ours.
+        log.info("value_refused_by_database", path=request.url.path, error=type(exc).__name__)
+        return problem(422, "A value in the request cannot be stored or searched for.")
+
+    app.add_exception_handler(asyncpg.exceptions.DataError, value_refused_by_database)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

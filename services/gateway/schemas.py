@@ -7,16 +7,25 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from typing_extensions import TypeAliasType
+
+# PostgreSQL text cannot hold NUL: free text refuses it here, in the schema, not in the database.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=4096)]
+JsonValue = TypeAliasType(
+    "JsonValue",
+    "Text | int | float | bool | list[JsonValue] | dict[ShortText, JsonValue] | None",
+)
 
 Username = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{1,31}$", strip_whitespace=False)
 ]
-Password = Annotated[str, Field(min_length=12, max_length=256)]
+Password = Annotated[str, StringConstraints(min_length=12, max_length=256, pattern=NO_NUL)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,31}$")]
 # DNS label: what every cloud accepts as an instance name.
 InstanceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 ImageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 Grantee = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z][a-z0-9_.-]{1,31})$")]
 
 MAX_CPUS = 256
@@ -24,12 +33,14 @@ MAX_MEMORY_MB = 4 * 1024 * 1024  # 4 TiB, more than any instance type offered to
 
 
 class Strict(BaseModel):
+    """Request bodies: unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class TokenRequest(Strict):
-    username: Annotated[str, Field(min_length=1, max_length=64)]
-    password: Annotated[str, Field(min_length=1, max_length=256)]
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 class TokenIssued(BaseModel):
@@ -52,10 +63,10 @@ class UserOut(BaseModel):
 class NewProviderAccount(Strict):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
     provider: Slug
-    credentials: Annotated[
-        dict[ShortText, Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=32)
-    ]
-    config: Annotated[dict[ShortText, Any], Field(max_length=64)] = Field(default_factory=dict)
+    credentials: Annotated[dict[ShortText, Text], Field(min_length=1, max_length=32)]
+    config: Annotated[dict[ShortText, JsonValue], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
     grants: Annotated[list[Grantee], Field(max_length=1000)] = Field(default_factory=list)
 
 

@@ -51,7 +51,7 @@ async def _announce(conn: asyncpg.Connection, gw: Gateway, account_id: str) -> P
     return ProviderAccountOut(**account)
 
 
-@router.post("", status_code=201, response_model=ProviderAccountOut, responses={409: {}, 422: {}})
+@router.post("", status_code=201, response_model=ProviderAccountOut, responses={403: {}, 409: {}})
 async def register_account(
     body: NewProviderAccount, admin: AdminUser, gw: GatewayDep
 ) -> ProviderAccountOut:
@@ -97,7 +97,7 @@ async def list_accounts(user: CurrentUser, gw: GatewayDep) -> ProviderAccountPag
     return ProviderAccountPage(items=[ProviderAccountOut(**r) for r in rows])
 
 
-@router.put("/{account_id}/grants", response_model=ProviderAccountOut, responses={404: {}, 422: {}})
+@router.put("/{account_id}/grants", response_model=ProviderAccountOut, responses={403: {}, 404: {}})
 async def replace_grants(
     account_id: str, body: Grants, admin: AdminUser, gw: GatewayDep
 ) -> ProviderAccountOut:

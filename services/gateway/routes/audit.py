@@ -11,19 +11,19 @@ from fastapi import APIRouter, HTTPException, Query
 from services.gateway.deps import AdminUser, GatewayDep
 from services.gateway.pagination import BadCursor, decode_cursor, encode_cursor
 from services.gateway.repository import audit
-from services.gateway.schemas import AuditEntry, AuditPage
+from services.gateway.schemas import NO_NUL, AuditEntry, AuditPage
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("", response_model=AuditPage, responses={400: {"description": "bad cursor"}})
+@router.get("", response_model=AuditPage, responses={400: {}, 403: {}})
 async def read_audit_log(
     admin: AdminUser,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    actor: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL)] = None,
+    actor: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> AuditPage:
     before = None
     if cursor is not None:

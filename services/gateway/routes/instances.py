@@ -14,7 +14,7 @@ from services.gateway.pagination import BadCursor, decode_cursor, encode_cursor
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.repository import accounts, audit, instances
 from services.gateway.repository.identity import User
-from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest
+from services.gateway.schemas import NO_NUL, InstanceOut, InstancePage, LaunchRequest
 from shared.events import (
     InstanceAction,
     InstanceActionRequested,
@@ -119,8 +119,8 @@ async def list_instances(
     user: CurrentUser,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    owner: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL)] = None,
+    owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> InstancePage:
     if not user.is_admin:
         if owner is not None and owner != user.username:

@@ -14,7 +14,7 @@ from services.gateway.schemas import NewUser, UserOut
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
-@router.post("", status_code=201, response_model=UserOut, responses={409: {}})
+@router.post("", status_code=201, response_model=UserOut, responses={403: {}, 409: {}})
 async def create_user(body: NewUser, admin: AdminUser, gw: GatewayDep) -> UserOut:
     password_hash = await asyncio.to_thread(security.hash_password, body.password)
     async with gw.pool.acquire() as conn, conn.transaction():
