@@ -15,6 +15,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.e2e.test_make_run import ROOT, free_port
 from tests.infra import Infrastructure
@@ -95,6 +96,9 @@ def auth(gateway_url: str) -> dict[str, str]:
 
 def test_api_conforms_to_its_schema(gateway_url: str, auth: dict[str, str]) -> None:
     # Driven from Hypothesis directly: schemathesis' pytest plugin does not load under pytest 9.
+    # Every check runs but "schema-valid data is accepted": a valid-looking request may still be
+    # refused for reasons no schema can state (an account not granted to the caller, a cursor
+    # this API never gave out, a grantee who does not exist), and those refusals are the point.
     schema = schemathesis.openapi.from_url(f"{gateway_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 12, "every route of the API is exercised"
@@ -112,7 +116,10 @@ def test_api_conforms_to_its_schema(gateway_url: str, auth: dict[str, str]) -> N
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         )
         def exercise(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={**auth, **(case.headers or {})})
+            case.call_and_validate(
+                headers={**(case.headers or {}), **auth},
+                excluded_checks=[positive_data_acceptance],
+            )
 
         try:
             exercise()

@@ -21,7 +21,7 @@ async def read_audit_log(
     admin: AdminUser,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL)] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512, pattern=NO_NUL)] = None,
     actor: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> AuditPage:

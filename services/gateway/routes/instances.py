@@ -119,7 +119,7 @@ async def list_instances(
     user: CurrentUser,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL)] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512, pattern=NO_NUL)] = None,
     owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> InstancePage:
     if not user.is_admin:
