@@ -98,3 +98,18 @@ def _public(row: asyncpg.Record) -> dict[str, Any]:
     account["config"] = json.loads(account["config"])
     account["grants"] = list(account["grants"])
     return account
+
+
+async def all_account_ids(conn: asyncpg.Connection) -> list[str]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM provider_accounts ORDER BY id")]
+
+
+async def replace_credentials(
+    conn: asyncpg.Connection, account_id: str, sealed: SealedCredentials
+) -> None:
+    await conn.execute(
+        """UPDATE provider_accounts SET credentials = $2, revision = revision + 1,
+               updated_at = now() WHERE id = $1""",
+        account_id,
+        sealed.model_dump_json(),
+    )

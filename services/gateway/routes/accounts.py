@@ -8,7 +8,8 @@ import asyncpg
 import structlog
 from fastapi import APIRouter, HTTPException
 
-from services.gateway.deps import AdminUser, CurrentUser, Gateway, GatewayDep
+from services.gateway.account_events import announce_account
+from services.gateway.deps import AdminUser, CurrentUser, GatewayDep
 from services.gateway.repository import accounts, audit, identity
 from services.gateway.schemas import (
     Grants,
@@ -16,8 +17,6 @@ from services.gateway.schemas import (
     ProviderAccountOut,
     ProviderAccountPage,
 )
-from shared.events import ProviderAccountChanged, SealedSecret
-from shared.outbox import add_to_outbox
 
 log = structlog.get_logger(__name__)
 
@@ -28,27 +27,6 @@ async def _check_grantees(conn: asyncpg.Connection, grantees: list[str]) -> None
     for grantee in grantees:
         if grantee != "*" and not await identity.user_exists(conn, grantee):
             raise HTTPException(422, f"There is no user named {grantee!r} to grant to.")
-
-
-async def _announce(conn: asyncpg.Connection, gw: Gateway, account_id: str) -> ProviderAccountOut:
-    """Publish the account's whole state (credentials sealed) for the services that use it."""
-    account = await accounts.account_with_grants(conn, account_id)
-    assert account is not None
-    sealed = await accounts.sealed_credentials(conn, account_id)
-    await add_to_outbox(
-        conn,
-        ProviderAccountChanged(
-            account_id=account_id,
-            name=account["name"],
-            provider=account["provider"],
-            config=account["config"],
-            grants=account["grants"],
-            credentials=SealedSecret(**sealed.model_dump()),
-            revision=account["revision"],
-        ),
-        source=gw.runtime.bus.source,
-    )
-    return ProviderAccountOut(**account)
 
 
 @router.post("", status_code=201, response_model=ProviderAccountOut, responses={403: {}, 409: {}})
@@ -77,7 +55,7 @@ async def register_account(
             target=account_id,
             detail={"name": body.name, "provider": body.provider, "grants": sorted(body.grants)},
         )
-        announced = await _announce(conn, gw, account_id)
+        announced = await announce_account(conn, account_id)
     log.info(
         "account_created",
         account_id=account_id,
@@ -114,4 +92,4 @@ async def replace_grants(
             target=account_id,
             detail={"grants": sorted(set(body.grants))},
         )
-        return await _announce(conn, gw, account_id)
+        return await announce_account(conn, account_id)

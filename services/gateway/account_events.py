@@ -1,0 +1,34 @@
+"""Announcing a provider account's whole state (credentials sealed) to the services that use it."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.gateway.repository import accounts
+from services.gateway.schemas import ProviderAccountOut
+from shared.events import ProviderAccountChanged, SealedSecret
+from shared.outbox import add_to_outbox
+
+SOURCE = "boreas/gateway"
+
+
+async def announce_account(conn: asyncpg.Connection, account_id: str) -> ProviderAccountOut:
+    """Queue ``provider_account.changed`` in the caller's transaction; returns the public view."""
+    account = await accounts.account_with_grants(conn, account_id)
+    if account is None:
+        raise LookupError(f"no provider account {account_id}")
+    sealed = await accounts.sealed_credentials(conn, account_id)
+    await add_to_outbox(
+        conn,
+        ProviderAccountChanged(
+            account_id=account_id,
+            name=account["name"],
+            provider=account["provider"],
+            config=account["config"],
+            grants=account["grants"],
+            credentials=SealedSecret(**sealed.model_dump()),
+            revision=account["revision"],
+        ),
+        source=SOURCE,
+    )
+    return ProviderAccountOut(**account)

@@ -1,0 +1,70 @@
+"""`python -m services.gateway.rekey`: re-seal every provider account under the current key.
+
+Rotation, step by step (docs/operations.md): generate a key (`--new-key` prints one), restart the
+services with BOREAS_SECRET_KEY=<new> and BOREAS_PREVIOUS_SECRET_KEYS=<old>, run this command, and
+once it reports nothing left under the old key, drop BOREAS_PREVIOUS_SECRET_KEYS. Each account is
+re-sealed in its own transaction together with a ``provider_account.changed`` event, so the
+services that act on clouds receive the new ciphertext; running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import asyncpg
+
+from services.gateway.account_events import announce_account
+from services.gateway.repository import accounts, audit
+from shared.config import ServiceSettings
+from shared.credentials import CredentialCipher, new_key_text
+from shared.db import create_pool
+
+
+async def reseal_all(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
+    """(accounts re-sealed, accounts already under the current key)."""
+    resealed = unchanged = 0
+    async with pool.acquire() as conn:
+        account_ids = await accounts.all_account_ids(conn)
+    for account_id in account_ids:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await accounts.lock_account(conn, account_id):
+                continue  # deleted meanwhile
+            sealed = await accounts.sealed_credentials(conn, account_id)
+            if sealed.key_id == cipher.current_key_id:
+                unchanged += 1
+                continue
+            await accounts.replace_credentials(conn, account_id, cipher.reseal(account_id, sealed))
+            await announce_account(conn, account_id)
+            await audit.record(
+                conn,
+                actor="boreas",
+                action="credentials_resealed",
+                target=account_id,
+                detail={"from_key": sealed.key_id, "to_key": cipher.current_key_id},
+            )
+            resealed += 1
+    return resealed, unchanged
+
+
+async def main() -> int:
+    settings = ServiceSettings()
+    pool = await create_pool(settings.database_url, "gateway")
+    try:
+        resealed, unchanged = await reseal_all(pool, settings.credential_cipher())
+    finally:
+        await pool.close()
+    print(f"re-sealed {resealed} account(s); {unchanged} already under the current key")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--new-key", action="store_true", help="print a fresh key and exit")
+    if parser.parse_args().new_key:
+        print(new_key_text())
+        sys.exit(0)
+    sys.exit(asyncio.run(main()))
