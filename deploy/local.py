@@ -20,10 +20,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import aio_pika
-import asyncpg
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
+
+from shared.reachability import unreachable  # noqa: E402
+
 SERVICES = ("gateway", "scheduler", "poller", "quota", "notifier")
 STOP_GRACE = 10.0
 READY_TIMEOUT = 60.0
@@ -37,26 +38,6 @@ Start them, then run `make run` again:
 
 def say(message: str) -> None:
     print(f"boreas | {message}", file=sys.stderr, flush=True)
-
-
-async def unreachable(amqp_url: str, database_url: str) -> list[str]:
-    missing = []
-    try:
-        conn = await asyncio.wait_for(aio_pika.connect(amqp_url), 5)
-        await conn.close()
-    except Exception as exc:
-        missing.append(f"RabbitMQ at {_redact(amqp_url)} ({exc.__class__.__name__})")
-    try:
-        pg = await asyncio.wait_for(asyncpg.connect(_maintenance_url(database_url)), 5)
-        await pg.close()
-    except Exception as exc:
-        missing.append(f"PostgreSQL at {_redact(database_url)} ({exc.__class__.__name__})")
-    return missing
-
-
-def _maintenance_url(url: str) -> str:
-    head, _, _ = url.rpartition("/")
-    return f"{head}/postgres"
 
 
 def _redact(url: str) -> str:
@@ -85,7 +66,7 @@ def ensure_infrastructure(amqp_url: str, database_url: str) -> None:
         missing = asyncio.run(unreachable(amqp_url, database_url))
         if not missing:
             return
-    say("cannot reach " + " and ".join(missing) + ".")
+    say(f"cannot reach {' and '.join(missing)} at {_redact(amqp_url)} / {_redact(database_url)}.")
     say(START_HINT)
     sys.exit(2)
 

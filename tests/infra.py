@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import aio_pika
 import asyncpg
 import pytest
 
 from shared.config import DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL
+from shared.reachability import unreachable
 
 HOW_TO_START = (
     "start them and run the tests again (see DEVELOPERS.md):\n"
@@ -66,21 +66,7 @@ class Infrastructure:
 
 
 def _answers(amqp_url: str, database_url: str) -> list[str]:
-    async def probe() -> list[str]:
-        missing = []
-        try:
-            conn = await asyncio.wait_for(aio_pika.connect(amqp_url), 5)
-            await conn.close()
-        except Exception as exc:
-            missing.append(f"RabbitMQ ({exc.__class__.__name__})")
-        try:
-            pg = await asyncio.wait_for(asyncpg.connect(_with_db(database_url, "postgres")), 5)
-            await pg.close()
-        except Exception as exc:
-            missing.append(f"PostgreSQL ({exc.__class__.__name__})")
-        return missing
-
-    return asyncio.run(probe())
+    return asyncio.run(unreachable(amqp_url, database_url))
 
 
 def _with_db(url: str, name: str) -> str:

@@ -1,10 +1,14 @@
-"""Opaque cursors for keyset pagination: the sort key of the last item, base64url-encoded JSON."""
+"""Opaque cursors for keyset pagination: the sort key of the last item, base64url-encoded JSON.
+
+A cursor this API did not give out raises :class:`BadCursor`, which the gateway answers with 400.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,12 +21,14 @@ def encode_cursor(*key: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, parts: int) -> list[str]:
+def decode_cursor(cursor: str | None, *parsers: Callable[[str], Any]) -> tuple[Any, ...] | None:
+    """The key encoded in ``cursor``, each part passed through its parser; None for no cursor."""
+    if cursor is None:
+        return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise BadCursor("cursor is not one this API gave out") from exc
-    if not isinstance(key, list) or len(key) != parts or not all(isinstance(p, str) for p in key):
-        raise BadCursor("cursor is not one this API gave out")
-    return key
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(key, list) or len(key) != len(parsers):
+            raise ValueError("wrong shape")
+        return tuple(parse(str(part)) for parse, part in zip(parsers, key, strict=True))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise BadCursor("The cursor is not one this API gave out.") from exc

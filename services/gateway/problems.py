@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.gateway.pagination import BadCursor
 from shared.db import TRANSIENT_DB_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "A value in the request cannot be stored or searched for.")
 
     app.add_exception_handler(asyncpg.exceptions.DataError, value_refused_by_database)
+
+    @app.exception_handler(BadCursor)
+    async def bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:
+        return problem(400, str(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

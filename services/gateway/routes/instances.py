@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
 from services.gateway.deps import CurrentUser, Gateway, GatewayDep
-from services.gateway.pagination import BadCursor, decode_cursor, encode_cursor
+from services.gateway.pagination import decode_cursor, encode_cursor
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.repository import accounts, audit, instances
 from services.gateway.repository.identity import User
@@ -126,13 +126,7 @@ async def list_instances(
         if owner is not None and owner != user.username:
             return InstancePage(items=[], next_cursor=None)
         owner = user.username
-    before = None
-    if cursor is not None:
-        try:
-            created, ident = decode_cursor(cursor, 2)
-            before = (datetime.fromisoformat(created), uuid.UUID(ident))
-        except (BadCursor, ValueError):
-            raise HTTPException(400, "The cursor is not one this API gave out.") from None
+    before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = await instances.page(gw.pool, owner=owner, limit=limit + 1, before=before)
     more = len(rows) > limit
     rows = rows[:limit]
