@@ -9,7 +9,23 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Query
+
+Row = TypeVar("Row")
+
+
+# The query parameter every listing takes.
+CursorParam = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="next_cursor of the previous page",
+    ),
+]
 
 
 class BadCursor(ValueError):
@@ -32,3 +48,13 @@ def decode_cursor(cursor: str | None, *parsers: Callable[[str], Any]) -> tuple[A
         return tuple(parse(str(part)) for parse, part in zip(parsers, key, strict=True))
     except (binascii.Error, ValueError, TypeError) as exc:
         raise BadCursor("The cursor is not one this API gave out.") from exc
+
+
+def split_page(
+    rows: list[Row], limit: int, key: Callable[[Row], tuple[Any, ...]]
+) -> tuple[list[Row], str | None]:
+    """Rows fetched with ``limit + 1``: the page itself, and the cursor of the next one if any."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(*key(page[-1]))

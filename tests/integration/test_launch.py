@@ -217,8 +217,11 @@ async def test_listing_pages_with_a_cursor(api: Api) -> None:
             break
     assert pages == 3
     assert seen == list(reversed(launched))
-    bad = await api.client.get("/v1/instances", params={"cursor": "garbage!"}, headers=alice)
-    assert bad.status_code == 400
+    forged = await api.client.get("/v1/instances", params={"cursor": "Z2FyYmFnZQ"}, headers=alice)
+    assert forged.status_code == 400
+    assert forged.json()["detail"] == "The cursor is not one this API gave out."
+    malformed = await api.client.get("/v1/instances", params={"cursor": "x!"}, headers=alice)
+    assert malformed.status_code == 422
 
 
 async def test_actions_refuse_impossible_transitions(api: Api) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
 from services.gateway.deps import CurrentUser, Gateway, GatewayDep
-from services.gateway.pagination import decode_cursor, encode_cursor
+from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.repository import accounts, audit, instances
 from services.gateway.repository.identity import User
@@ -119,7 +119,7 @@ async def list_instances(
     user: CurrentUser,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=512, pattern=NO_NUL)] = None,
+    cursor: CursorParam = None,
     owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> InstancePage:
     if not user.is_admin:
@@ -128,11 +128,7 @@ async def list_instances(
         owner = user.username
     before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = await instances.page(gw.pool, owner=owner, limit=limit + 1, before=before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if more else None
-    )
+    rows, next_cursor = split_page(rows, limit, lambda r: (r["created_at"].isoformat(), r["id"]))
     return InstancePage(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
 
