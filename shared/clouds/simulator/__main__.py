@@ -1,0 +1,25 @@
+"""`python -m shared.clouds.simulator`: the simulated cloud on BOREAS_SIMULATOR_PORT (8090)."""
+
+import os
+
+import uvicorn
+
+from shared.clouds.simulator.server import create_simulator_app
+from shared.config import DEFAULT_DATABASE_URL
+from shared.logging import configure_logging
+
+
+def main() -> None:
+    configure_logging("simulator", os.environ.get("BOREAS_LOG_LEVEL", "INFO"))
+    app = create_simulator_app(os.environ.get("BOREAS_DATABASE_URL", DEFAULT_DATABASE_URL))
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ.get("BOREAS_SIMULATOR_PORT", "8090")),
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The simulated cloud through its libcloud driver: lifecycle, auth, capacity, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from libcloud.common.types import InvalidCredsError
+from libcloud.compute.types import NodeState
+
+from shared.clouds.simulator.driver import SimulatorError, SimulatorNodeDriver
+from shared.testing import wait_until
+from tests.integration.simulator import simulator_process
+
+FAST = {"timings": {"boot": 0.3, "stop": 0.2, "reboot": 0.2, "terminate": 0.2}}
+
+
+@pytest.fixture(scope="module")
+def simulator_url(database_url: str) -> Iterator[str]:
+    with simulator_process(database_url) as url:
+        yield url
+
+
+def account(url: str, **settings: object) -> SimulatorNodeDriver:
+    driver = SimulatorNodeDriver(f"key-{uuid.uuid4().hex[:8]}", "secret", endpoint=url)
+    driver.ex_ensure_account({**FAST, **settings})
+    return driver
+
+
+async def state_of(driver: SimulatorNodeDriver, node_id: str) -> str:
+    nodes = await asyncio.to_thread(driver.list_nodes)
+    return next(n.extra["state"] for n in nodes if n.id == node_id)
+
+
+async def reaches(driver: SimulatorNodeDriver, node_id: str, state: str) -> None:
+    async def check() -> bool:
+        return await state_of(driver, node_id) == state
+
+    await wait_until(check, timeout=10, what=f"node {state}")
+
+
+async def test_a_node_lives_through_its_whole_lifecycle(simulator_url: str) -> None:
+    driver = account(simulator_url)
+    size = next(s for s in driver.list_sizes() if s.extra["cpus"] == 2)
+    image = next(i for i in driver.list_images() if i.name == "debian-12")
+    region = next(r for r in driver.list_locations() if r.id == "south")
+    node = driver.create_node("web-1", size, image, region, ex_tags={"boreas-instance": "i-1"})
+    assert node.state == NodeState.PENDING
+    assert (node.extra["region"], node.extra["tags"]) == ("south", {"boreas-instance": "i-1"})
+
+    await reaches(driver, node.id, "running")
+    driver.stop_node(node)
+    await reaches(driver, node.id, "stopped")
+    driver.start_node(node)
+    await reaches(driver, node.id, "running")
+    driver.reboot_node(node)
+    assert await state_of(driver, node.id) in ("rebooting", "running")
+    await reaches(driver, node.id, "running")
+    driver.destroy_node(node)
+    await reaches(driver, node.id, "terminated")
+    with pytest.raises(SimulatorError, match="IncorrectInstanceState"):
+        driver.stop_node(node)
+
+
+def test_wrong_secret_is_refused(simulator_url: str) -> None:
+    driver = account(simulator_url)
+    thief = SimulatorNodeDriver(driver.key, "not-the-secret", endpoint=simulator_url)
+    with pytest.raises(InvalidCredsError):
+        thief.list_nodes()
+    with pytest.raises(InvalidCredsError):
+        thief.ex_ensure_account({})
+
+
+def test_accounts_do_not_see_each_others_nodes(simulator_url: str) -> None:
+    a, b = account(simulator_url), account(simulator_url)
+    node = a.create_node("only-a", a.list_sizes()[0], a.list_images()[0])
+    assert node.id in {n.id for n in a.list_nodes()}
+    assert b.list_nodes() == []
+
+
+def test_capacity_is_enforced(simulator_url: str) -> None:
+    driver = account(simulator_url, capacity=2)
+    size, image = driver.list_sizes()[0], driver.list_images()[0]
+    driver.create_node("one", size, image)
+    driver.create_node("two", size, image)
+    with pytest.raises(SimulatorError, match="InsufficientCapacity") as refused:
+        driver.create_node("three", size, image)
+    assert refused.value.status == 409
+
+
+def test_injected_create_failures(simulator_url: str) -> None:
+    driver = account(simulator_url, create_failure_rate=1.0)
+    with pytest.raises(SimulatorError, match="ServiceUnavailable"):
+        driver.create_node("doomed", driver.list_sizes()[0], driver.list_images()[0])
+    assert driver.list_nodes() == []
+
+
+def test_unknown_size_image_and_region_are_refused(simulator_url: str) -> None:
+    driver = account(simulator_url, regions=["north"])
+    size, image = driver.list_sizes()[0], driver.list_images()[0]
+    south = type(driver.list_locations()[0])("south", "south", "SIM", driver)
+    with pytest.raises(SimulatorError, match="InvalidRegion"):
+        driver.create_node("x", size, image, south)
+
+
+async def test_a_killed_node_is_terminated_at_once(simulator_url: str) -> None:
+    driver = account(simulator_url)
+    node = driver.create_node("victim", driver.list_sizes()[0], driver.list_images()[0])
+    driver.ex_kill_node(node)
+    assert await state_of(driver, node.id) == "terminated"
+
+
+async def test_state_is_shared_and_survives_a_restart(database_url: str) -> None:
+    with simulator_process(database_url) as first:
+        driver = account(first)
+        node = driver.create_node("durable", driver.list_sizes()[0], driver.list_images()[0])
+    with simulator_process(database_url) as second:
+        again = SimulatorNodeDriver(driver.key, "secret", endpoint=second)
+        assert node.id in {n.id for n in again.list_nodes()}
