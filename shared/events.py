@@ -117,7 +117,8 @@ class InstancePlaced(Event):
 
     TOPIC = "instance.placed"
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: added cpus, memory_mb (so followers of the instance need not join two topics)
+    VERSION = "1.1"
     SUBJECT_FIELD = "instance_id"
 
     instance_id: uuid.UUID
@@ -127,6 +128,8 @@ class InstancePlaced(Event):
     provider_instance_id: str
     region: str | None = None
     reason: str | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
 
 
 class InstanceFailed(Event):

@@ -1,15 +1,16 @@
-"""`python -m services.scheduler`: the scheduler service.
+"""`python -m services.scheduler`: places launch requests on provider accounts and carries out
+instance actions (stop, start, reboot, terminate) through apache-libcloud."""
 
-Its role is to place launch requests on provider accounts and carry out instance actions.
-So far it runs the shared runtime only: migrations, outbox relay, inbox, heartbeat.
-"""
-
+from services.scheduler.handlers import subscriptions
+from shared.clouds.connections import CloudConnections
 from shared.config import ServiceSettings
 from shared.runtime import serve
 
 
 def main() -> None:
-    serve("scheduler", ServiceSettings())
+    settings = ServiceSettings()
+    clouds = CloudConnections(settings.credential_cipher())
+    serve("scheduler", settings, lambda _rt: subscriptions(clouds=clouds))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ PINNED = {
     "ServiceHeartbeat": "1.0-3020880a3c6b1d5c",
     "InstanceLaunchRequested": "1.0-7b9387c07e95a93c",
     "InstanceRejected": "1.0-bcf6b78ab940f30b",
-    "InstancePlaced": "1.0-28d28f748f258126",
+    "InstancePlaced": "1.1-0b99cfc281097ca1",
     "InstanceFailed": "1.0-533a75836fc04052",
     "InstanceStateChanged": "1.0-7b1312f8afb34609",
     "InstanceActionRequested": "1.0-9c2da1f948f3fc41",

@@ -46,7 +46,7 @@ async def test_a_node_lives_through_its_whole_lifecycle(simulator_url: str) -> N
     size = next(s for s in driver.list_sizes() if s.extra["cpus"] == 2)
     image = next(i for i in driver.list_images() if i.name == "debian-12")
     region = next(r for r in driver.list_locations() if r.id == "south")
-    node = driver.create_node("web-1", size, image, region, ex_tags={"boreas-instance": "i-1"})
+    node = driver.create_node("web-1", size, image, region, ex_metadata={"boreas-instance": "i-1"})
     assert node.state == NodeState.PENDING
     assert (node.extra["region"], node.extra["tags"]) == ("south", {"boreas-instance": "i-1"})
 

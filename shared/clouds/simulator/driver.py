@@ -126,15 +126,16 @@ class SimulatorNodeDriver(NodeDriver):
         size: NodeSize,
         image: NodeImage,
         location: NodeLocation | None = None,
-        ex_tags: dict[str, str] | None = None,
+        ex_metadata: dict[str, str] | None = None,
         **_kwargs: Any,
     ) -> Node:
+        """``ex_metadata`` become the node's tags, as with libcloud's EC2 and OpenStack drivers."""
         body = {
             "name": name,
             "size": size.id,
             "image": image.id,
             "region": location.id if location else None,
-            "tags": ex_tags or {},
+            "tags": ex_metadata or {},
         }
         return self._to_node(self._request("/v1/nodes", "POST", body))
 

@@ -1,0 +1,133 @@
+"""Placement, pure: which accounts may take a launch, which offer fits, and in what order to try.
+
+Filters drop what cannot work (not granted, other provider/account/region, no size big enough,
+image unknown); weighers order the rest (cheaper first, then the account with fewer Boreas
+instances, then the one with more headroom). Every decision comes with a reason a person can read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    provider: str
+    grants: frozenset[str]
+    config: Mapping[str, Any]
+
+    def granted_to(self, owner: str) -> bool:
+        return owner in self.grants or "*" in self.grants
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return tuple(self.config.get("regions") or ())
+
+
+@dataclass(frozen=True)
+class Request:
+    owner: str
+    image: str
+    cpus: int
+    memory_mb: int
+    provider: str | None = None
+    account: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class Size:
+    id: str
+    cpus: int
+    memory_mb: int
+    price: float
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What one account offers, as listed by its cloud."""
+
+    sizes: tuple[Size, ...]
+    images: Mapping[str, str]  # image name → provider image id
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Offer:
+    account: Account
+    region: str | None
+    size: Size
+    image_id: str
+    load: int  # Boreas instances already on the account
+    headroom: int | None  # instances the account may still take, None: no known limit
+
+
+def eligible_accounts(accounts: Iterable[Account], request: Request) -> list[Account]:
+    """Accounts granted to the owner that match the request's placement constraints."""
+    return [
+        a
+        for a in accounts
+        if a.granted_to(request.owner)
+        and (request.provider is None or a.provider == request.provider)
+        and (request.account is None or request.account in (a.id, a.name))
+        and (request.region is None or not a.regions or request.region in a.regions)
+    ]
+
+
+def cheapest_fit(sizes: Iterable[Size], cpus: int, memory_mb: int) -> Size | None:
+    fitting = [s for s in sizes if s.cpus >= cpus and s.memory_mb >= memory_mb]
+    return min(fitting, key=lambda s: (s.price, s.cpus, s.memory_mb, s.id), default=None)
+
+
+def resolve_image(name: str, catalog: Catalog, account: Account) -> str | None:
+    """A logical image name → this account's image id: the account's own mapping first
+    (config ``images``), then an image the cloud lists under that name, then an id as given."""
+    mapping = account.config.get("images") or {}
+    if name in mapping:
+        return str(mapping[name])
+    if name in catalog.images:
+        return catalog.images[name]
+    return name if name in catalog.images.values() else None
+
+
+def offer_for(
+    account: Account, catalog: Catalog, request: Request, *, load: int, headroom: int | None
+) -> Offer | str:
+    """The account's offer, or the reason it has none."""
+    if headroom is not None and headroom <= 0:
+        return f"{account.name}: no headroom left"
+    size = cheapest_fit(catalog.sizes, request.cpus, request.memory_mb)
+    if size is None:
+        return f"{account.name}: no size with {request.cpus} cpus and {request.memory_mb} MB"
+    image_id = resolve_image(request.image, catalog, account)
+    if image_id is None:
+        return f"{account.name}: no image {request.image!r}"
+    region = request.region or (account.regions[0] if account.regions else None)
+    if region is not None and catalog.regions and region not in catalog.regions:
+        return f"{account.name}: no region {region!r}"
+    return Offer(account, region, size, image_id, load, headroom)
+
+
+def rank(offers: Iterable[Offer]) -> list[Offer]:
+    """Try order: cheapest, then least loaded (spread), then most headroom, then by name."""
+    return sorted(
+        offers,
+        key=lambda o: (
+            o.size.price,
+            o.load,
+            -(o.headroom if o.headroom is not None else 10**9),
+            o.account.name,
+        ),
+    )
+
+
+def explain(chosen: Offer, tried: int, candidates: int) -> str:
+    first = "first choice" if tried == 1 else f"choice {tried} (earlier ones failed)"
+    return (
+        f"{first} of {candidates}: {chosen.size.id} at {chosen.size.price:g}/h on "
+        f"{chosen.account.name} ({chosen.load} Boreas instances there)"
+    )

@@ -1,0 +1,158 @@
+"""The scheduler on the real bus, database and simulated cloud: placement, failover, actions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.scheduler.handlers import subscriptions
+from shared.clouds.connections import CloudConnections
+from shared.db import service_migrations
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.integration.api import SESSION_KEY, Api
+from tests.integration.simulator import simulator_process
+from tests.integration.support import settings_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = {"boot": 0.2, "stop": 0.2, "reboot": 0.2, "terminate": 0.2}
+
+
+@pytest.fixture(scope="module")
+def simulator_url(database_url: str) -> Iterator[str]:
+    with simulator_process(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
+    settings = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
+    clouds = CloudConnections(settings.credential_cipher())
+    runtime = ServiceRuntime(
+        "scheduler",
+        settings,
+        service_migrations(ROOT / "services" / "scheduler"),
+        subscriptions=lambda _rt: subscriptions(clouds=clouds),
+    )
+    async with runtime:
+        yield runtime
+
+
+async def simulator_account(
+    api: Api, scheduler: ServiceRuntime, url: str, grants: list[str], name: str, **behaviour: object
+) -> dict:
+    response = await api.client.post(
+        "/v1/provider-accounts",
+        json={
+            "name": name,
+            "provider": "simulator",
+            "credentials": {"api_key": f"k-{uuid.uuid4().hex[:8]}", "api_secret": "s3cret"},
+            "config": {
+                "endpoint": url,
+                "regions": ["north", "south"],
+                "simulator": {"timings": FAST, **behaviour},
+            },
+            "grants": grants,
+        },
+        headers=await api.admin(),
+    )
+    assert response.status_code == 201, response.text
+    account = response.json()
+
+    async def known() -> bool:
+        return bool(
+            await scheduler.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
+        )
+
+    await wait_until(known, timeout=10, what="the scheduler knows the account")
+    return account
+
+
+async def test_launch_is_placed_on_the_simulated_cloud(
+    api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    account = await simulator_account(
+        api, scheduler, simulator_url, [alice_name], f"sim-{uuid.uuid4().hex[:6]}"
+    )
+    launched = await api.launch(alice, placement={"account": account["id"], "region": "south"})
+    instance_id = launched.json()["id"]
+
+    [placed] = await probe.wait_for(
+        "instance.placed", lambda e: e.subject == instance_id, timeout=15
+    )
+    assert placed.data["account_id"] == account["id"]
+    assert placed.data["provider"] == "simulator"
+    assert placed.data["region"] == "south"
+    assert placed.data["provider_instance_id"].startswith("sim-")
+    assert placed.data["reason"].startswith("first choice of 1: sim.medium")
+
+    async def shown() -> dict | None:
+        got = (await api.client.get(f"/v1/instances/{instance_id}", headers=alice)).json()
+        return got if got["state"] == "pending" else None
+
+    instance = await wait_until(shown, timeout=10, what="gateway shows the placement")
+    assert instance["provider_instance_id"] == placed.data["provider_instance_id"]
+
+
+async def test_failing_account_falls_over_to_the_next(
+    api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    tag = uuid.uuid4().hex[:6]
+    broken = await simulator_account(
+        api, scheduler, simulator_url, [alice_name], f"a-broken-{tag}", create_failure_rate=1.0
+    )
+    working = await simulator_account(
+        api, scheduler, simulator_url, [alice_name], f"b-working-{tag}"
+    )
+    instance_id = (await api.launch(alice, placement={"provider": "simulator"})).json()["id"]
+
+    [placed] = await probe.wait_for(
+        "instance.placed", lambda e: e.subject == instance_id, timeout=15
+    )
+    assert placed.data["account_id"] == working["id"]
+    assert "earlier ones failed" in placed.data["reason"]
+    assert broken["id"] != working["id"]
+
+
+async def test_nothing_fits_fails_with_the_reasons(
+    api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    account = await simulator_account(
+        api, scheduler, simulator_url, [alice_name], f"tiny-{uuid.uuid4().hex[:6]}"
+    )
+    response = await api.launch(alice, cpus=200, placement={"account": account["id"]})
+    instance_id = response.json()["id"]
+    [failed] = await probe.wait_for(
+        "instance.failed", lambda e: e.subject == instance_id, timeout=15
+    )
+    assert failed.data["reason"] == "no candidate account could launch it"
+    assert any("no size with 200 cpus" in a for a in failed.data["attempts"])
+
+
+async def test_terminating_before_placement_ends_the_instance(
+    api: Api, scheduler: ServiceRuntime, probe: EventProbe
+) -> None:
+    """Launch and terminate race on two queues; either order must end in `terminated`."""
+    alice_name, alice = await api.new_user("alice")
+    await api.new_account([alice_name])  # its cloud is unreachable: placement cannot succeed
+    instance = (await api.launch(alice)).json()
+    await api.client.delete(f"/v1/instances/{instance['id']}", headers=alice)
+    [failed] = await probe.wait_for(
+        "instance.failed", lambda e: e.subject == instance["id"], timeout=15
+    )
+    assert failed.data["reason"] in (
+        "terminated before it was placed",
+        "no candidate account could launch it",
+    )
+
+    async def ended() -> bool:
+        got = await api.client.get(f"/v1/instances/{instance['id']}", headers=alice)
+        return got.json()["state"] == "terminated"
+
+    await wait_until(ended, timeout=10, what="the instance shows terminated")
