@@ -57,6 +57,15 @@ class ServiceSettings(BaseSettings):
         return CredentialCipher.from_texts(current, [p for p in previous if p.strip()])
 
 
+class PollerSettings(ServiceSettings):
+    # Seconds between two polls of one account, unless its config sets "poll_interval".
+    poll_interval: float = Field(default=10.0, gt=0)
+    # Ceiling of the exponential backoff after provider errors.
+    poll_backoff_max: float = Field(default=300.0, gt=0)
+    # Accounts one replica polls at the same time.
+    poll_concurrency: int = Field(default=8, ge=1, le=256)
+
+
 class GatewaySettings(ServiceSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)

@@ -187,7 +187,12 @@ async def run_until_signalled(runtime: ServiceRuntime) -> None:
         await runtime.stop()
 
 
-def serve(service: str, settings: ServiceSettings, subscriptions=None) -> None:
+def serve(
+    service: str,
+    settings: ServiceSettings,
+    subscriptions: Callable[[ServiceRuntime], list[Subscription]] | None = None,
+    background: Callable[[ServiceRuntime], list[Awaitable[None]]] | None = None,
+) -> None:
     """Entry point of a worker service's ``__main__``: run it until signalled."""
     from shared.db import service_migrations
     from shared.logging import configure_logging
@@ -198,5 +203,6 @@ def serve(service: str, settings: ServiceSettings, subscriptions=None) -> None:
         settings,
         service_migrations(Path(__file__).resolve().parent.parent / "services" / service),
         **({"subscriptions": subscriptions} if subscriptions else {}),
+        **({"background": background} if background else {}),
     )
     asyncio.run(run_until_signalled(runtime))

@@ -1,15 +1,22 @@
-"""`python -m services.poller`: the poller service.
+"""`python -m services.poller`: watches every provider account (one list call per account per
+interval, shared among replicas) and publishes each instance state change."""
 
-Its role is to watch every provider account and publish each instance state change.
-So far it runs the shared runtime only: migrations, outbox relay, inbox, heartbeat.
-"""
-
-from shared.config import ServiceSettings
+from services.poller.handlers import subscriptions
+from services.poller.polling import Poller
+from shared.clouds.connections import CloudConnections
+from shared.config import PollerSettings
 from shared.runtime import serve
 
 
 def main() -> None:
-    serve("poller", ServiceSettings())
+    settings = PollerSettings()
+    clouds = CloudConnections(settings.credential_cipher())
+    serve(
+        "poller",
+        settings,
+        subscriptions=lambda _rt: subscriptions(clouds=clouds),
+        background=lambda rt: [Poller(rt.pool, clouds, settings, rt.clock).run()],
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""What changed between what the poller knew and what the cloud lists now. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+FINAL = frozenset({"terminated"})
+
+
+@dataclass(frozen=True)
+class Known:
+    instance_id: str
+    provider_instance_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Seen:
+    provider_instance_id: str
+    boreas_instance: str | None  # the instance id tag, None for nodes Boreas did not create
+    state: str | None  # None: the provider's state says nothing definite right now
+
+
+@dataclass(frozen=True)
+class Transition:
+    instance_id: str
+    provider_instance_id: str
+    old_state: str
+    new_state: str
+
+
+@dataclass(frozen=True)
+class Diff:
+    transitions: tuple[Transition, ...]
+    unmanaged: tuple[str, ...]  # provider ids of nodes that appeared outside Boreas
+
+
+def diff(known: Iterable[Known], seen: Iterable[Seen], managed_ids: Mapping[str, str]) -> Diff:
+    """``managed_ids``: instance id by provider id for everything Boreas placed on the account,
+    including instances not yet in ``known``; their nodes are Boreas', not unmanaged."""
+    listed = {s.provider_instance_id: s for s in seen}
+    transitions = []
+    for instance in known:
+        if instance.state in FINAL:
+            continue
+        node = listed.get(instance.provider_instance_id)
+        new_state = "terminated" if node is None else node.state
+        if new_state is not None and new_state != instance.state:
+            transitions.append(
+                Transition(
+                    instance.instance_id, instance.provider_instance_id, instance.state, new_state
+                )
+            )
+    unmanaged = tuple(
+        sorted(
+            s.provider_instance_id
+            for s in listed.values()
+            if s.boreas_instance is None
+            and s.provider_instance_id not in managed_ids
+            and s.state not in FINAL
+        )
+    )
+    return Diff(tuple(transitions), unmanaged)
