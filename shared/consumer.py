@@ -174,8 +174,9 @@ class ConsumerRunner:
         self._stopping = True
         for consumer in self._consumers:
             if consumer.consumer_tag is not None:
+                # Bounded: on a connection that is down, aio-pika would wait for it to return.
                 with contextlib.suppress(Exception):
-                    await consumer.queue.cancel(consumer.consumer_tag)
+                    await asyncio.wait_for(consumer.queue.cancel(consumer.consumer_tag), 2)
             consumer.pending.put_nowait(None)
         workers = [c.worker for c in self._consumers if c.worker is not None]
         if workers:
@@ -185,7 +186,7 @@ class ConsumerRunner:
             await asyncio.gather(*unfinished, return_exceptions=True)
         for consumer in self._consumers:
             with contextlib.suppress(Exception):
-                await consumer.channel.close()
+                await asyncio.wait_for(consumer.channel.close(), 2)
 
     async def _work(self, consumer: _Consumer) -> None:
         while (message := await consumer.pending.get()) is not None:

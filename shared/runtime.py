@@ -55,6 +55,7 @@ class ServiceRuntime:
     bus: Bus = field(init=False)
     _consumers: ConsumerRunner | None = field(default=None, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    _stopped: bool = field(default=False, init=False)
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.start()
@@ -86,7 +87,12 @@ class ServiceRuntime:
         log.info("service_started", replica=s.replica_id)
 
     async def stop(self) -> None:
-        """Stop taking messages, finish in-flight work within the grace period, then close."""
+        """Stop taking messages, finish in-flight work within the grace period, then close.
+
+        Safe to call more than once; later calls do nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         log.info("service_stopping")
         if self._consumers is not None:
             await self._consumers.stop(timeout=self.settings.shutdown_grace)

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from services.scheduler.handlers import subscriptions
-from shared.clouds.connections import CloudConnections
-from shared.db import service_migrations
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
-from tests.integration.api import SESSION_KEY, Api
+from tests.integration.api import Api
 from tests.integration.simulator import simulator_process
-from tests.integration.support import settings_for
-
-ROOT = Path(__file__).resolve().parents[2]
-FAST = {"boot": 0.2, "stop": 0.2, "reboot": 0.2, "terminate": 0.2}
+from tests.integration.stack import scheduler_runtime, simulator_account
 
 
 @pytest.fixture(scope="module")
@@ -29,55 +22,15 @@ def simulator_url(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    settings = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
-    clouds = CloudConnections(settings.credential_cipher())
-    runtime = ServiceRuntime(
-        "scheduler",
-        settings,
-        service_migrations(ROOT / "services" / "scheduler"),
-        subscriptions=lambda _rt: subscriptions(clouds=clouds),
-    )
-    async with runtime:
+    async with scheduler_runtime(amqp_url, database_url) as runtime:
         yield runtime
-
-
-async def simulator_account(
-    api: Api, scheduler: ServiceRuntime, url: str, grants: list[str], name: str, **behaviour: object
-) -> dict:
-    response = await api.client.post(
-        "/v1/provider-accounts",
-        json={
-            "name": name,
-            "provider": "simulator",
-            "credentials": {"api_key": f"k-{uuid.uuid4().hex[:8]}", "api_secret": "s3cret"},
-            "config": {
-                "endpoint": url,
-                "regions": ["north", "south"],
-                "simulator": {"timings": FAST, **behaviour},
-            },
-            "grants": grants,
-        },
-        headers=await api.admin(),
-    )
-    assert response.status_code == 201, response.text
-    account = response.json()
-
-    async def known() -> bool:
-        return bool(
-            await scheduler.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
-        )
-
-    await wait_until(known, timeout=10, what="the scheduler knows the account")
-    return account
 
 
 async def test_launch_is_placed_on_the_simulated_cloud(
     api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
 ) -> None:
     alice_name, alice = await api.new_user("alice")
-    account = await simulator_account(
-        api, scheduler, simulator_url, [alice_name], f"sim-{uuid.uuid4().hex[:6]}"
-    )
+    account = await simulator_account(api, simulator_url, [alice_name], followers=(scheduler,))
     launched = await api.launch(alice, placement={"account": account["id"], "region": "south"})
     instance_id = launched.json()["id"]
 
@@ -104,10 +57,15 @@ async def test_failing_account_falls_over_to_the_next(
     alice_name, alice = await api.new_user("alice")
     tag = uuid.uuid4().hex[:6]
     broken = await simulator_account(
-        api, scheduler, simulator_url, [alice_name], f"a-broken-{tag}", create_failure_rate=1.0
+        api,
+        simulator_url,
+        [alice_name],
+        name=f"a-broken-{tag}",
+        followers=(scheduler,),
+        create_failure_rate=1.0,
     )
     working = await simulator_account(
-        api, scheduler, simulator_url, [alice_name], f"b-working-{tag}"
+        api, simulator_url, [alice_name], name=f"b-working-{tag}", followers=(scheduler,)
     )
     instance_id = (await api.launch(alice, placement={"provider": "simulator"})).json()["id"]
 
@@ -123,9 +81,7 @@ async def test_nothing_fits_fails_with_the_reasons(
     api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
 ) -> None:
     alice_name, alice = await api.new_user("alice")
-    account = await simulator_account(
-        api, scheduler, simulator_url, [alice_name], f"tiny-{uuid.uuid4().hex[:6]}"
-    )
+    account = await simulator_account(api, simulator_url, [alice_name], followers=(scheduler,))
     response = await api.launch(alice, cpus=200, placement={"account": account["id"]})
     instance_id = response.json()["id"]
     [failed] = await probe.wait_for(

@@ -1,0 +1,95 @@
+"""The scheduler and poller in-process, on the session's bus and database, for cloud tests."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from services.poller.handlers import subscriptions as poller_subscriptions
+from services.poller.polling import Poller
+from services.scheduler.handlers import subscriptions as scheduler_subscriptions
+from shared.clouds.connections import CloudConnections
+from shared.config import PollerSettings
+from shared.db import service_migrations
+from shared.runtime import ServiceRuntime
+from shared.testing import wait_until
+from tests.integration.api import SESSION_KEY, Api
+from tests.integration.support import settings_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = {"boot": 0.3, "stop": 0.3, "reboot": 0.3, "terminate": 0.3}
+POLL_INTERVAL = 0.5
+
+
+def scheduler_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
+    settings = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
+    clouds = CloudConnections(settings.credential_cipher())
+    return ServiceRuntime(
+        "scheduler",
+        settings,
+        service_migrations(ROOT / "services" / "scheduler"),
+        subscriptions=lambda _rt: scheduler_subscriptions(clouds=clouds),
+    )
+
+
+def poller_runtime(amqp_url: str, database_url: str, replica: str = "") -> ServiceRuntime:
+    base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
+    settings = PollerSettings(
+        **{
+            **base.model_dump(),
+            "secret_key": SESSION_KEY,
+            "poll_interval": POLL_INTERVAL,
+            "replica_id": replica or f"poller-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    clouds = CloudConnections(settings.credential_cipher())
+    return ServiceRuntime(
+        "poller",
+        settings,
+        service_migrations(ROOT / "services" / "poller"),
+        subscriptions=lambda _rt: poller_subscriptions(clouds=clouds),
+        background=lambda rt: [Poller(rt.pool, clouds, settings, rt.clock).run()],
+    )
+
+
+async def simulator_account(
+    api: Api,
+    url: str,
+    grants: list[str],
+    *,
+    name: str = "",
+    followers: tuple[ServiceRuntime, ...] = (),
+    api_key: str = "",
+    **behaviour: object,
+) -> dict:
+    """Register a simulated-cloud account and wait until every follower service knows it."""
+    response = await api.client.post(
+        "/v1/provider-accounts",
+        json={
+            "name": name or f"sim-{uuid.uuid4().hex[:8]}",
+            "provider": "simulator",
+            "credentials": {
+                "api_key": api_key or f"k-{uuid.uuid4().hex[:8]}",
+                "api_secret": "s3cret",
+            },
+            "config": {
+                "endpoint": url,
+                "regions": ["north", "south"],
+                "poll_interval": POLL_INTERVAL,
+                "simulator": {"timings": FAST, **behaviour},
+            },
+            "grants": grants,
+        },
+        headers=await api.admin(),
+    )
+    assert response.status_code == 201, response.text
+    account = response.json()
+    for service in followers:
+
+        async def known(service: ServiceRuntime = service) -> bool:
+            return bool(
+                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
+            )
+
+        await wait_until(known, timeout=10, what=f"{service.service} knows the account")
+    return account

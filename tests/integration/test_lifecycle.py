@@ -1,0 +1,176 @@
+"""An instance's whole life on the simulated cloud, seen through the API and on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.clouds.simulator.driver import SimulatorNodeDriver
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.integration.api import Api
+from tests.integration.simulator import simulator_process
+from tests.integration.stack import (
+    POLL_INTERVAL,
+    poller_runtime,
+    scheduler_runtime,
+    simulator_account,
+)
+
+
+@pytest.fixture(scope="module")
+def simulator_url(database_url: str) -> Iterator[str]:
+    with simulator_process(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def clouds_side(
+    amqp_url: str, database_url: str
+) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
+    async with (
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+        poller_runtime(amqp_url, database_url) as poller,
+    ):
+        yield scheduler, poller
+
+
+def changed_to(instance_id: str, state: str):
+    return lambda e: e.subject == instance_id and e.data["new_state"] == state
+
+
+async def test_launch_stop_start_terminate_on_the_simulated_cloud(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+    probe: EventProbe,
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    await simulator_account(api, simulator_url, [alice_name], followers=clouds_side)
+    instance_id = (await api.launch(alice)).json()["id"]
+
+    async def api_shows(state: str) -> None:
+        async def check() -> bool:
+            got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
+            return got.json()["state"] == state
+
+        await wait_until(check, timeout=15, what=f"API shows {state}")
+
+    [running] = await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "running"), timeout=15
+    )
+    assert running.data["old_state"] == "pending"
+    assert running.source == "boreas/poller"
+    assert (running.data["owner"], running.data["cpus"], running.data["memory_mb"]) == (
+        alice_name,
+        2,
+        2048,
+    )
+    await api_shows("running")
+
+    assert (
+        await api.client.post(f"/v1/instances/{instance_id}/stop", headers=alice)
+    ).status_code == 202
+    await probe.wait_for("instance.state_changed", changed_to(instance_id, "stopped"), timeout=15)
+    await api_shows("stopped")
+
+    assert (
+        await api.client.post(f"/v1/instances/{instance_id}/start", headers=alice)
+    ).status_code == 202
+    await probe.wait_for(
+        "instance.state_changed",
+        lambda e: changed_to(instance_id, "running")(e) and e.data["old_state"] == "stopped",
+        timeout=15,
+    )
+    await api_shows("running")
+
+    assert (
+        await api.client.delete(f"/v1/instances/{instance_id}", headers=alice)
+    ).status_code == 202
+    await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "terminated"), timeout=15
+    )
+    await api_shows("terminated")
+
+    states = [
+        (e.data["old_state"], e.data["new_state"])
+        for e in probe.matching("instance.state_changed", lambda e: e.subject == instance_id)
+    ]
+    assert states[0] == ("pending", "running")
+    assert ("stopped", "running") in states and states[-1][1] == "terminated"
+    assert len(states) == len(set(states)), f"no transition published twice: {states}"
+
+
+async def test_a_node_killed_in_the_cloud_is_reported_terminated(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+    probe: EventProbe,
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    api_key = f"k-{uuid.uuid4().hex[:8]}"
+    await simulator_account(
+        api, simulator_url, [alice_name], followers=clouds_side, api_key=api_key
+    )
+    instance_id = (await api.launch(alice)).json()["id"]
+    [running] = await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "running"), timeout=15
+    )
+
+    cloud = SimulatorNodeDriver(api_key, "s3cret", endpoint=simulator_url)
+    [node] = [
+        n
+        for n in await asyncio.to_thread(cloud.list_nodes)
+        if n.id == running.data["provider_instance_id"]
+    ]
+    killed_at = datetime.now(UTC)
+    await asyncio.to_thread(cloud.ex_kill_node, node)
+
+    [ended] = await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "terminated"), timeout=15
+    )
+    assert ended.data["old_state"] == "running"
+    observed = datetime.fromisoformat(ended.data["observed_at"])
+    # Seen at the next poll: within one interval (plus the loop's tick and some scheduling).
+    assert observed - killed_at <= timedelta(seconds=POLL_INTERVAL + 1)
+
+
+async def test_nodes_made_outside_boreas_are_not_adopted(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+) -> None:
+    _, poller = clouds_side
+    api_key = f"k-{uuid.uuid4().hex[:8]}"
+    account = await simulator_account(
+        api, simulator_url, ["*"], followers=clouds_side, api_key=api_key
+    )
+
+    async def polled() -> bool:
+        return bool(
+            await poller.pool.fetchval("SELECT 1 FROM polls WHERE account_id = $1", account["id"])
+        )
+
+    await wait_until(polled, timeout=10, what="a first poll (which opens the cloud account)")
+    cloud = SimulatorNodeDriver(api_key, "s3cret", endpoint=simulator_url)
+    stray = await asyncio.to_thread(
+        cloud.create_node, "hand-made", cloud.list_sizes()[0], cloud.list_images()[0]
+    )
+
+    async def reported() -> bool:
+        return bool(
+            await poller.pool.fetchval(
+                "SELECT 1 FROM unmanaged_nodes WHERE account_id = $1 AND provider_instance_id = $2",
+                account["id"],
+                stray.id,
+            )
+        )
+
+    await wait_until(reported, timeout=10, what="the stray node is reported")
+    assert not await poller.pool.fetchval(
+        "SELECT 1 FROM instances WHERE provider_instance_id = $1", stray.id
+    )

@@ -1,0 +1,107 @@
+"""Two poller replicas share the accounts: each account polled once per interval, and a replica
+that stops leaves no account unpolled for longer than one interval."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.integration.api import Api
+from tests.integration.simulator import simulator_process
+from tests.integration.stack import (
+    POLL_INTERVAL,
+    poller_runtime,
+    scheduler_runtime,
+    simulator_account,
+)
+
+SLACK = timedelta(seconds=1)  # the loop's tick, thread hand-offs and a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def simulator_url(database_url: str) -> Iterator[str]:
+    with simulator_process(database_url) as url:
+        yield url
+
+
+async def polls_of(poller: ServiceRuntime, account_ids: list[str]) -> dict[str, list]:
+    rows = await poller.pool.fetch(
+        "SELECT account_id, replica, at FROM polls WHERE account_id = ANY($1) AND ok ORDER BY at",
+        account_ids,
+    )
+    by_account: dict[str, list] = defaultdict(list)
+    for row in rows:
+        by_account[row["account_id"]].append((row["at"], row["replica"]))
+    return by_account
+
+
+async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
+    api: Api, amqp_url: str, database_url: str, simulator_url: str, probe: EventProbe
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    async with scheduler_runtime(amqp_url, database_url) as scheduler:
+        first = poller_runtime(amqp_url, database_url, replica="replica-a")
+        second = poller_runtime(amqp_url, database_url, replica="replica-b")
+        await first.start()
+        try:
+            async with second:
+                accounts = [
+                    (
+                        await simulator_account(
+                            api, simulator_url, [alice_name], followers=(scheduler, first)
+                        )
+                    )["id"]
+                    for _ in range(4)
+                ]
+                instance_id = (await api.launch(alice, placement={"account": accounts[0]})).json()[
+                    "id"
+                ]
+
+                async def each_polled(times: int, since: datetime | None = None) -> bool:
+                    polls = await polls_of(second, accounts)
+                    return all(
+                        len([p for p in polls[a] if since is None or p[0] > since]) >= times
+                        for a in accounts
+                    )
+
+                await wait_until(lambda: each_polled(6), timeout=30, what="six polls each")
+                polls = await polls_of(second, accounts)
+                for account_id in accounts:
+                    times = [at for at, _ in polls[account_id]]
+                    gaps = [b - a for a, b in itertools.pairwise(times)]
+                    assert min(gaps) >= timedelta(seconds=POLL_INTERVAL * 0.95), (
+                        f"{account_id} polled twice within one interval: {gaps}"
+                    )
+                replicas = {replica for p in polls.values() for _, replica in p}
+                assert replicas == {"replica-a", "replica-b"}, "both replicas take part"
+
+                await first.stop()  # replica A goes away
+                stopped_at = max(at for p in polls.values() for at, _ in p)
+                await wait_until(
+                    lambda: each_polled(4, since=stopped_at),
+                    timeout=30,
+                    what="polls continue on the surviving replica",
+                )
+                polls = await polls_of(second, accounts)
+                for account_id in accounts:
+                    times = [at for at, _ in polls[account_id]]
+                    gaps = [b - a for a, b in itertools.pairwise(times)]
+                    assert max(gaps) <= timedelta(seconds=POLL_INTERVAL) + SLACK, (
+                        f"{account_id} went unpolled too long: {max(gaps)}"
+                    )
+                    after = [r for at, r in polls[account_id] if at > stopped_at + SLACK]
+                    assert set(after) == {"replica-b"}
+        finally:
+            await first.stop()
+
+    running = probe.matching(
+        "instance.state_changed",
+        lambda e: e.subject == instance_id and e.data["new_state"] == "running",
+    )
+    assert len(running) == 1, "one transition, one event, whichever replica saw it"
