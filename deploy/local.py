@@ -2,8 +2,9 @@
 
 Checks that RabbitMQ and PostgreSQL answer at BOREAS_AMQP_URL / BOREAS_DATABASE_URL (starting them
 with `docker compose` where a Docker engine exists, otherwise saying exactly what to start), then
-starts the five services, waits until `/v1/status` shows each alive, and supervises them: on Ctrl-C
-or SIGTERM every service gets SIGTERM, and whatever has not exited 10 s later gets SIGKILL.
+starts the simulated cloud (http://127.0.0.1:8090, state in its own schema) and the five services,
+waits until `/v1/status` shows each alive, and supervises them: on Ctrl-C or SIGTERM every process
+gets SIGTERM, and whatever has not exited 10 s later gets SIGKILL.
 """
 
 from __future__ import annotations
@@ -71,12 +72,10 @@ def ensure_infrastructure(amqp_url: str, database_url: str) -> None:
     sys.exit(2)
 
 
-def start(service: str) -> subprocess.Popen[bytes]:
-    # Each service in its own session: a terminal's Ctrl-C reaches only this supervisor, which
-    # then stops the services in order instead of all of them racing on SIGINT.
-    return subprocess.Popen(
-        [sys.executable, "-m", f"services.{service}"], cwd=ROOT, start_new_session=True
-    )
+def start(module: str) -> subprocess.Popen[bytes]:
+    # Each process in its own session: a terminal's Ctrl-C reaches only this supervisor, which
+    # then stops them in order instead of all of them racing on SIGINT.
+    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, start_new_session=True)
 
 
 def status_url() -> str:
@@ -123,7 +122,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    children = {name: start(name) for name in SERVICES}
+    children = {"simulator": start("shared.clouds.simulator")}
+    children.update({name: start(f"services.{name}") for name in SERVICES})
     say("started " + ", ".join(f"{n} (pid {p.pid})" for n, p in children.items()))
     began = time.monotonic()
     announced = False

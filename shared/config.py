@@ -41,6 +41,8 @@ class ServiceSettings(BaseSettings):
     # Seals provider credentials (see shared/credentials.py). Unset in dev: a key generated once
     # into .boreas/secret.key. Previous keys (comma-separated) still open during a rotation.
     secret_key: SecretStr | None = None
+    # Where accounts of provider "simulator" are, unless their config names an "endpoint".
+    simulator_url: str = "http://127.0.0.1:8090"
     previous_secret_keys: SecretStr = SecretStr("")
 
     @model_validator(mode="after")

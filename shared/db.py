@@ -57,7 +57,11 @@ async def ensure_database(url: str) -> None:
             quoted = '"' + name.replace('"', '""') + '"'
             await admin.execute(f"CREATE DATABASE {quoted}")
             log.info("database_created", database=name)
-        except asyncpg.exceptions.DuplicateDatabaseError:
+        except (
+            asyncpg.exceptions.DuplicateDatabaseError,
+            # Several processes creating it at once can also collide on the catalog's index.
+            asyncpg.exceptions.UniqueViolationError,
+        ):
             pass
         finally:
             await admin.close()

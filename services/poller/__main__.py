@@ -10,7 +10,7 @@ from shared.runtime import serve
 
 def main() -> None:
     settings = PollerSettings()
-    clouds = CloudConnections(settings.credential_cipher())
+    clouds = CloudConnections(settings.credential_cipher(), simulator_url=settings.simulator_url)
     serve(
         "poller",
         settings,

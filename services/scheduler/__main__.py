@@ -9,7 +9,7 @@ from shared.runtime import serve
 
 def main() -> None:
     settings = ServiceSettings()
-    clouds = CloudConnections(settings.credential_cipher())
+    clouds = CloudConnections(settings.credential_cipher(), simulator_url=settings.simulator_url)
     serve("scheduler", settings, lambda _rt: subscriptions(clouds=clouds))
 
 

@@ -16,8 +16,9 @@ from shared.credentials import CredentialCipher, SealedCredentials
 
 
 class CloudConnections:
-    def __init__(self, cipher: CredentialCipher) -> None:
+    def __init__(self, cipher: CredentialCipher, *, simulator_url: str | None = None) -> None:
         self._cipher = cipher
+        self._simulator_url = simulator_url
         self._drivers: dict[str, tuple[int, NodeDriver]] = {}
 
     async def driver(self, account: dict[str, Any]) -> NodeDriver:
@@ -27,7 +28,11 @@ class CloudConnections:
         sealed = SealedCredentials.model_validate(account["credentials"])
         credentials = self._cipher.open(account["id"], sealed)
         driver = await asyncio.to_thread(
-            build_driver, account["provider"], credentials, account["config"]
+            build_driver,
+            account["provider"],
+            credentials,
+            account["config"],
+            simulator_url=self._simulator_url,
         )
         self._drivers[account["id"]] = (account["revision"], driver)
         return driver

@@ -22,13 +22,19 @@ class UnsupportedProvider(ValueError):
     pass
 
 
-def build_driver(provider: str, credentials: dict[str, str], config: dict[str, Any]) -> NodeDriver:
+def build_driver(
+    provider: str,
+    credentials: dict[str, str],
+    config: dict[str, Any],
+    *,
+    simulator_url: str | None = None,
+) -> NodeDriver:
     """A connected driver for the account. Blocking (libcloud is synchronous): call in a thread."""
     if provider == "simulator":
         driver = SimulatorNodeDriver(
             credentials.get("api_key", ""),
             credentials.get("api_secret", ""),
-            endpoint=config.get("endpoint", DEFAULT_ENDPOINT),
+            endpoint=config.get("endpoint") or simulator_url or DEFAULT_ENDPOINT,
         )
         behaviour = dict(config.get("simulator", {}))
         if "regions" in config:

@@ -65,6 +65,7 @@ async def test_make_run_brings_up_every_service_and_ctrl_c_stops_them_all(
             "BOREAS_AMQP_URL": amqp_url,
             "BOREAS_DATABASE_URL": database_url,
             "BOREAS_GATEWAY_PORT": str(port),
+            "BOREAS_SIMULATOR_PORT": str(free_port()),
             "BOREAS_HEARTBEAT_INTERVAL": "1",
         }
         with log_path.open("wb") as log:
@@ -78,13 +79,16 @@ async def test_make_run_brings_up_every_service_and_ctrl_c_stops_them_all(
             )
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                services = await wait_until(
-                    lambda: all_alive(client), timeout=60, what="all five services alive"
-                )
+                try:
+                    services = await wait_until(
+                        lambda: all_alive(client), timeout=60, what="all five services alive"
+                    )
+                except TimeoutError:
+                    raise AssertionError(log_path.read_text()[-6000:]) from None
             assert set(services) == SERVICES
             started = re.findall(r"(\w+) \(pid (\d+)\)", log_path.read_text())
-            assert {name for name, _ in started} == SERVICES
-            assert len(processes_with_env(database_url)) >= len(SERVICES)
+            assert {name for name, _ in started} == SERVICES | {"simulator"}
+            assert len(processes_with_env(database_url)) >= len(SERVICES) + 1
         finally:
             os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
             began = time.monotonic()

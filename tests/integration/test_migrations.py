@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from shared.db import Migration, MigrationChanged, create_pool, migrate
+from shared.db import Migration, MigrationChanged, create_pool, ensure_database, migrate
+from tests.infra import _drop_database, _with_db
 
 FIRST = Migration("t/0001", "0001_things", "CREATE TABLE things (id int PRIMARY KEY)")
 SECOND = Migration("t/0002", "0002_more", "ALTER TABLE things ADD COLUMN name text")
@@ -78,8 +79,6 @@ async def test_a_failing_migration_leaves_nothing_half_applied(
 
 async def test_database_is_created_when_missing(database_url: str, unique: str) -> None:
 
-    from tests.infra import _drop_database, _with_db
-
     fresh = _with_db(database_url, f"boreas_test_new_{unique}")
     pool = await create_pool(fresh, "gateway")
     try:
@@ -87,3 +86,13 @@ async def test_database_is_created_when_missing(database_url: str, unique: str) 
     finally:
         await pool.close()
         await _drop_database(database_url, f"boreas_test_new_{unique}")
+
+
+async def test_processes_creating_the_database_together_all_succeed(
+    database_url: str, unique: str
+) -> None:
+    fresh = _with_db(database_url, f"boreas_test_race_{unique}")
+    try:
+        await asyncio.gather(*(ensure_database(fresh) for _ in range(6)))
+    finally:
+        await _drop_database(database_url, f"boreas_test_race_{unique}")

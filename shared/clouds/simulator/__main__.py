@@ -1,4 +1,5 @@
-"""`python -m shared.clouds.simulator`: the simulated cloud on BOREAS_SIMULATOR_PORT (8090)."""
+"""`python -m shared.clouds.simulator`: the simulated cloud on BOREAS_SIMULATOR_HOST (127.0.0.1)
+and BOREAS_SIMULATOR_PORT (8090), its state in the schema `simulator` of BOREAS_DATABASE_URL."""
 
 import os
 
@@ -14,7 +15,7 @@ def main() -> None:
     app = create_simulator_app(os.environ.get("BOREAS_DATABASE_URL", DEFAULT_DATABASE_URL))
     uvicorn.run(
         app,
-        host="127.0.0.1",
+        host=os.environ.get("BOREAS_SIMULATOR_HOST", "127.0.0.1"),
         port=int(os.environ.get("BOREAS_SIMULATOR_PORT", "8090")),
         log_config=None,
         access_log=False,
