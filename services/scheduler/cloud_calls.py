@@ -15,15 +15,21 @@ def catalog_of(driver: NodeDriver) -> Catalog:
     sizes = tuple(
         Size(
             id=str(s.id),
-            cpus=int(s.extra.get("cpus") or s.extra.get("cpu") or s.extra.get("vcpus") or 1),
+            cpus=int(float(_first(s.extra, "cpus", "vcpu", "vcpus", "cpu") or 1)),
             memory_mb=int(s.ram or 0),
             price=float(s.price or 0.0),
         )
         for s in driver.list_sizes()
     )
     images = {str(i.name): str(i.id) for i in driver.list_images() if i.name}
-    regions = tuple(str(loc.id) for loc in driver.list_locations())
+    # A driver bound to one region (EC2) offers that region; others list their locations.
+    region = getattr(driver, "region_name", None)
+    regions = (region,) if region else tuple(str(loc.id) for loc in driver.list_locations())
     return Catalog(sizes, images, regions)
+
+
+def _first(extra: dict, *keys: str) -> object:
+    return next((extra[k] for k in keys if extra.get(k) not in (None, "")), None)
 
 
 def launch_node(driver: NodeDriver, offer: Offer, instance_id: uuid.UUID, name: str) -> Node:

@@ -13,6 +13,7 @@ from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 
+from shared.clouds.ec2 import CompatibleEC2NodeDriver
 from shared.clouds.simulator.driver import DEFAULT_ENDPOINT, SimulatorNodeDriver
 
 BOREAS_TAG = "boreas-instance"
@@ -41,6 +42,13 @@ def build_driver(
             behaviour.setdefault("regions", config["regions"])
         driver.ex_ensure_account(behaviour)
         return driver
+    if provider == "ec2":
+        return CompatibleEC2NodeDriver(
+            credentials.get("key", ""),
+            credentials.get("secret", ""),
+            region=config.get("region", "us-east-1"),
+            endpoint=config.get("endpoint"),
+        )
     try:
         driver_class = get_driver(provider)
     except AttributeError as exc:

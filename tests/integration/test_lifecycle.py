@@ -43,56 +43,48 @@ def changed_to(instance_id: str, state: str):
     return lambda e: e.subject == instance_id and e.data["new_state"] == state
 
 
-async def test_launch_stop_start_terminate_on_the_simulated_cloud(
-    api: Api,
-    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
-    simulator_url: str,
-    probe: EventProbe,
+async def drive_through_lifecycle(
+    api: Api, probe: EventProbe, owner: str, headers: dict, instance_id: str
 ) -> None:
-    alice_name, alice = await api.new_user("alice")
-    await simulator_account(api, simulator_url, [alice_name], followers=clouds_side)
-    instance_id = (await api.launch(alice)).json()["id"]
+    """pending → running → stop → stopped → start → running → terminate → terminated, each step
+    seen as a CloudEvent on boreas.events and through the API."""
 
     async def api_shows(state: str) -> None:
         async def check() -> bool:
-            got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
+            got = await api.client.get(f"/v1/instances/{instance_id}", headers=headers)
             return got.json()["state"] == state
 
-        await wait_until(check, timeout=15, what=f"API shows {state}")
+        await wait_until(check, timeout=20, what=f"API shows {state}")
+
+    async def act(method: str, path: str) -> None:
+        response = await api.client.request(
+            method, f"/v1/instances/{instance_id}{path}", headers=headers
+        )
+        assert response.status_code == 202, response.text
 
     [running] = await probe.wait_for(
-        "instance.state_changed", changed_to(instance_id, "running"), timeout=15
+        "instance.state_changed", changed_to(instance_id, "running"), timeout=20
     )
     assert running.data["old_state"] == "pending"
     assert running.source == "boreas/poller"
-    assert (running.data["owner"], running.data["cpus"], running.data["memory_mb"]) == (
-        alice_name,
-        2,
-        2048,
-    )
+    assert running.data["owner"] == owner
     await api_shows("running")
 
-    assert (
-        await api.client.post(f"/v1/instances/{instance_id}/stop", headers=alice)
-    ).status_code == 202
-    await probe.wait_for("instance.state_changed", changed_to(instance_id, "stopped"), timeout=15)
+    await act("POST", "/stop")
+    await probe.wait_for("instance.state_changed", changed_to(instance_id, "stopped"), timeout=20)
     await api_shows("stopped")
 
-    assert (
-        await api.client.post(f"/v1/instances/{instance_id}/start", headers=alice)
-    ).status_code == 202
+    await act("POST", "/start")
     await probe.wait_for(
         "instance.state_changed",
         lambda e: changed_to(instance_id, "running")(e) and e.data["old_state"] == "stopped",
-        timeout=15,
+        timeout=20,
     )
     await api_shows("running")
 
-    assert (
-        await api.client.delete(f"/v1/instances/{instance_id}", headers=alice)
-    ).status_code == 202
+    await act("DELETE", "")
     await probe.wait_for(
-        "instance.state_changed", changed_to(instance_id, "terminated"), timeout=15
+        "instance.state_changed", changed_to(instance_id, "terminated"), timeout=20
     )
     await api_shows("terminated")
 
@@ -103,6 +95,20 @@ async def test_launch_stop_start_terminate_on_the_simulated_cloud(
     assert states[0] == ("pending", "running")
     assert ("stopped", "running") in states and states[-1][1] == "terminated"
     assert len(states) == len(set(states)), f"no transition published twice: {states}"
+
+
+async def test_launch_stop_start_terminate_on_the_simulated_cloud(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+    probe: EventProbe,
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    await simulator_account(api, simulator_url, [alice_name], followers=clouds_side)
+    launched = (await api.launch(alice)).json()
+    [placed] = await probe.wait_for("instance.placed", lambda e: e.subject == launched["id"])
+    assert (placed.data["cpus"], placed.data["memory_mb"]) == (2, 2048)
+    await drive_through_lifecycle(api, probe, alice_name, alice, launched["id"])
 
 
 async def test_a_node_killed_in_the_cloud_is_reported_terminated(

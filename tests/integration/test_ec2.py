@@ -1,0 +1,97 @@
+"""The same lifecycle against EC2, through libcloud's EC2 driver and a local moto server."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from shared.clouds.ec2 import CompatibleEC2NodeDriver
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.integration.api import Api
+from tests.integration.stack import POLL_INTERVAL, poller_runtime, scheduler_runtime
+from tests.integration.test_lifecycle import drive_through_lifecycle
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def clouds_side(
+    amqp_url: str, database_url: str
+) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
+    async with (
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+        poller_runtime(amqp_url, database_url) as poller,
+    ):
+        yield scheduler, poller
+
+
+def some_ami(url: str) -> str:
+    driver = CompatibleEC2NodeDriver("AKIDBOREAS", "secret", endpoint=url)
+    return next(i.id for i in driver.list_images() if "ubuntu" in (i.name or "").lower())
+
+
+async def test_lifecycle_on_ec2(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    moto_url: str,
+    probe: EventProbe,
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    ami = some_ami(moto_url)
+    created = await api.client.post(
+        "/v1/provider-accounts",
+        json={
+            "name": f"ec2-{uuid.uuid4().hex[:6]}",
+            "provider": "ec2",
+            "credentials": {"key": "AKIDBOREAS", "secret": "moto-does-not-check"},
+            "config": {
+                "endpoint": moto_url,
+                "region": "us-east-1",
+                "regions": ["us-east-1"],
+                "images": {"ubuntu-24.04": ami},
+                "poll_interval": POLL_INTERVAL,
+            },
+            "grants": [alice_name],
+        },
+        headers=await api.admin(),
+    )
+    assert created.status_code == 201, created.text
+    account = created.json()
+    for service in clouds_side:
+
+        async def known(service: ServiceRuntime = service) -> bool:
+            return bool(
+                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
+            )
+
+        await wait_until(known, timeout=10, what=f"{service.service} knows the account")
+
+    launched = await api.launch(
+        alice, image="ubuntu-24.04", placement={"provider": "ec2", "region": "us-east-1"}
+    )
+    assert launched.status_code == 202, launched.text
+    instance_id = launched.json()["id"]
+    [placed] = await probe.wait_for(
+        "instance.placed", lambda e: e.subject == instance_id, timeout=20
+    )
+    assert placed.data["provider"] == "ec2"
+    assert placed.data["provider_instance_id"].startswith("i-")
+    assert placed.data["region"] == "us-east-1"
+
+    await drive_through_lifecycle(api, probe, alice_name, alice, instance_id)
