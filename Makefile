@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# mimic (Rackspace's OpenStack mock, for the OpenStack tests) lives in a virtualenv of its own:
+# its dependencies would clash with ours.
+MIMIC  := .venv-mimic/bin/twistd
 
 .PHONY: install run test lint format bench clean
 
@@ -18,7 +21,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python deploy/local.py
 
-test: $(STAMP)
+$(MIMIC):
+	$(PYTHON) -m venv .venv-mimic
+	.venv-mimic/bin/python -m pip install --quiet mimic==2.2.0
+
+test: $(STAMP) $(MIMIC)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -30,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-mimic .pytest_cache .ruff_cache .hypothesis
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

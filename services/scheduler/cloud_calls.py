@@ -8,22 +8,28 @@ from libcloud.compute.base import Node, NodeDriver, NodeImage
 from libcloud.compute.types import NodeState
 
 from services.scheduler.placement import Catalog, Offer, Size
-from shared.clouds.registry import BOREAS_TAG, boreas_instance_of, boreas_state
+from shared.clouds.registry import BOREAS_TAG, boreas_instance_of, boreas_state, region_of
 
 
 def catalog_of(driver: NodeDriver) -> Catalog:
     sizes = tuple(
         Size(
             id=str(s.id),
-            cpus=int(float(_first(s.extra, "cpus", "vcpu", "vcpus", "cpu") or 1)),
+            cpus=int(
+                float(
+                    getattr(s, "vcpus", None)
+                    or _first(s.extra, "cpus", "vcpu", "vcpus", "cpu")
+                    or 1
+                )
+            ),
             memory_mb=int(s.ram or 0),
             price=float(s.price or 0.0),
         )
         for s in driver.list_sizes()
     )
     images = {str(i.name): str(i.id) for i in driver.list_images() if i.name}
-    # A driver bound to one region (EC2) offers that region; others list their locations.
-    region = getattr(driver, "region_name", None)
+    # A driver bound to one region (EC2, OpenStack) offers that region; others list locations.
+    region = region_of(driver)
     regions = (region,) if region else tuple(str(loc.id) for loc in driver.list_locations())
     return Catalog(sizes, images, regions)
 
@@ -32,7 +38,13 @@ def _first(extra: dict, *keys: str) -> object:
     return next((extra[k] for k in keys if extra.get(k) not in (None, "")), None)
 
 
-def launch_node(driver: NodeDriver, offer: Offer, instance_id: uuid.UUID, name: str) -> Node:
+def launch_node(
+    driver: NodeDriver,
+    offer: Offer,
+    instance_id: uuid.UUID,
+    name: str,
+    extra_metadata: dict[str, str] | None = None,
+) -> Node:
     """Create the node tagged with its Boreas id, unless a live one with that tag exists already
     (a retry after a crash between create and commit must not launch twice)."""
     for node in driver.list_nodes():
@@ -41,12 +53,14 @@ def launch_node(driver: NodeDriver, offer: Offer, instance_id: uuid.UUID, name: 
     size = next(s for s in driver.list_sizes() if str(s.id) == offer.size.id)
     image = NodeImage(id=offer.image_id, name=None, driver=driver)
     location = next((loc for loc in driver.list_locations() if loc.id == offer.region), None)
+    # Only drivers with locations take the argument (OpenStack's create_node refuses it).
+    where = {"location": location} if location is not None else {}
     return driver.create_node(
         name=name,
         size=size,
         image=image,
-        location=location,
-        ex_metadata={BOREAS_TAG: str(instance_id)},
+        ex_metadata={**(extra_metadata or {}), BOREAS_TAG: str(instance_id)},
+        **where,
     )
 
 

@@ -90,7 +90,14 @@ async def place_launch(
         driver = await clouds.driver(rows[offer.account.id])
         name = f"boreas-{str(event.instance_id)[:8]}"
         try:
-            node = await asyncio.to_thread(launch_node, driver, offer, event.instance_id, name)
+            node = await asyncio.to_thread(
+                launch_node,
+                driver,
+                offer,
+                event.instance_id,
+                name,
+                offer.account.config.get("metadata"),
+            )
         except Exception as error:
             attempts.append(f"{offer.account.name}: {describe(error)}")
             log.warning("launch_attempt_failed", account=offer.account.name, error=describe(error))

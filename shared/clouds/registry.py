@@ -11,7 +11,7 @@ from typing import Any
 
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.providers import get_driver
-from libcloud.compute.types import NodeState
+from libcloud.compute.types import NodeState, Provider
 
 from shared.clouds.ec2 import CompatibleEC2NodeDriver
 from shared.clouds.simulator.driver import DEFAULT_ENDPOINT, SimulatorNodeDriver
@@ -48,6 +48,18 @@ def build_driver(
             credentials.get("secret", ""),
             region=config.get("region", "us-east-1"),
             endpoint=config.get("endpoint"),
+        )
+    if provider == "openstack":
+        return get_driver(Provider.OPENSTACK)(
+            credentials.get("username", ""),
+            credentials.get("password", ""),
+            ex_force_auth_url=config.get("auth_url"),
+            ex_force_auth_version=config.get("auth_version", "3.x_password"),
+            ex_tenant_name=config.get("tenant"),
+            ex_force_service_type=config.get("service_type", "compute"),
+            ex_force_service_name=config.get("service_name"),
+            ex_force_service_region=config.get("service_region"),
+            secure=str(config.get("auth_url", "")).startswith("https"),
         )
     try:
         driver_class = get_driver(provider)
@@ -96,3 +108,15 @@ def boreas_state(node: Node) -> str | None:
     if exact in _FROM_SIMULATOR:
         return _FROM_SIMULATOR[exact]
     return _FROM_LIBCLOUD.get(node.state)
+
+
+def region_of(driver: NodeDriver) -> str | None:
+    """The one region a driver is bound to (EC2's region, OpenStack's service region), if any."""
+    connection = driver.connection
+    region = (
+        getattr(driver, "region_name", None)
+        # libcloud keeps the OpenStack region it was told to use only under this name.
+        or getattr(connection, "_ex_force_service_region", None)
+        or getattr(connection, "service_region", None)
+    )
+    return str(region) if region else None

@@ -1,0 +1,154 @@
+"""The lifecycle against OpenStack, through libcloud's OpenStack driver and a local mimic server.
+
+mimic keeps a server in BUILD while its ``server_building`` metadata says so, and its clock moves
+only when told (``/mimic/v1.1/tick``), so pending → running is a real transition. mimic answers
+stop and start with 400 (not supported), so this lifecycle is launch, run, reboot, terminate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.clouds.registry import build_driver
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.integration.api import Api
+from tests.integration.stack import POLL_INTERVAL, poller_runtime, scheduler_runtime
+from tests.integration.test_lifecycle import changed_to
+
+ROOT = Path(__file__).resolve().parents[2]
+TWISTD = ROOT / ".venv-mimic" / "bin" / "twistd"
+
+
+@pytest.fixture(scope="module")
+def mimic_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not TWISTD.exists():
+        pytest.fail("mimic is not installed: `make test` creates .venv-mimic", pytrace=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("mimic")
+    proc = subprocess.Popen(
+        [str(TWISTD), "-n", "--pidfile=", "mimic", "-l", f"tcp:{port}:interface=127.0.0.1"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "mimic exited during start-up"
+            try:
+                httpx.get(f"{url}/identity/v2.0", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)  # a port that is not open yet has no event to wait on
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def clouds_side(
+    amqp_url: str, database_url: str
+) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
+    async with (
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+        poller_runtime(amqp_url, database_url) as poller,
+    ):
+        yield scheduler, poller
+
+
+async def test_lifecycle_on_openstack(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    mimic_url: str,
+    probe: EventProbe,
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    credentials = {"username": "boreas", "password": "mimic-does-not-check"}
+    config = {
+        "auth_url": f"{mimic_url}/identity",
+        "auth_version": "2.0_password",
+        "tenant": f"t-{uuid.uuid4().hex[:6]}",
+        "service_name": "cloudServersOpenStack",
+        "service_region": "ORD",
+        "regions": ["ORD"],
+        "metadata": {"server_building": "30"},  # stays BUILD for 30 mimic seconds
+        "poll_interval": POLL_INTERVAL,
+    }
+    driver = await asyncio.to_thread(build_driver, "openstack", credentials, config)
+    images = await asyncio.to_thread(driver.list_images)
+    ubuntu = next(i.id for i in images if "ubuntu" in i.name.lower())
+    created = await api.client.post(
+        "/v1/provider-accounts",
+        json={
+            "name": f"os-{uuid.uuid4().hex[:6]}",
+            "provider": "openstack",
+            "credentials": credentials,
+            "config": {**config, "images": {"ubuntu": ubuntu}},
+            "grants": [alice_name],
+        },
+        headers=await api.admin(),
+    )
+    assert created.status_code == 201, created.text
+    account = created.json()
+    for service in clouds_side:
+
+        async def known(service: ServiceRuntime = service) -> bool:
+            return bool(
+                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
+            )
+
+        await wait_until(known, timeout=10, what=f"{service.service} knows the account")
+
+    launched = await api.launch(
+        alice,
+        image="ubuntu",
+        cpus=1,
+        memory_mb=512,
+        placement={"provider": "openstack"},
+    )
+    assert launched.status_code == 202, launched.text
+    instance_id = launched.json()["id"]
+    [placed] = await probe.wait_for(
+        "instance.placed", lambda e: e.subject == instance_id, timeout=20
+    )
+    assert placed.data["provider"] == "openstack"
+
+    async def polled_while_building() -> bool:
+        got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
+        return got.json()["state"] == "pending"
+
+    await wait_until(polled_while_building, timeout=10, what="pending while BUILD")
+    assert probe.matching("instance.state_changed", changed_to(instance_id, "running")) == []
+
+    async with httpx.AsyncClient() as client:
+        ticked = await client.post(f"{mimic_url}/mimic/v1.1/tick", json={"amount": 31})
+    assert ticked.status_code == 200
+    [running] = await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "running"), timeout=20
+    )
+    assert running.data["old_state"] == "pending"
+
+    rebooted = await api.client.post(f"/v1/instances/{instance_id}/reboot", headers=alice)
+    assert rebooted.status_code == 202
+    gone = await api.client.delete(f"/v1/instances/{instance_id}", headers=alice)
+    assert gone.status_code == 202
+    [ended] = await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "terminated"), timeout=20
+    )
+    assert ended.data["provider"] == "openstack"
