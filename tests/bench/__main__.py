@@ -20,6 +20,7 @@ from shared.events import EXCHANGE, Envelope, InstanceRejected
 from shared.logging import configure_logging
 from shared.outbox import add_to_outbox
 from shared.runtime import ServiceRuntime
+from tests.bench.scale import measure_scale
 from tests.infra import provide_infrastructure
 from tests.integration.support import rejection, settings_for, throwaway_runtime
 
@@ -189,6 +190,13 @@ async def measure(url: str, database_url: str, n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=2000, help="messages per measurement")
+    parser.add_argument("--scale", type=int, default=100_000, help="simulated nodes to list")
+    args = parser.parse_args()
     configure_logging("bench", "WARNING")
     with provide_infrastructure() as infra:
-        asyncio.run(measure(infra.amqp_url, infra.database_url, parser.parse_args().n))
+        asyncio.run(measure(infra.amqp_url, infra.database_url, args.n))
+        scale = measure_scale(infra.database_url, args.scale)
+    print(f"\n{'simulated cloud at scale':<34}{'seconds':>10}{'ceiling':>10}{'ratio':>8}")
+    for name, seconds, ceiling, note in scale:
+        print(f"{name:<34}{seconds:>10.2f}{ceiling:>10.2f}{seconds / ceiling:>8.1f}  {note}")
+    print("(ratio here = time / ceiling time: how many times slower than the raw operation)")
