@@ -144,6 +144,12 @@ async def test_lifecycle_on_openstack(
     )
     assert running.data["old_state"] == "pending"
 
+    async def api_shows_running() -> bool:
+        got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
+        return got.json()["state"] == "running"
+
+    await wait_until(api_shows_running, timeout=10, what="the gateway follows the event")
+
     rebooted = await api.client.post(f"/v1/instances/{instance_id}/reboot", headers=alice)
     assert rebooted.status_code == 202
     gone = await api.client.delete(f"/v1/instances/{instance_id}", headers=alice)
