@@ -180,3 +180,20 @@ async def test_nodes_made_outside_boreas_are_not_adopted(
     assert not await poller.pool.fetchval(
         "SELECT 1 FROM instances WHERE provider_instance_id = $1", stray.id
     )
+
+
+async def test_random_deaths_in_the_simulated_cloud_reach_the_bus(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+    probe: EventProbe,
+) -> None:
+    alice_name, alice = await api.new_user("alice")
+    await simulator_account(
+        api, simulator_url, [alice_name], followers=clouds_side, deaths_per_hour=7200.0
+    )
+    instance_id = (await api.launch(alice)).json()["id"]
+    [ended] = await probe.wait_for(
+        "instance.state_changed", changed_to(instance_id, "terminated"), timeout=20
+    )
+    assert ended.data["old_state"] in ("pending", "running")

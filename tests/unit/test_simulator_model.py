@@ -60,3 +60,23 @@ def test_allowed_actions(action: str, current: str, entered: str) -> None:
 def test_refused_actions(action: str, current: str) -> None:
     with pytest.raises(IncorrectState, match=f"cannot {action}"):
         next_state(action, current)
+
+
+def test_random_deaths_are_reproducible_and_end_running_nodes() -> None:
+    kwargs = {"node_id": "sim-1", "deaths_per_hour": 3600.0}  # one a second on average
+    state, died_at = effective_state("pending", T0, at(10_000), TIMINGS, **kwargs)
+    assert state == "terminated"
+    assert at(5) < died_at < at(10_000)
+    assert effective_state("pending", T0, at(10_000), TIMINGS, **kwargs) == (state, died_at)
+    assert (
+        effective_state("pending", T0, died_at - timedelta(microseconds=1), TIMINGS, **kwargs)[0]
+        == "running"
+    )
+
+
+def test_without_a_death_rate_nodes_live_on() -> None:
+    assert effective_state("running", T0, at(10**7), TIMINGS, node_id="sim-1")[0] == "running"
+    assert (
+        effective_state("stopped", T0, at(10**7), TIMINGS, node_id="s", deaths_per_hour=3600)[0]
+        == "stopped"
+    )

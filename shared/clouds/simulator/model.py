@@ -6,6 +6,7 @@ A node stores the state it entered and when; what it is *now* follows from the a
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +66,8 @@ class AccountSettings(BaseModel):
     capacity: int | None = Field(default=None, ge=0)
     # Share of create calls that fail as if the provider had an outage (0 to 1).
     create_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # Running nodes die at random, this many times per node-hour on average (0: never).
+    deaths_per_hour: float = Field(default=0.0, ge=0)
     # How long terminated nodes stay listed, as on EC2.
     terminated_retention: float = Field(default=3600.0, ge=0)
 
@@ -89,15 +92,34 @@ ACTIONS = {
 
 
 def effective_state(
-    state: str, since: datetime, now: datetime, timings: Timings
+    state: str,
+    since: datetime,
+    now: datetime,
+    timings: Timings,
+    *,
+    node_id: str = "",
+    deaths_per_hour: float = 0.0,
 ) -> tuple[str, datetime]:
-    """The state a node is in at ``now``, and since when."""
+    """The state a node is in at ``now``, and since when (random deaths included)."""
     transition = _SETTLES_INTO.get(state)
-    if transition is None:
-        return state, since
-    timing, settled = transition
-    done_at = since + timedelta(seconds=getattr(timings, timing))
-    return (settled, done_at) if now >= done_at else (state, since)
+    if transition is not None:
+        timing, settled = transition
+        done_at = since + timedelta(seconds=getattr(timings, timing))
+        if now < done_at:
+            return state, since
+        state, since = settled, done_at
+    if state == "running" and deaths_per_hour > 0:
+        died_at = since + timedelta(seconds=lifetime(node_id, since, deaths_per_hour))
+        if now >= died_at:
+            return "terminated", died_at
+    return state, since
+
+
+def lifetime(node_id: str, running_since: datetime, deaths_per_hour: float) -> float:
+    """Seconds a running node lives: exponential, but fixed for a node and its running spell, so
+    every reader (and every restart of the simulator) agrees on when it died."""
+    seed = f"{node_id}@{running_since.isoformat()}"
+    return random.Random(seed).expovariate(deaths_per_hour / 3600)
 
 
 class IncorrectState(Exception):

@@ -55,7 +55,14 @@ def _secret_hash(secret: str) -> str:
 
 
 def _node_view(row: asyncpg.Record, settings: AccountSettings, now: datetime) -> dict[str, Any]:
-    state, since = effective_state(row["state"], row["since"], now, settings.timings)
+    state, since = effective_state(
+        row["state"],
+        row["since"],
+        now,
+        settings.timings,
+        node_id=row["id"],
+        deaths_per_hour=settings.deaths_per_hour,
+    )
     return {
         "id": row["id"],
         "name": row["name"],
@@ -181,11 +188,21 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
             # One create at a time per account, so capacity holds under concurrency.
             await conn.execute("SELECT 1 FROM accounts WHERE api_key = $1 FOR UPDATE", key)
             if settings.capacity is not None:
-                rows = await conn.fetch("SELECT state, since FROM nodes WHERE api_key = $1", key)
+                rows = await conn.fetch(
+                    "SELECT id, state, since FROM nodes WHERE api_key = $1", key
+                )
                 live = sum(
                     1
                     for r in rows
-                    if effective_state(r["state"], r["since"], now, settings.timings)[0] in LIVE
+                    if effective_state(
+                        r["state"],
+                        r["since"],
+                        now,
+                        settings.timings,
+                        node_id=r["id"],
+                        deaths_per_hour=settings.deaths_per_hour,
+                    )[0]
+                    in LIVE
                 )
                 if live >= settings.capacity:
                     raise CloudError(
@@ -217,7 +234,14 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
             )
             if row is None:
                 raise CloudError(404, "InvalidInstanceID.NotFound", f"no node {node_id}")
-            current, _ = effective_state(row["state"], row["since"], now, settings.timings)
+            current, _ = effective_state(
+                row["state"],
+                row["since"],
+                now,
+                settings.timings,
+                node_id=row["id"],
+                deaths_per_hour=settings.deaths_per_hour,
+            )
             if action == "kill":
                 entered = "terminated"
             else:
