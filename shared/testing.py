@@ -8,6 +8,7 @@ arrived — waiting on the event itself, never on a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,3 +88,18 @@ async def wait_until(
                 await asyncio.sleep(interval)
     except TimeoutError:
         raise TimeoutError(f"not true after {timeout} s: {what or condition}") from None
+
+
+def poll_until(
+    condition: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Blocking twin of :func:`wait_until`, for fixtures that start a process and must wait
+    for its port to answer (a port that opens emits no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true after {timeout} s: {what or condition}")
+        time.sleep(interval)

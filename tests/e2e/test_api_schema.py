@@ -4,12 +4,8 @@ the business logic: no server errors, and every response conforms to the documen
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,24 +13,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.e2e.test_make_run import ROOT, free_port
 from tests.infra import Infrastructure
+from tests.processes import answers, free_port, running_process
 
 ADMIN_PASSWORD = "schema-fuzz-admin-pw"
 EXAMPLES = 30  # per operation
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the gateway exited during start-up"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling a port that is not open yet: there is no event to wait on
-    raise TimeoutError("gateway not ready within 60 s")
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +33,20 @@ def gateway_url(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory)
             "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
             "BOREAS_LOG_LEVEL": "WARNING",
         }
-        log = (tmp_path_factory.mktemp("gateway") / "gateway.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
         base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(base, proc)
+        log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+        with (
+            log_path.open("wb") as log,
+            running_process(
+                [sys.executable, "-m", "services.gateway"],
+                env=env,
+                output=log,
+                ready=lambda: answers(f"{base}/readyz", lambda r: r.status_code == 200),
+            ),
+        ):
             yield base
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=15)
-            log.close()
-            errors = Path(log.name).read_text()
-            assert "unhandled_error" not in errors, errors[-5000:]
+        errors = log_path.read_text()
+        assert "unhandled_error" not in errors, errors[-5000:]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import pytest
 
 from shared.testing import wait_until
 from tests.infra import Infrastructure
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"gateway", "scheduler", "poller", "quota", "notifier"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes_with_env(marker: str) -> list[int]:

@@ -5,10 +5,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from shared.runtime import ServiceRuntime
 from tests.integration.api import Api, gateway_settings, running_gateway
+from tests.integration.stack import poller_runtime, scheduler_runtime
 
 
 @pytest.fixture
 async def api(amqp_url: str, database_url: str) -> AsyncIterator[Api]:
     async with running_gateway(gateway_settings(amqp_url, database_url)) as running:
         yield running
+
+
+@pytest.fixture
+async def clouds_side(
+    amqp_url: str, database_url: str
+) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
+    """A scheduler and a poller, for tests that launch onto a cloud."""
+    async with (
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+        poller_runtime(amqp_url, database_url) as poller,
+    ):
+        yield scheduler, poller

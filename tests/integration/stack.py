@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from services.poller.handlers import subscriptions as poller_subscriptions
@@ -84,12 +85,17 @@ async def simulator_account(
     )
     assert response.status_code == 201, response.text
     account = response.json()
-    for service in followers:
+    await known_to(account["id"], followers)
+    return account
+
+
+async def known_to(account_id: str, services: Iterable[ServiceRuntime]) -> None:
+    """Wait until each service has recorded the account from provider_account.changed."""
+    for service in services:
 
         async def known(service: ServiceRuntime = service) -> bool:
             return bool(
-                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
+                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id)
             )
 
         await wait_until(known, timeout=10, what=f"{service.service} knows the account")
-    return account

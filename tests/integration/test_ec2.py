@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from moto.server import ThreadedMotoServer
 
 from shared.clouds.ec2 import CompatibleEC2NodeDriver
 from shared.runtime import ServiceRuntime
-from shared.testing import EventProbe, wait_until
+from shared.testing import EventProbe
 from tests.integration.api import Api
-from tests.integration.stack import POLL_INTERVAL, poller_runtime, scheduler_runtime
+from tests.integration.stack import POLL_INTERVAL, known_to
 from tests.integration.test_lifecycle import drive_through_lifecycle
 
 
@@ -28,17 +28,6 @@ def moto_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def clouds_side(
-    amqp_url: str, database_url: str
-) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
-    async with (
-        scheduler_runtime(amqp_url, database_url) as scheduler,
-        poller_runtime(amqp_url, database_url) as poller,
-    ):
-        yield scheduler, poller
 
 
 def some_ami(url: str) -> str:
@@ -73,14 +62,7 @@ async def test_lifecycle_on_ec2(
     )
     assert created.status_code == 201, created.text
     account = created.json()
-    for service in clouds_side:
-
-        async def known(service: ServiceRuntime = service) -> bool:
-            return bool(
-                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
-            )
-
-        await wait_until(known, timeout=10, what=f"{service.service} knows the account")
+    await known_to(account["id"], clouds_side)
 
     launched = await api.launch(
         alice, image="ubuntu-24.04", placement={"provider": "ec2", "region": "us-east-1"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,8 +16,6 @@ from tests.integration.api import Api
 from tests.integration.simulator import simulator_process
 from tests.integration.stack import (
     POLL_INTERVAL,
-    poller_runtime,
-    scheduler_runtime,
     simulator_account,
 )
 
@@ -26,17 +24,6 @@ from tests.integration.stack import (
 def simulator_url(database_url: str) -> Iterator[str]:
     with simulator_process(database_url) as url:
         yield url
-
-
-@pytest.fixture
-async def clouds_side(
-    amqp_url: str, database_url: str
-) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
-    async with (
-        scheduler_runtime(amqp_url, database_url) as scheduler,
-        poller_runtime(amqp_url, database_url) as poller,
-    ):
-        yield scheduler, poller
 
 
 def changed_to(instance_id: str, state: str):

@@ -8,11 +8,8 @@ stop and start with 400 (not supported), so this lifecycle is launch, run, reboo
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,8 +19,9 @@ from shared.clouds.registry import build_driver
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.stack import POLL_INTERVAL, poller_runtime, scheduler_runtime
+from tests.integration.stack import POLL_INTERVAL, known_to
 from tests.integration.test_lifecycle import changed_to
+from tests.processes import answers, free_port, running_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TWISTD = ROOT / ".venv-mimic" / "bin" / "twistd"
@@ -33,43 +31,13 @@ TWISTD = ROOT / ".venv-mimic" / "bin" / "twistd"
 def mimic_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not TWISTD.exists():
         pytest.fail("mimic is not installed: `make test` creates .venv-mimic", pytrace=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("mimic")
-    proc = subprocess.Popen(
-        [str(TWISTD), "-n", "--pidfile=", "mimic", "-l", f"tcp:{port}:interface=127.0.0.1"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "mimic exited during start-up"
-            try:
-                httpx.get(f"{url}/identity/v2.0", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)  # a port that is not open yet has no event to wait on
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-async def clouds_side(
-    amqp_url: str, database_url: str
-) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
-    async with (
-        scheduler_runtime(amqp_url, database_url) as scheduler,
-        poller_runtime(amqp_url, database_url) as poller,
+    command = [str(TWISTD), "-n", "--pidfile=", "mimic", "-l", f"tcp:{port}:interface=127.0.0.1"]
+    with running_process(
+        command, cwd=tmp_path_factory.mktemp("mimic"), ready=lambda: answers(f"{url}/identity")
     ):
-        yield scheduler, poller
+        yield url
 
 
 async def test_lifecycle_on_openstack(
@@ -106,14 +74,7 @@ async def test_lifecycle_on_openstack(
     )
     assert created.status_code == 201, created.text
     account = created.json()
-    for service in clouds_side:
-
-        async def known(service: ServiceRuntime = service) -> bool:
-            return bool(
-                await service.pool.fetchval("SELECT 1 FROM accounts WHERE id = $1", account["id"])
-            )
-
-        await wait_until(known, timeout=10, what=f"{service.service} knows the account")
+    await known_to(account["id"], clouds_side)
 
     launched = await api.launch(
         alice,

@@ -54,8 +54,10 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(b"boreas-simulator:" + secret.encode()).hexdigest()
 
 
-def _node_view(row: asyncpg.Record, settings: AccountSettings, now: datetime) -> dict[str, Any]:
-    state, since = effective_state(
+def _state_now(
+    row: asyncpg.Record, settings: AccountSettings, now: datetime
+) -> tuple[str, datetime]:
+    return effective_state(
         row["state"],
         row["since"],
         now,
@@ -63,6 +65,10 @@ def _node_view(row: asyncpg.Record, settings: AccountSettings, now: datetime) ->
         node_id=row["id"],
         deaths_per_hour=settings.deaths_per_hour,
     )
+
+
+def _node_view(row: asyncpg.Record, settings: AccountSettings, now: datetime) -> dict[str, Any]:
+    state, since = _state_now(row, settings, now)
     return {
         "id": row["id"],
         "name": row["name"],
@@ -191,19 +197,7 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
                 rows = await conn.fetch(
                     "SELECT id, state, since FROM nodes WHERE api_key = $1", key
                 )
-                live = sum(
-                    1
-                    for r in rows
-                    if effective_state(
-                        r["state"],
-                        r["since"],
-                        now,
-                        settings.timings,
-                        node_id=r["id"],
-                        deaths_per_hour=settings.deaths_per_hour,
-                    )[0]
-                    in LIVE
-                )
+                live = sum(1 for r in rows if _state_now(r, settings, now)[0] in LIVE)
                 if live >= settings.capacity:
                     raise CloudError(
                         409,
@@ -234,14 +228,7 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
             )
             if row is None:
                 raise CloudError(404, "InvalidInstanceID.NotFound", f"no node {node_id}")
-            current, _ = effective_state(
-                row["state"],
-                row["since"],
-                now,
-                settings.timings,
-                node_id=row["id"],
-                deaths_per_hour=settings.deaths_per_hour,
-            )
+            current, _ = _state_now(row, settings, now)
             if action == "kill":
                 entered = "terminated"
             else:

@@ -1,0 +1,55 @@
+"""Real processes for tests (the simulated cloud, mimic, the gateway): start, wait, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from shared.testing import poll_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str, accept: Callable[[httpx.Response], bool] = lambda _r: True) -> bool:
+    try:
+        return accept(httpx.get(url, timeout=1))
+    except httpx.TransportError:
+        return False
+
+
+@contextlib.contextmanager
+def running_process(
+    command: list[str],
+    *,
+    ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    output: IO[bytes] | int = subprocess.DEVNULL,
+    timeout: float = 60,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``command``, wait until ``ready()``, and terminate it (SIGTERM) on the way out."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        assert proc.poll() is None, f"{command[0]} exited during start-up"
+        return ready()
+
+    try:
+        poll_until(up, timeout=timeout, what=f"{' '.join(command[:3])} ready")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=15)
