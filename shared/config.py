@@ -68,6 +68,11 @@ class PollerSettings(ServiceSettings):
     poll_concurrency: int = Field(default=8, ge=1, le=256)
 
 
+class QuotaSettings(ServiceSettings):
+    # Seconds between two drift checks of usage against the ledger.
+    quota_reconcile_interval: float = Field(default=60.0, gt=0)
+
+
 class GatewaySettings(ServiceSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)

@@ -219,12 +219,41 @@ class ProviderAccountChanged(Event):
     revision: int
 
 
+class InstanceLaunchAdmitted(Event):
+    """Quota reserved room for a launch; the scheduler places it next. Internal."""
+
+    TOPIC = "instance.launch_admitted"
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    name: str
+    image: str
+    cpus: int
+    memory_mb: int
+    placement: Placement = Field(default_factory=Placement)
+
+
 class ResourceUsage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     instances: int | None = None
     cpus: int | None = None
     memory_mb: int | None = None
+
+
+class QuotaLimitsSet(Event):
+    """An admin set a user's limits (null: unlimited). Internal: quota applies them."""
+
+    TOPIC = "quota.limits_set"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    owner: str
+    limits: ResourceUsage
+    set_by: str
 
 
 class QuotaUsageChanged(Event):
@@ -248,6 +277,8 @@ CATALOG: tuple[type[Event], ...] = (
     InstanceStateChanged,
     InstanceActionRequested,
     ProviderAccountChanged,
+    InstanceLaunchAdmitted,
+    QuotaLimitsSet,
     QuotaUsageChanged,
 )
 _BY_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in CATALOG}

@@ -1,15 +1,20 @@
-"""`python -m services.quota`: the quota service.
+"""`python -m services.quota`: decides every launch against per-user limits (reserving room
+atomically), follows usage from instance events, and repairs drift from its ledger."""
 
-Its role is to decide every launch against per-user limits and follow usage from events.
-So far it runs the shared runtime only: migrations, outbox relay, inbox, heartbeat.
-"""
-
-from shared.config import ServiceSettings
+from services.quota.handlers import SUBSCRIPTIONS
+from services.quota.reconcile import reconcile_forever
+from shared.config import QuotaSettings
 from shared.runtime import serve
 
 
 def main() -> None:
-    serve("quota", ServiceSettings())
+    settings = QuotaSettings()
+    serve(
+        "quota",
+        settings,
+        subscriptions=lambda _rt: SUBSCRIPTIONS,
+        background=lambda rt: [reconcile_forever(rt.pool, settings.quota_reconcile_interval)],
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from shared.events import (
     InstanceAction,
     InstanceActionRequested,
     InstanceFailed,
-    InstanceLaunchRequested,
+    InstanceLaunchAdmitted,
     InstancePlaced,
     ProviderAccountChanged,
 )
@@ -53,7 +53,7 @@ def _account(row: dict[str, Any]) -> Account:
 
 
 async def place_launch(
-    event: InstanceLaunchRequested, uow: UnitOfWork, *, clouds: CloudConnections
+    event: InstanceLaunchAdmitted, uow: UnitOfWork, *, clouds: CloudConnections
 ) -> None:
     await _lock_instance(uow, event.instance_id)
     if await repository.placement(uow.conn, event.instance_id) is not None:
@@ -178,6 +178,6 @@ def subscriptions(*, clouds: CloudConnections) -> list[Subscription]:
 
     return [
         Subscription(ProviderAccountChanged, bound(record_account), name="record_account"),
-        Subscription(InstanceLaunchRequested, bound(place_launch), name="place_launch"),
+        Subscription(InstanceLaunchAdmitted, bound(place_launch), name="place_launch"),
         Subscription(InstanceActionRequested, bound(carry_out_action), name="carry_out_action"),
     ]

@@ -22,6 +22,8 @@ PINNED = {
     "InstanceStateChanged": "1.0-7b1312f8afb34609",
     "InstanceActionRequested": "1.0-9c2da1f948f3fc41",
     "ProviderAccountChanged": "1.0-b330499522ba406b",
+    "InstanceLaunchAdmitted": "1.0-7b9387c07e95a93c",
+    "QuotaLimitsSet": "1.0-d4e37e04d76201a1",
     "QuotaUsageChanged": "1.0-0e02d3328b6c12d4",
 }
 

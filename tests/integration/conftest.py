@@ -7,7 +7,7 @@ import pytest
 
 from shared.runtime import ServiceRuntime
 from tests.integration.api import Api, gateway_settings, running_gateway
-from tests.integration.stack import poller_runtime, scheduler_runtime
+from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
 
 
 @pytest.fixture
@@ -20,8 +20,10 @@ async def api(amqp_url: str, database_url: str) -> AsyncIterator[Api]:
 async def clouds_side(
     amqp_url: str, database_url: str
 ) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
-    """A scheduler and a poller, for tests that launch onto a cloud."""
+    """Quota (which admits launches), a scheduler and a poller, for tests that launch onto a
+    cloud; yields the scheduler and the poller."""
     async with (
+        quota_runtime(amqp_url, database_url),
         scheduler_runtime(amqp_url, database_url) as scheduler,
         poller_runtime(amqp_url, database_url) as poller,
     ):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.poller.handlers import subscriptions as poller_subscriptions
 from services.poller.polling import Poller
+from services.quota.handlers import SUBSCRIPTIONS
 from services.scheduler.handlers import subscriptions as scheduler_subscriptions
 from shared.clouds.connections import CloudConnections
 from shared.config import PollerSettings
@@ -30,6 +31,15 @@ def scheduler_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
         settings,
         service_migrations(ROOT / "services" / "scheduler"),
         subscriptions=lambda _rt: scheduler_subscriptions(clouds=clouds),
+    )
+
+
+def quota_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
+    return ServiceRuntime(
+        "quota",
+        settings_for(amqp_url, database_url),
+        service_migrations(ROOT / "services" / "quota"),
+        subscriptions=lambda _rt: SUBSCRIPTIONS,
     )
 
 

@@ -91,8 +91,8 @@ async def test_launch_stop_start_terminate_on_the_simulated_cloud(
     probe: EventProbe,
 ) -> None:
     alice_name, alice = await api.new_user("alice")
-    await simulator_account(api, simulator_url, [alice_name], followers=clouds_side)
-    launched = (await api.launch(alice)).json()
+    account = await simulator_account(api, simulator_url, [alice_name], followers=clouds_side)
+    launched = (await api.launch(alice, placement={"account": account["id"]})).json()
     [placed] = await probe.wait_for("instance.placed", lambda e: e.subject == launched["id"])
     assert (placed.data["cpus"], placed.data["memory_mb"]) == (2, 2048)
     await drive_through_lifecycle(api, probe, alice_name, alice, launched["id"])
@@ -106,10 +106,10 @@ async def test_a_node_killed_in_the_cloud_is_reported_terminated(
 ) -> None:
     alice_name, alice = await api.new_user("alice")
     api_key = f"k-{uuid.uuid4().hex[:8]}"
-    await simulator_account(
+    account = await simulator_account(
         api, simulator_url, [alice_name], followers=clouds_side, api_key=api_key
     )
-    instance_id = (await api.launch(alice)).json()["id"]
+    instance_id = (await api.launch(alice, placement={"account": account["id"]})).json()["id"]
     [running] = await probe.wait_for(
         "instance.state_changed", changed_to(instance_id, "running"), timeout=15
     )
@@ -176,10 +176,11 @@ async def test_random_deaths_in_the_simulated_cloud_reach_the_bus(
     probe: EventProbe,
 ) -> None:
     alice_name, alice = await api.new_user("alice")
-    await simulator_account(
+    account = await simulator_account(
         api, simulator_url, [alice_name], followers=clouds_side, deaths_per_hour=7200.0
     )
-    instance_id = (await api.launch(alice)).json()["id"]
+    # Pinned: elsewhere in the session, accounts granted to '*' are candidates too.
+    instance_id = (await api.launch(alice, placement={"account": account["id"]})).json()["id"]
     [ended] = await probe.wait_for(
         "instance.state_changed", changed_to(instance_id, "terminated"), timeout=20
     )

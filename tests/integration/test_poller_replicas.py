@@ -17,6 +17,7 @@ from tests.integration.simulator import simulator_process
 from tests.integration.stack import (
     POLL_INTERVAL,
     poller_runtime,
+    quota_runtime,
     scheduler_runtime,
     simulator_account,
 )
@@ -45,7 +46,10 @@ async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
     api: Api, amqp_url: str, database_url: str, simulator_url: str, probe: EventProbe
 ) -> None:
     alice_name, alice = await api.new_user("alice")
-    async with scheduler_runtime(amqp_url, database_url) as scheduler:
+    async with (
+        quota_runtime(amqp_url, database_url),
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+    ):
         first = poller_runtime(amqp_url, database_url, replica="replica-a")
         second = poller_runtime(amqp_url, database_url, replica="replica-b")
         await first.start()

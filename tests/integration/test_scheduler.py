@@ -11,7 +11,7 @@ from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 from tests.integration.simulator import simulator_process
-from tests.integration.stack import scheduler_runtime, simulator_account
+from tests.integration.stack import quota_runtime, scheduler_runtime, simulator_account
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,10 @@ def simulator_url(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    async with scheduler_runtime(amqp_url, database_url) as runtime:
+    async with (
+        quota_runtime(amqp_url, database_url),
+        scheduler_runtime(amqp_url, database_url) as runtime,
+    ):
         yield runtime
 
 

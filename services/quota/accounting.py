@@ -1,0 +1,86 @@
+"""Quota arithmetic, pure: whether a launch fits, and what each instance event does to usage.
+
+Policy: a launch *reserves* its instance, cpus and memory the moment it is admitted, so two
+launches can never both squeeze under a limit. Placement turns the reservation into use (no
+change in the numbers). Rejection never reserved anything; failure and termination release.
+A *stopped* instance still counts: its cloud still holds it and it can start again at any time
+without asking quota; chargeback, by contrast, counts running time only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+RESOURCES = ("instances", "cpus", "memory_mb")
+
+
+@dataclass(frozen=True)
+class Amounts:
+    instances: int = 0
+    cpus: int = 0
+    memory_mb: int = 0
+
+    def __add__(self, other: Amounts) -> Amounts:
+        return Amounts(*(getattr(self, r) + getattr(other, r) for r in RESOURCES))
+
+    def __sub__(self, other: Amounts) -> Amounts:
+        return Amounts(*(getattr(self, r) - getattr(other, r) for r in RESOURCES))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """None: unlimited."""
+
+    instances: int | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
+
+
+def one_instance(cpus: int, memory_mb: int) -> Amounts:
+    return Amounts(1, cpus, memory_mb)
+
+
+def refusal(usage: Amounts, limits: Limits, request: Amounts) -> str | None:
+    """Why the request does not fit, or None when it does."""
+    for resource in RESOURCES:
+        limit = getattr(limits, resource)
+        if limit is None:
+            continue
+        wanted = getattr(usage, resource) + getattr(request, resource)
+        if wanted > limit:
+            return (
+                f"{resource} limit {limit} reached: {getattr(usage, resource)} in use or "
+                f"reserved, this launch needs {getattr(request, resource)} more"
+            )
+    return None
+
+
+class Status(StrEnum):
+    RESERVED = "reserved"  # admitted, not yet placed
+    ACTIVE = "active"  # placed on a cloud
+    RELEASED = "released"  # failed or terminated: counts no more
+    REJECTED = "rejected"  # never counted
+
+
+HOLDS = frozenset({Status.RESERVED, Status.ACTIVE})
+
+
+def after_placement(status: Status | None) -> Status | None:
+    """The new status when the instance is placed, or None for no change."""
+    return Status.ACTIVE if status is Status.RESERVED else None
+
+
+def after_end(status: Status | None) -> Status | None:
+    """The new status when the instance failed or terminated, or None for no change."""
+    return Status.RELEASED if status in HOLDS else None
+
+
+def usage_delta(old: Status | None, new: Status, amounts: Amounts) -> Amounts:
+    """How usage moves when an instance goes from ``old`` to ``new``."""
+    held_before, held_after = old in HOLDS, new in HOLDS
+    if held_after and not held_before:
+        return amounts
+    if held_before and not held_after:
+        return Amounts() - amounts
+    return Amounts()

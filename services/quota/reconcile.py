@@ -1,0 +1,39 @@
+"""Drift repair: usage recomputed from the ledger, corrected and reported where they differ."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+
+from services.quota import repository
+from services.quota.accounting import Amounts
+from services.quota.handlers import usage_event
+from shared.db import TRANSIENT_DB_ERRORS
+from shared.outbox import add_to_outbox
+
+log = structlog.get_logger(__name__)
+
+
+async def reconcile_once(pool: asyncpg.Pool, source: str = "boreas/quota") -> int:
+    """Correct every drifted owner; returns how many were corrected."""
+    async with pool.acquire() as conn, conn.transaction():
+        drifted = await repository.drift(conn)
+        for row in drifted:
+            held = Amounts(row["held_instances"], row["held_cpus"], row["held_memory_mb"])
+            was = Amounts(row["instances"], row["cpus"], row["memory_mb"])
+            await repository.overwrite_usage(conn, row["owner"], held)
+            limits = await repository.limits_of(conn, row["owner"])
+            await add_to_outbox(conn, usage_event(row["owner"], held, limits), source=source)
+            log.warning("quota_drift_repaired", owner=row["owner"], was=vars(was), now=vars(held))
+    return len(drifted)
+
+
+async def reconcile_forever(pool: asyncpg.Pool, interval: float) -> None:
+    while True:
+        try:
+            await reconcile_once(pool)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("reconcile_skipped", error=repr(exc))
+        await asyncio.sleep(interval)

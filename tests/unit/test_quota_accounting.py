@@ -1,0 +1,107 @@
+"""Quota arithmetic: limits, and a Hypothesis state machine over reserve, place, release and
+redelivery that checks the invariants the quota service relies on."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from services.quota.accounting import (
+    HOLDS,
+    Amounts,
+    Limits,
+    Status,
+    after_end,
+    after_placement,
+    one_instance,
+    refusal,
+    usage_delta,
+)
+
+
+def test_a_launch_that_fits_is_admitted() -> None:
+    assert refusal(Amounts(4, 8, 8192), Limits(5, 16, 16384), one_instance(2, 2048)) is None
+
+
+def test_each_limit_refuses_with_its_reason() -> None:
+    usage = Amounts(5, 8, 8192)
+    assert refusal(usage, Limits(instances=5), one_instance(1, 512)) == (
+        "instances limit 5 reached: 5 in use or reserved, this launch needs 1 more"
+    )
+    assert "cpus limit 9" in refusal(usage, Limits(cpus=9), one_instance(2, 512))
+    assert "memory_mb limit 8192" in refusal(usage, Limits(memory_mb=8192), one_instance(1, 1))
+
+
+def test_no_limits_means_unlimited() -> None:
+    assert refusal(Amounts(10**6, 10**6, 10**9), Limits(), one_instance(64, 10**6)) is None
+
+
+def test_a_lowered_limit_blocks_new_launches_and_kills_nothing() -> None:
+    usage = Amounts(8, 8, 8192)
+    assert refusal(usage, Limits(instances=3), one_instance(1, 1)) is not None
+    assert after_end(Status.ACTIVE) is Status.RELEASED  # only ends release
+
+
+class QuotaLedger(RuleBasedStateMachine):
+    """The quota service's rules, driven by events in any order, some of them twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits = Limits(instances=4, cpus=8, memory_mb=8192)
+        self.usage = Amounts()
+        self.ledger: dict[int, tuple[Status | None, Amounts]] = {}
+        self.next_id = 0
+
+    def _move(self, instance: int, new: Status) -> None:
+        old, amounts = self.ledger[instance]
+        self.usage = self.usage + usage_delta(old, new, amounts)
+        self.ledger[instance] = (new, amounts)
+
+    @rule(cpus=st.integers(1, 4), memory=st.integers(1, 4096))
+    def launch(self, cpus: int, memory: int) -> None:
+        amounts = one_instance(cpus, memory)
+        instance, self.next_id = self.next_id, self.next_id + 1
+        self.ledger[instance] = (None, amounts)
+        admitted = refusal(self.usage, self.limits, amounts) is None
+        self._move(instance, Status.RESERVED if admitted else Status.REJECTED)
+
+    @precondition(lambda self: self.ledger)
+    @rule(data=st.data())
+    def placed(self, data: st.DataObject) -> None:
+        instance = data.draw(st.sampled_from(sorted(self.ledger)))
+        new = after_placement(self.ledger[instance][0])
+        if new is not None:
+            self._move(instance, new)
+
+    @precondition(lambda self: self.ledger)
+    @rule(data=st.data())
+    def ended(self, data: st.DataObject) -> None:
+        """Failure or termination; drawing the same instance again is a redelivery."""
+        instance = data.draw(st.sampled_from(sorted(self.ledger)))
+        new = after_end(self.ledger[instance][0])
+        if new is not None:
+            self._move(instance, new)
+
+    @precondition(lambda self: self.ledger)
+    @rule(data=st.data())
+    def lower_the_limit(self, data: st.DataObject) -> None:
+        self.limits = Limits(instances=data.draw(st.integers(0, 4)), cpus=8, memory_mb=8192)
+
+    @invariant()
+    def usage_is_never_negative(self) -> None:
+        assert min(self.usage.instances, self.usage.cpus, self.usage.memory_mb) >= 0
+
+    @invariant()
+    def usage_equals_the_live_instances(self) -> None:
+        live = [a for status, a in self.ledger.values() if status in HOLDS]
+        assert self.usage == sum(live, Amounts())
+
+    @invariant()
+    def usage_never_exceeds_the_limits_it_was_admitted_under(self) -> None:
+        assert self.usage.cpus <= 8 and self.usage.memory_mb <= 8192
+        assert self.usage.instances <= 4
+
+
+TestQuotaLedger = QuotaLedger.TestCase
+TestQuotaLedger.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
