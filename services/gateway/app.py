@@ -13,7 +13,7 @@ from services.gateway.deps import Gateway
 from services.gateway.handlers import subscriptions
 from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
-from services.gateway.routes import accounts, audit, health, instances, tokens, users
+from services.gateway.routes import accounts, audit, health, instances, quotas, tokens, users
 from shared.config import GatewaySettings
 from shared.db import service_migrations
 from shared.runtime import Clock, ServiceRuntime, utcnow
@@ -45,7 +45,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.gateway = gateway
     install_problem_handlers(app)
     install_problem_openapi(app)
-    for module in (health, tokens, users, accounts, instances, audit):
+    for module in (health, tokens, users, accounts, instances, quotas, audit):
         app.include_router(module.router)
     return app
 

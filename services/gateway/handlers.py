@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
-from services.gateway.repository import instances
+from services.gateway.repository import instances, quotas
 from services.gateway.repository import status as repository
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import (
     InstanceFailed,
     InstancePlaced,
     InstanceRejected,
+    InstanceState,
     InstanceStateChanged,
+    QuotaUsageChanged,
     ServiceHeartbeat,
 )
 from shared.runtime import Clock
@@ -80,7 +82,7 @@ async def record_state_change(
     event: InstanceStateChanged, uow: UnitOfWork, *, clock: Clock
 ) -> None:
     # Observations older than the last applied one are ignored (apply_update checks observed_at).
-    await instances.apply_update(
+    applied = await instances.apply_update(
         uow.conn,
         event.instance_id,
         now=clock(),
@@ -89,6 +91,27 @@ async def record_state_change(
         account_id=event.account_id,
         provider=event.provider,
         provider_instance_id=event.provider_instance_id,
+    )
+    if not applied:
+        return
+    # Running spells, for chargeback: only running time counts.
+    if event.new_state is InstanceState.RUNNING:
+        await quotas.start_run(
+            uow.conn,
+            instance_id=event.instance_id,
+            owner=event.owner,
+            account_id=event.account_id,
+            cpus=event.cpus,
+            memory_mb=event.memory_mb,
+            at=event.observed_at,
+        )
+    else:
+        await quotas.end_run(uow.conn, event.instance_id, event.observed_at)
+
+
+async def record_usage(event: QuotaUsageChanged, uow: UnitOfWork) -> None:
+    await quotas.record_usage(
+        uow.conn, event.owner, event.usage.model_dump(), event.limits.model_dump()
     )
 
 
@@ -104,4 +127,5 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
         Subscription(InstancePlaced, bound(record_placement), name="record_placement"),
         Subscription(InstanceFailed, bound(record_failure), name="record_failure"),
         Subscription(InstanceStateChanged, bound(record_state_change), name="record_state_change"),
+        Subscription(QuotaUsageChanged, record_usage, name="record_usage"),
     ]

@@ -1,0 +1,101 @@
+"""Limits and usage as the gateway last heard them, and running spells for chargeback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+UNLIMITED = {"instances": None, "cpus": None, "memory_mb": None}
+NOTHING = {"instances": 0, "cpus": 0, "memory_mb": 0}
+
+
+async def view(conn: asyncpg.Connection | asyncpg.Pool, owner: str) -> dict[str, Any]:
+    row = await conn.fetchrow("SELECT limits, usage FROM quotas WHERE owner = $1", owner)
+    if row is None:
+        return {"limits": dict(UNLIMITED), "usage": dict(NOTHING)}
+    return {"limits": json.loads(row["limits"]), "usage": json.loads(row["usage"])}
+
+
+async def set_limits(conn: asyncpg.Connection, owner: str, limits: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO quotas (owner, limits) VALUES ($1, $2)
+           ON CONFLICT (owner) DO UPDATE SET limits = $2, updated_at = now()""",
+        owner,
+        json.dumps(limits),
+    )
+
+
+async def record_usage(
+    conn: asyncpg.Connection, owner: str, usage: dict[str, Any], limits: dict[str, Any]
+) -> None:
+    await conn.execute(
+        """INSERT INTO quotas (owner, limits, usage) VALUES ($1, $2, $3)
+           ON CONFLICT (owner) DO UPDATE SET limits = $2, usage = $3, updated_at = now()""",
+        owner,
+        json.dumps(limits),
+        json.dumps(usage),
+    )
+
+
+async def start_run(
+    conn: asyncpg.Connection,
+    *,
+    instance_id: uuid.UUID,
+    owner: str,
+    account_id: str,
+    cpus: int,
+    memory_mb: int,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO runs (instance_id, owner, account_id, cpus, memory_mb, started_at)
+           SELECT $1, $2, $3, $4, $5, $6
+           WHERE NOT EXISTS (SELECT 1 FROM runs WHERE instance_id = $1 AND ended_at IS NULL)
+           ON CONFLICT DO NOTHING""",
+        instance_id,
+        owner,
+        account_id,
+        cpus,
+        memory_mb,
+        at,
+    )
+
+
+async def end_run(conn: asyncpg.Connection, instance_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE runs SET ended_at = $2 WHERE instance_id = $1 AND ended_at IS NULL", instance_id, at
+    )
+
+
+async def usage_report(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    owner: str | None,
+) -> list[asyncpg.Record]:
+    """Seconds of running time per owner and account within [start, end), weighted three ways."""
+    return await conn.fetch(
+        """WITH clipped AS (
+               SELECT owner, account_id, cpus, memory_mb,
+                      extract(epoch FROM least(coalesce(ended_at, $3), $2)
+                                         - greatest(started_at, $1)) AS seconds
+               FROM runs
+               WHERE started_at < $2 AND coalesce(ended_at, $3) > $1
+                 AND ($4::text IS NULL OR owner = $4))
+           SELECT owner, account_id,
+                  sum(seconds) AS instance_seconds,
+                  sum(seconds * cpus) AS cpu_seconds,
+                  sum(seconds * memory_mb) AS memory_mb_seconds
+           FROM clipped WHERE seconds > 0
+           GROUP BY owner, account_id ORDER BY owner, account_id""",
+        start,
+        end,
+        now,
+        owner,
+    )

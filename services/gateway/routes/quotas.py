@@ -1,0 +1,127 @@
+"""Quotas: admins set a user's limits; admins and that user read limits and usage.
+Chargeback: running time per owner and account over a period."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel, Field
+
+from services.gateway.deps import AdminUser, CurrentUser, GatewayDep
+from services.gateway.repository import audit, identity, quotas
+from services.gateway.schemas import NO_NUL, Strict
+from shared.events import QuotaLimitsSet, ResourceUsage
+from shared.outbox import add_to_outbox
+
+router = APIRouter(tags=["quotas"])
+
+Limit = Annotated[int | None, Field(ge=0, le=10**9)]
+
+
+class QuotaLimits(Strict):
+    instances: Limit
+    cpus: Limit
+    memory_mb: Limit
+
+
+class Quota(BaseModel):
+    limits: dict[str, int | None]
+    usage: dict[str, int | None]
+
+
+@router.put("/v1/quotas/{username}", response_model=Quota, responses={403: {}, 404: {}})
+async def set_quota(username: str, body: QuotaLimits, admin: AdminUser, gw: GatewayDep) -> Quota:
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if not await identity.user_exists(conn, username):
+            raise HTTPException(404, f"There is no user named {username!r}.")
+        limits = body.model_dump()
+        await quotas.set_limits(conn, username, limits)
+        await add_to_outbox(
+            conn,
+            QuotaLimitsSet(owner=username, limits=ResourceUsage(**limits), set_by=admin.username),
+            source=gw.runtime.bus.source,
+        )
+        await audit.record(
+            conn, actor=admin.username, action="quota_set", target=username, detail=limits
+        )
+        return Quota(**await quotas.view(conn, username))
+
+
+@router.get("/v1/quotas/{username}", response_model=Quota, responses={404: {}})
+async def get_quota(username: str, user: CurrentUser, gw: GatewayDep) -> Quota:
+    if not user.is_admin and user.username != username:
+        raise HTTPException(404, f"There is no quota of {username!r} for you to see.")
+    return Quota(**await quotas.view(gw.pool, username))
+
+
+class AccountUsage(BaseModel):
+    account_id: str
+    instance_hours: float
+    cpu_hours: float
+    memory_mb_hours: float
+
+
+class OwnerUsage(BaseModel):
+    owner: str
+    instance_hours: float
+    cpu_hours: float
+    memory_mb_hours: float
+    accounts: list[AccountUsage]
+
+
+class UsageReport(BaseModel):
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    owners: list[OwnerUsage]
+
+
+@router.get(
+    "/v1/usage",
+    response_model=UsageReport,
+    response_model_by_alias=True,
+    responses={400: {}, 404: {}},
+)
+async def usage_report(
+    user: CurrentUser,
+    gw: GatewayDep,
+    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+) -> UsageReport:
+    """Running time only: instance-hours, cpu-hours and memory-MB-hours, per owner and account."""
+    now = gw.clock()
+    end = end or now
+    start = start or end - timedelta(days=30)
+    if start >= end:
+        raise HTTPException(400, "`from` must be before `to`.")
+    if not user.is_admin:
+        if owner not in (None, user.username):
+            raise HTTPException(404, f"There is no usage of {owner!r} for you to see.")
+        owner = user.username
+    rows = await quotas.usage_report(gw.pool, start=start, end=end, now=now, owner=owner)
+    by_owner: dict[str, list[Any]] = {}
+    for row in rows:
+        by_owner.setdefault(row["owner"], []).append(row)
+    owners = []
+    for name, account_rows in by_owner.items():
+        accounts = [
+            AccountUsage(
+                account_id=r["account_id"],
+                instance_hours=round(float(r["instance_seconds"]) / 3600, 6),
+                cpu_hours=round(float(r["cpu_seconds"]) / 3600, 6),
+                memory_mb_hours=round(float(r["memory_mb_seconds"]) / 3600, 6),
+            )
+            for r in account_rows
+        ]
+        owners.append(
+            OwnerUsage(
+                owner=name,
+                instance_hours=round(sum(a.instance_hours for a in accounts), 6),
+                cpu_hours=round(sum(a.cpu_hours for a in accounts), 6),
+                memory_mb_hours=round(sum(a.memory_mb_hours for a in accounts), 6),
+                accounts=accounts,
+            )
+        )
+    return UsageReport(start=start, end=end, owners=owners)
