@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 # its dependencies would clash with ours.
 MIMIC  := .venv-mimic/bin/twistd
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean subscriber
 
 install: $(STAMP)
 
@@ -41,3 +41,7 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+subscriber: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make subscriber NAME=<name>"; exit 2; }
+	$(BIN)/python -m services.notifier.subscribers create $(NAME)
