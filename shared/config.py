@@ -73,6 +73,11 @@ class QuotaSettings(ServiceSettings):
     quota_reconcile_interval: float = Field(default=60.0, gt=0)
 
 
+class NotifierSettings(ServiceSettings):
+    # Where to send every public event as RFC 5424 syslog; unset: no syslog sink.
+    syslog_url: str | None = None
+
+
 class GatewaySettings(ServiceSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)

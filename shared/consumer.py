@@ -58,14 +58,19 @@ Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Subscription:
-    """``handler`` receives every ``event_type`` event; its queue is ``<service>.<name>``."""
+    """``handler`` receives every ``event_type`` event (one class, or several sharing one queue
+    and so one order); its queue is ``<service>.<name>``."""
 
-    event_type: type[Event]
+    event_type: type[Event] | tuple[type[Event], ...]
     handler: Handler
     name: str = ""
     # False only for handlers that are idempotent by nature (e.g. "last seen = greatest(...)"),
     # where an inbox row per message would be pure cost.
     dedupe: bool = True
+
+    @property
+    def event_types(self) -> tuple[type[Event], ...]:
+        return self.event_type if isinstance(self.event_type, tuple) else (self.event_type,)
 
     @property
     def handler_name(self) -> str:
@@ -143,11 +148,14 @@ class ConsumerRunner:
         queue = await channel.declare_queue(
             name, durable=True, arguments=queue_arguments(name, self._max_deliveries)
         )
-        await queue.bind(exchange, routing_key=subscription.event_type.TOPIC)
+        for event_type in subscription.event_types:
+            await queue.bind(exchange, routing_key=event_type.TOPIC)
         consumer = _Consumer(subscription, name, channel, queue)
         consumer.worker = asyncio.create_task(self._work(consumer), name=f"consume-{name}")
         consumer.consumer_tag = await queue.consume(self._enqueue_to(consumer))
-        log.info("consumer_attached", queue=name, topic=subscription.event_type.TOPIC)
+        log.info(
+            "consumer_attached", queue=name, topics=[t.TOPIC for t in subscription.event_types]
+        )
         return consumer
 
     @staticmethod
@@ -201,7 +209,7 @@ class ConsumerRunner:
         try:
             envelope = parse_envelope(message.body)
             event = decode(envelope)
-            if not isinstance(event, subscription.event_type):
+            if not isinstance(event, subscription.event_types):
                 raise UndecodableEvent(f"{envelope.type} arrived on {consumer}")
         except UndecodableEvent as exc:
             log.error("event_dead_lettered", reason=str(exc), message_id=message.message_id)

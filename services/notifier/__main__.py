@@ -1,15 +1,18 @@
-"""`python -m services.notifier`: the notifier service.
+"""`python -m services.notifier`: delivers every public event to the configured sinks (syslog
+today: BOREAS_SYSLOG_URL = udp://host:port, tcp://host:port or unix:///path)."""
 
-Its role is to deliver events to syslog, signed webhooks and live streams.
-So far it runs the shared runtime only: migrations, outbox relay, inbox, heartbeat.
-"""
-
-from shared.config import ServiceSettings
+from services.notifier.handlers import subscriptions
+from shared.config import NotifierSettings
 from shared.runtime import serve
 
 
 def main() -> None:
-    serve("notifier", ServiceSettings())
+    settings = NotifierSettings()
+    serve(
+        "notifier",
+        settings,
+        subscriptions=lambda _rt: subscriptions(syslog_url=settings.syslog_url),
+    )
 
 
 if __name__ == "__main__":
