@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 # mimic (Rackspace's OpenStack mock, for the OpenStack tests) lives in a virtualenv of its own:
 # its dependencies would clash with ours.
 MIMIC  := .venv-mimic/bin/twistd
+# The official AsyncAPI JSON Schemas (npm), to validate docs/asyncapi.json against.
+ASYNCAPI_SPECS := .asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0-without-$$id.json
 
 .PHONY: install run test lint format bench clean subscriber
 
@@ -25,7 +27,10 @@ $(MIMIC):
 	$(PYTHON) -m venv .venv-mimic
 	.venv-mimic/bin/python -m pip install --quiet mimic==2.2.0
 
-test: $(STAMP) $(MIMIC)
+$(ASYNCAPI_SPECS):
+	npm install --silent --no-audit --no-fund --prefix .asyncapi-specs @asyncapi/specs@6.11.1
+
+test: $(STAMP) $(MIMIC) $(ASYNCAPI_SPECS)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -37,7 +42,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-mimic .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-mimic .asyncapi-specs .pytest_cache .ruff_cache .hypothesis
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

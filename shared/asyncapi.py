@@ -1,0 +1,156 @@
+"""The event catalog as an AsyncAPI 3.0 document (``python -m shared.asyncapi``).
+
+Write it with ``python -m shared.asyncapi > docs/asyncapi.json``.
+
+Generated, never edited by hand: ``tests/contract`` fails when the committed file and the code
+differ, and validates it against the official AsyncAPI 3.0.0 JSON Schema.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.events import CATALOG, CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, Event
+
+INTERNAL = {
+    "service.heartbeat",
+    "instance.action_requested",
+    "provider_account.changed",
+    "instance.launch_admitted",
+    "quota.limits_set",
+}
+_EXAMPLE_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).isoformat().replace("+00:00", "Z")
+_EXAMPLE_ID = "5f0c1c7e-0d4b-4d61-9a3c-2b6f0e0a9c11"
+
+
+def _example(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
+    if "$ref" in schema:
+        return _example(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
+    if "anyOf" in schema:
+        return _example(next(s for s in schema["anyOf"] if s.get("type") != "null"), schemas)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: _example(v, schemas) for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [_example(schema.get("items", {"type": "string"}), schemas)]
+    if kind == "integer":
+        return 2
+    if kind == "number":
+        return 0.5
+    if kind == "boolean":
+        return True
+    return {"uuid": _EXAMPLE_ID, "date-time": _EXAMPLE_TIME}.get(schema.get("format", ""), "text")
+
+
+def _envelope_schema(cls: type[Event], data_ref: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "time", "dataversion", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "description": "unique; dedupe on it"},
+            "source": {"type": "string", "description": "boreas/<service>"},
+            "type": {"const": cls.ce_type()},
+            "time": {"type": "string", "format": "date-time"},
+            "subject": {"type": "string", "description": "the instance id, where there is one"},
+            "datacontenttype": {"const": "application/json"},
+            "dataversion": {"type": "string", "description": f"schema version, now {cls.VERSION}"},
+            "correlationid": {"type": "string"},
+            "data": {"$ref": data_ref},
+        },
+    }
+
+
+def build() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for cls in CATALOG:
+        name = cls.__name__
+        schema = cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    for cls in CATALOG:
+        name = cls.__name__
+        data = _example(schemas[name], schemas)
+        example = {
+            "specversion": "1.0",
+            "id": _EXAMPLE_ID,
+            "source": "boreas/gateway",
+            "type": cls.ce_type(),
+            "time": _EXAMPLE_TIME,
+            "datacontenttype": "application/json",
+            "dataversion": cls.VERSION,
+            "data": data,
+        }
+        if cls.SUBJECT_FIELD:
+            example["subject"] = data[cls.SUBJECT_FIELD]
+        messages[name] = {
+            "name": name,
+            "title": f"{cls.TOPIC} v{cls.VERSION}",
+            "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            "contentType": CLOUDEVENTS_CONTENT_TYPE,
+            "payload": _envelope_schema(cls, f"#/components/schemas/{name}"),
+            "examples": [{"name": "example", "payload": example}],
+            "bindings": {"amqp": {"messageType": cls.ce_type(), "bindingVersion": "0.3.0"}},
+        }
+        channel_id = cls.TOPIC.replace(".", "_")
+        channels[channel_id] = {
+            "address": cls.TOPIC,
+            "description": (
+                "Internal to Boreas; readable, not a stable API. " if cls.TOPIC in INTERNAL else ""
+            )
+            + f"Routing key {cls.TOPIC}.",
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {
+                        "name": EXCHANGE,
+                        "type": "topic",
+                        "durable": True,
+                        "autoDelete": False,
+                        "vhost": "/",
+                    },
+                    "bindingVersion": "0.3.0",
+                }
+            },
+        }
+        operations[f"publish_{channel_id}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{name}"}],
+            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Boreas events",
+            "version": "1.0.0",
+            "description": (
+                "Every event Boreas publishes on the RabbitMQ topic exchange "
+                f"`{EXCHANGE}`, as CloudEvents 1.0 in structured mode. Bind your own queue "
+                "with a pattern (`instance.#`, `quota.#`, `#`); dedupe on `id`."
+            ),
+        },
+        "defaultContentType": CLOUDEVENTS_CONTENT_TYPE,
+        "servers": {
+            "local": {"host": "127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
