@@ -281,6 +281,15 @@ CATALOG: tuple[type[Event], ...] = (
     QuotaLimitsSet,
     QuotaUsageChanged,
 )
+# The contract's topics for external systems (the rest are internal, though readable).
+PUBLIC: tuple[type[Event], ...] = (
+    InstanceLaunchRequested,
+    InstanceRejected,
+    InstancePlaced,
+    InstanceFailed,
+    InstanceStateChanged,
+    QuotaUsageChanged,
+)
 _BY_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in CATALOG}
 _TOPICS: frozenset[str] = frozenset(cls.TOPIC for cls in CATALOG)
 

@@ -13,7 +13,17 @@ from services.gateway.deps import Gateway
 from services.gateway.handlers import subscriptions
 from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
-from services.gateway.routes import accounts, audit, health, instances, quotas, tokens, users
+from services.gateway.repository import feed
+from services.gateway.routes import (
+    accounts,
+    audit,
+    events,
+    health,
+    instances,
+    quotas,
+    tokens,
+    users,
+)
 from shared.config import GatewaySettings
 from shared.db import service_migrations
 from shared.runtime import Clock, ServiceRuntime, utcnow
@@ -25,6 +35,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         settings,
         service_migrations(Path(__file__).parent),
         subscriptions=lambda _rt: subscriptions(clock=clock),
+        background=lambda rt: [feed.prune_forever(rt.pool, clock)],
         clock=clock,
     )
     gateway = Gateway(runtime, settings, settings.credential_cipher(), clock)
@@ -45,7 +56,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.gateway = gateway
     install_problem_handlers(app)
     install_problem_openapi(app)
-    for module in (health, tokens, users, accounts, instances, quotas, audit):
+    for module in (health, tokens, users, accounts, instances, quotas, audit, events):
         app.include_router(module.router)
     return app
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
-from services.gateway.repository import instances, quotas
+from services.gateway.repository import feed, instances, quotas
 from services.gateway.repository import status as repository
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import (
+    PUBLIC,
     InstanceFailed,
     InstancePlaced,
     InstanceRejected,
@@ -109,6 +110,10 @@ async def record_state_change(
         await quotas.end_run(uow.conn, event.instance_id, event.observed_at)
 
 
+async def record_in_feed(event: object, uow: UnitOfWork) -> None:
+    await feed.append(uow.conn, uow.envelope)
+
+
 async def record_usage(event: QuotaUsageChanged, uow: UnitOfWork) -> None:
     await quotas.record_usage(
         uow.conn, event.owner, event.usage.model_dump(), event.limits.model_dump()
@@ -128,4 +133,6 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
         Subscription(InstanceFailed, bound(record_failure), name="record_failure"),
         Subscription(InstanceStateChanged, bound(record_state_change), name="record_state_change"),
         Subscription(QuotaUsageChanged, record_usage, name="record_usage"),
+        # Idempotent by event id (unique), so no inbox row per event.
+        Subscription(PUBLIC, record_in_feed, name="record_in_feed", dedupe=False),
     ]

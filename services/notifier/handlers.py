@@ -7,23 +7,7 @@ import socket
 
 from services.notifier.syslog import SyslogSender, format_rfc5424
 from shared.consumer import Subscription, UnitOfWork
-from shared.events import (
-    InstanceFailed,
-    InstanceLaunchRequested,
-    InstancePlaced,
-    InstanceRejected,
-    InstanceStateChanged,
-    QuotaUsageChanged,
-)
-
-PUBLIC_EVENTS = (
-    InstanceLaunchRequested,
-    InstanceRejected,
-    InstancePlaced,
-    InstanceFailed,
-    InstanceStateChanged,
-    QuotaUsageChanged,
-)
+from shared.events import PUBLIC
 
 
 async def to_syslog(event: object, uow: UnitOfWork, *, sender: SyslogSender, hostname: str) -> None:
@@ -37,7 +21,7 @@ def subscriptions(*, syslog_url: str | None) -> list[Subscription]:
         sender = SyslogSender(syslog_url)
         found.append(
             Subscription(
-                PUBLIC_EVENTS,
+                PUBLIC,
                 functools.partial(to_syslog, sender=sender, hostname=socket.gethostname()),
                 name="to_syslog",
             )

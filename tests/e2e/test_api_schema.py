@@ -86,6 +86,8 @@ def test_api_conforms_to_its_schema(gateway_url: str, auth: dict[str, str]) -> N
         label = f"{operation.method.upper()} {operation.path}"
         if label == "DELETE /v1/tokens/current":
             continue  # revoking the shared token would turn every later case into a 401
+        if label == "GET /v1/events":
+            continue  # an endless stream: tests/integration/test_event_stream.py covers it
 
         @given(case=operation.as_strategy())
         @settings(
