@@ -22,8 +22,9 @@ import structlog
 from shared.bus import Bus
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, Subscription
-from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate
+from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate, service_migrations
 from shared.events import ServiceHeartbeat
+from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 
 log = structlog.get_logger(__name__)
@@ -200,9 +201,6 @@ def serve(
     background: Callable[[ServiceRuntime], list[Awaitable[None]]] | None = None,
 ) -> None:
     """Entry point of a worker service's ``__main__``: run it until signalled."""
-    from shared.db import service_migrations
-    from shared.logging import configure_logging
-
     configure_logging(service, settings.log_level)
     runtime = ServiceRuntime(
         service,
