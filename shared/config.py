@@ -9,10 +9,11 @@ import os
 import socket
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.credentials import CredentialCipher, dev_key
+from shared.webhooks.targets import IPNetwork, parse_networks
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/boreas"
@@ -45,6 +46,22 @@ class ServiceSettings(BaseSettings):
     simulator_url: str = "http://127.0.0.1:8090"
     previous_secret_keys: SecretStr = SecretStr("")
 
+    # Private networks webhook URLs may still target (comma-separated CIDRs). Unset: 127.0.0.0/8
+    # in dev, nothing in prod; every other loopback, link-local or private address is refused.
+    webhook_allowed_nets: str | None = None
+
+    @field_validator("webhook_allowed_nets")
+    @classmethod
+    def _networks_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_networks(value)  # a malformed CIDR fails at start, not at the first webhook
+        return value
+
+    def webhook_networks(self) -> tuple[IPNetwork, ...]:
+        if self.webhook_allowed_nets is None:
+            return parse_networks("127.0.0.0/8" if self.env == "dev" else "")
+        return parse_networks(self.webhook_allowed_nets)
+
     @model_validator(mode="after")
     def _refuse_default_secrets_in_prod(self) -> ServiceSettings:
         if self.env == "prod" and "guest:guest@" in self.amqp_url:
@@ -76,6 +93,17 @@ class QuotaSettings(ServiceSettings):
 class NotifierSettings(ServiceSettings):
     # Where to send every public event as RFC 5424 syslog; unset: no syslog sink.
     syslog_url: str | None = None
+
+    # Seconds one webhook request may take before it counts as failed.
+    webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    # Retry delays double from the first to the ceiling, each with random jitter; a delivery
+    # that still fails after the horizon (seconds since the event) is given up.
+    webhook_retry_first: float = Field(default=5.0, gt=0)
+    webhook_retry_max: float = Field(default=3600.0, gt=0)
+    webhook_retry_horizon: float = Field(default=3 * 24 * 3600.0, gt=0)
+    # Requests in flight at once per replica, and to one webhook.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    webhook_concurrency_per_endpoint: int = Field(default=4, ge=1, le=100)
 
 
 class GatewaySettings(ServiceSettings):

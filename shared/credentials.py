@@ -2,7 +2,8 @@
 
 A sealed credential carries the id of the key that sealed it, a random 96-bit nonce and the
 ciphertext; the account id is bound in as associated data, so a ciphertext copied onto another
-account does not open. Rotation: configure the new key as current and the old ones as previous,
+account does not open. Webhook signing secrets are sealed the same way, bound to their webhook's
+id under another purpose. Rotation: configure the new key as current and the old ones as previous,
 then re-seal every account (``python -m services.gateway.rekey``); until then both open.
 
 Only the gateway seals. The services that act on clouds receive sealed credentials inside the
@@ -73,8 +74,13 @@ def dev_key(path: Path = DEV_KEY_FILE) -> str:
     return path.read_text().strip()
 
 
-def _associated_data(account_id: str) -> bytes:
-    return f"boreas.provider-account:{account_id}".encode()
+# What a sealed value is for: bound in with its owner's id, so it opens for nothing else.
+PROVIDER_ACCOUNT = "provider-account"
+WEBHOOK = "webhook"
+
+
+def _associated_data(purpose: str, subject_id: str) -> bytes:
+    return f"boreas.{purpose}:{subject_id}".encode()
 
 
 @dataclass(frozen=True)
@@ -92,17 +98,23 @@ class CredentialCipher:
     def current_key_id(self) -> str:
         return key_id(self.current)
 
-    def seal(self, account_id: str, credentials: dict[str, str]) -> SealedCredentials:
+    def seal(
+        self, account_id: str, credentials: dict[str, str], *, purpose: str = PROVIDER_ACCOUNT
+    ) -> SealedCredentials:
         nonce = secrets.token_bytes(NONCE_BYTES)
         plaintext = json.dumps(credentials, sort_keys=True).encode()
-        ciphertext = AESGCM(self.current).encrypt(nonce, plaintext, _associated_data(account_id))
+        ciphertext = AESGCM(self.current).encrypt(
+            nonce, plaintext, _associated_data(purpose, account_id)
+        )
         return SealedCredentials(
             key_id=self.current_key_id,
             nonce=base64.b64encode(nonce).decode(),
             ciphertext=base64.b64encode(ciphertext).decode(),
         )
 
-    def open(self, account_id: str, sealed: SealedCredentials) -> dict[str, str]:
+    def open(
+        self, account_id: str, sealed: SealedCredentials, *, purpose: str = PROVIDER_ACCOUNT
+    ) -> dict[str, str]:
         keys = {key_id(k): k for k in (self.current, *self.previous)}
         key = keys.get(sealed.key_id)
         if key is None:
@@ -111,7 +123,7 @@ class CredentialCipher:
             plaintext = AESGCM(key).decrypt(
                 base64.b64decode(sealed.nonce),
                 base64.b64decode(sealed.ciphertext),
-                _associated_data(account_id),
+                _associated_data(purpose, account_id),
             )
         except (InvalidTag, ValueError) as exc:
             raise CredentialsUnreadable(
@@ -119,8 +131,11 @@ class CredentialCipher:
             ) from exc
         return json.loads(plaintext)
 
-    def reseal(self, account_id: str, sealed: SealedCredentials) -> SealedCredentials:
+    def reseal(
+        self, account_id: str, sealed: SealedCredentials, *, purpose: str = PROVIDER_ACCOUNT
+    ) -> SealedCredentials:
         """Re-encrypt under the current key (no-op result if it already is)."""
         if sealed.key_id == self.current_key_id:
             return sealed
-        return self.seal(account_id, self.open(account_id, sealed))
+        opened = self.open(account_id, sealed, purpose=purpose)
+        return self.seal(account_id, opened, purpose=purpose)

@@ -8,9 +8,11 @@ replicas starting together do not race; an applied file that has since changed s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -163,3 +165,26 @@ def service_migrations(service_dir: Path) -> list[Migration]:
     return load_migrations("shared", SHARED_MIGRATIONS) + load_migrations(
         service_dir.name, service_dir / "migrations"
     )
+
+
+async def listen_forever(
+    pool: asyncpg.Pool, channel: str, on_notify: Callable[..., None], retry_interval: float
+) -> None:
+    """Hold a LISTEN connection on ``channel``; on loss, reconnect. Callers poll as well, so a
+    notification missed while reconnecting only delays work."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(channel, on_notify)
+                try:
+                    await lost.wait()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.remove_listener(channel, on_notify)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("listener_lost", channel=channel, error=repr(exc))
+            await asyncio.sleep(retry_interval)

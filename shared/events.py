@@ -268,6 +268,80 @@ class QuotaUsageChanged(Event):
     limits: ResourceUsage
 
 
+class WebhookSecret(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sealed: SealedSecret
+    # None: signs until replaced. A time: the old secret of a rotation, signing until then.
+    expires_at: datetime | None = None
+
+
+class WebhookChanged(Event):
+    """A user registered, re-enabled, rotated or deleted a webhook: its whole current state.
+
+    Internal: carries the signing secrets sealed. ``revision`` grows with each change, so the
+    notifier keeps the highest it has seen. ``scope`` is ``own`` (events about the owner's
+    resources) or ``all`` (an admin's webhook: everyone's events).
+    """
+
+    TOPIC = "webhook.changed"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    webhook_id: uuid.UUID
+    owner: str
+    scope: Literal["own", "all"]
+    url: str
+    topics: list[str]
+    secrets: list[WebhookSecret]
+    active: bool
+    deleted: bool = False
+    revision: int
+
+
+class WebhookDeliveryAttempted(Event):
+    """The notifier tried to deliver one event to one webhook. Internal: the delivery log.
+
+    ``outcome``: ``delivered`` (2xx), ``retrying`` (tried again at ``next_attempt_at``),
+    ``gave_up`` (still failing after the retry horizon), ``disabled`` (410 Gone).
+    """
+
+    TOPIC = "webhook.delivery_attempted"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    webhook_id: uuid.UUID
+    owner: str
+    message_id: str
+    message_topic: str
+    attempt: int
+    outcome: Literal["delivered", "retrying", "gave_up", "disabled"]
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int
+    attempted_at: datetime
+    next_attempt_at: datetime | None = None
+
+
+class WebhookDisabled(Event):
+    """A webhook's endpoint answered 410 Gone: the notifier stopped delivering to it. Internal.
+
+    ``revision`` is the webhook revision that was disabled; ``dropped`` counts the deliveries
+    that were still waiting and will not be made.
+    """
+
+    TOPIC = "webhook.disabled"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    webhook_id: uuid.UUID
+    owner: str
+    revision: int
+    reason: str
+    disabled_at: datetime
+    dropped: int
+
+
 CATALOG: tuple[type[Event], ...] = (
     ServiceHeartbeat,
     InstanceLaunchRequested,
@@ -280,6 +354,9 @@ CATALOG: tuple[type[Event], ...] = (
     InstanceLaunchAdmitted,
     QuotaLimitsSet,
     QuotaUsageChanged,
+    WebhookChanged,
+    WebhookDeliveryAttempted,
+    WebhookDisabled,
 )
 # The contract's topics for external systems (the rest are internal, though readable).
 PUBLIC: tuple[type[Event], ...] = (

@@ -19,7 +19,7 @@ from typing import Protocol
 import asyncpg
 import structlog
 
-from shared.db import TRANSIENT_DB_ERRORS
+from shared.db import TRANSIENT_DB_ERRORS, listen_forever
 from shared.events import Envelope, Event
 
 log = structlog.get_logger(__name__)
@@ -72,7 +72,10 @@ class OutboxRelay:
         self._channel = f"boreas_outbox_{schema}"
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen(), name=f"outbox-listen-{self._schema}")
+        listener = asyncio.create_task(
+            listen_forever(self._pool, self._channel, self._on_notify, self._poll_interval),
+            name=f"outbox-listen-{self._schema}",
+        )
         try:
             while True:
                 try:
@@ -120,25 +123,6 @@ class OutboxRelay:
         if failure is not None:
             raise failure
         return published
-
-    async def _listen(self) -> None:
-        """Hold a LISTEN connection; on loss, reconnect (polling covers the gap)."""
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    lost = asyncio.Event()
-                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                    await conn.add_listener(self._channel, self._on_notify)
-                    try:
-                        await lost.wait()
-                    finally:
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(self._channel, self._on_notify)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("outbox_listener_lost", error=repr(exc))
-                await asyncio.sleep(self._poll_interval)
 
     def _on_notify(self, *_: object) -> None:
         self._wakeup.set()

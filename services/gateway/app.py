@@ -14,6 +14,7 @@ from services.gateway.handlers import subscriptions
 from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
 from services.gateway.repository import feed
+from services.gateway.repository import webhooks as webhook_log
 from services.gateway.routes import (
     accounts,
     audit,
@@ -23,6 +24,7 @@ from services.gateway.routes import (
     quotas,
     tokens,
     users,
+    webhooks,
 )
 from shared.config import GatewaySettings
 from shared.db import service_migrations
@@ -35,7 +37,10 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         settings,
         service_migrations(Path(__file__).parent),
         subscriptions=lambda _rt: subscriptions(clock=clock),
-        background=lambda rt: [feed.prune_forever(rt.pool, clock)],
+        background=lambda rt: [
+            feed.prune_forever(rt.pool, clock),
+            webhook_log.prune_attempts_forever(rt.pool, clock),
+        ],
         clock=clock,
     )
     gateway = Gateway(runtime, settings, settings.credential_cipher(), clock)
@@ -56,7 +61,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.gateway = gateway
     install_problem_handlers(app)
     install_problem_openapi(app)
-    for module in (health, tokens, users, accounts, instances, quotas, audit, events):
+    for module in (health, tokens, users, accounts, instances, quotas, webhooks, audit, events):
         app.include_router(module.router)
     return app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
-from services.gateway.repository import feed, instances, quotas
+from services.gateway.repository import feed, instances, quotas, webhooks
 from services.gateway.repository import status as repository
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import (
@@ -17,6 +17,8 @@ from shared.events import (
     InstanceStateChanged,
     QuotaUsageChanged,
     ServiceHeartbeat,
+    WebhookDeliveryAttempted,
+    WebhookDisabled,
 )
 from shared.runtime import Clock
 
@@ -120,6 +122,20 @@ async def record_usage(event: QuotaUsageChanged, uow: UnitOfWork) -> None:
     )
 
 
+async def record_delivery_attempt(event: WebhookDeliveryAttempted, uow: UnitOfWork) -> None:
+    await webhooks.record_attempt(uow.conn, uow.envelope.id, event)
+
+
+async def record_webhook_disabled(event: WebhookDisabled, uow: UnitOfWork) -> None:
+    await webhooks.apply_disabled(
+        uow.conn,
+        event.webhook_id,
+        revision=event.revision,
+        reason=event.reason,
+        at=event.disabled_at,
+    )
+
+
 def subscriptions(*, clock: Clock) -> list[Subscription]:
     def bound(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         return functools.partial(handler, clock=clock)
@@ -133,6 +149,14 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
         Subscription(InstanceFailed, bound(record_failure), name="record_failure"),
         Subscription(InstanceStateChanged, bound(record_state_change), name="record_state_change"),
         Subscription(QuotaUsageChanged, record_usage, name="record_usage"),
+        # Idempotent by the report's event id (its primary key).
+        Subscription(
+            WebhookDeliveryAttempted,
+            record_delivery_attempt,
+            name="record_delivery_attempt",
+            dedupe=False,
+        ),
+        Subscription(WebhookDisabled, record_webhook_disabled, name="record_webhook_disabled"),
         # Idempotent by event id (unique), so no inbox row per event.
         Subscription(PUBLIC, record_in_feed, name="record_in_feed", dedupe=False),
     ]

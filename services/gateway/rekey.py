@@ -1,10 +1,12 @@
-"""`python -m services.gateway.rekey`: re-seal every provider account under the current key.
+"""`python -m services.gateway.rekey`: re-seal every provider account and webhook secret under
+the current key.
 
 Rotation, step by step (docs/operations.md): generate a key (`--new-key` prints one), restart the
 services with BOREAS_SECRET_KEY=<new> and BOREAS_PREVIOUS_SECRET_KEYS=<old>, run this command, and
 once it reports nothing left under the old key, drop BOREAS_PREVIOUS_SECRET_KEYS. Each account is
 re-sealed in its own transaction together with a ``provider_account.changed`` event, so the
-services that act on clouds receive the new ciphertext; running it twice is harmless.
+services that act on clouds receive the new ciphertext (webhooks likewise, with
+``webhook.changed`` for the notifier); running it twice is harmless.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import sys
 import asyncpg
 
 from services.gateway.account_events import announce_account
-from services.gateway.repository import accounts, audit
+from services.gateway.repository import accounts, audit, webhooks
+from services.gateway.webhook_events import announce_webhook
 from shared.config import ServiceSettings
-from shared.credentials import CredentialCipher, new_key_text
+from shared.credentials import WEBHOOK, CredentialCipher, SealedCredentials, new_key_text
 from shared.db import create_pool
+from shared.events import SealedSecret, WebhookSecret
 
 
 async def reseal_all(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
@@ -48,14 +52,57 @@ async def reseal_all(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int,
     return resealed, unchanged
 
 
+async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
+    """(webhooks re-sealed, webhooks already under the current key)."""
+    resealed = unchanged = 0
+    async with pool.acquire() as conn:
+        webhook_ids = await webhooks.all_ids(conn)
+    for webhook_id in webhook_ids:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM webhooks WHERE id = $1 FOR UPDATE", webhook_id)
+            webhook = await webhooks.by_id(conn, webhook_id)
+            if webhook is None or webhook["deleted_at"] is not None:
+                continue
+            secrets: list[WebhookSecret] = webhook["secrets"]
+            if all(s.sealed.key_id == cipher.current_key_id for s in secrets):
+                unchanged += 1
+                continue
+            renewed = [
+                WebhookSecret(
+                    sealed=SealedSecret(
+                        **cipher.reseal(
+                            str(webhook_id),
+                            SealedCredentials(**s.sealed.model_dump()),
+                            purpose=WEBHOOK,
+                        ).model_dump()
+                    ),
+                    expires_at=s.expires_at,
+                )
+                for s in secrets
+            ]
+            await webhooks.replace_secrets(conn, webhook_id, renewed, webhook["updated_at"])
+            await announce_webhook(conn, webhook_id)
+            await audit.record(
+                conn,
+                actor="boreas",
+                action="webhook_secret_resealed",
+                target=str(webhook_id),
+                detail={"to_key": cipher.current_key_id},
+            )
+            resealed += 1
+    return resealed, unchanged
+
+
 async def main() -> int:
     settings = ServiceSettings()
     pool = await create_pool(settings.database_url, "gateway")
     try:
         resealed, unchanged = await reseal_all(pool, settings.credential_cipher())
+        hooks_resealed, hooks_unchanged = await reseal_webhooks(pool, settings.credential_cipher())
     finally:
         await pool.close()
     print(f"re-sealed {resealed} account(s); {unchanged} already under the current key")
+    print(f"re-sealed {hooks_resealed} webhook(s); {hooks_unchanged} already under the current key")
     return 0
 
 

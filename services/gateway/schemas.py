@@ -141,3 +141,63 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEntry]
     next_cursor: str | None
+
+
+# A topic pattern of a subscription: dot-separated words, `*` one word, `#` any number.
+TopicPattern = Annotated[
+    str, StringConstraints(max_length=100, pattern=r"^(#|\*|[a-z_]+)(\.(#|\*|[a-z_]+))*$")
+]
+
+
+class NewWebhook(Strict):
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=NO_NUL)]
+    topics: Annotated[list[TopicPattern], Field(min_length=1, max_length=20)]
+    # "own": events about the owner's resources (the only choice for users); "all": everyone's,
+    # the default for admins.
+    scope: Literal["own", "all"] | None = None
+
+
+class WebhookOut(BaseModel):
+    id: uuid.UUID
+    owner: str
+    url: str
+    topics: list[str]
+    scope: Literal["own", "all"]
+    state: Literal["active", "disabled"]
+    disabled_reason: str | None
+    # During a secret rotation: when the previous secret stops signing.
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookWithSecret(WebhookOut):
+    # Shown once: at creation and at each rotation. Boreas keeps it sealed.
+    secret: str
+
+
+class WebhookPage(BaseModel):
+    items: list[WebhookOut]
+    next_cursor: str | None
+
+
+class SecretRotation(Strict):
+    # How long the previous secret keeps signing beside the new one (0: stops at once).
+    previous_secret_valid_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 24 * 3600
+
+
+class DeliveryAttempt(BaseModel):
+    message_id: str
+    message_topic: str
+    attempt: int
+    outcome: Literal["delivered", "retrying", "gave_up", "disabled"]
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    attempted_at: datetime
+    next_attempt_at: datetime | None
+
+
+class DeliveryAttemptPage(BaseModel):
+    items: list[DeliveryAttempt]
+    next_cursor: str | None

@@ -1,13 +1,16 @@
-"""The notifier's handlers: every public event to the configured sinks."""
+"""The notifier's handlers: every public event to the configured sinks, and the webhooks' state."""
 
 from __future__ import annotations
 
 import functools
 import socket
 
+from services.notifier import repository
 from services.notifier.syslog import SyslogSender, format_rfc5424
 from shared.consumer import Subscription, UnitOfWork
-from shared.events import PUBLIC
+from shared.events import PUBLIC, WebhookChanged
+from shared.runtime import Clock
+from shared.webhooks import topics
 
 
 async def to_syslog(event: object, uow: UnitOfWork, *, sender: SyslogSender, hostname: str) -> None:
@@ -15,8 +18,46 @@ async def to_syslog(event: object, uow: UnitOfWork, *, sender: SyslogSender, hos
     await sender.send(format_rfc5424(uow.envelope, hostname))
 
 
-def subscriptions(*, syslog_url: str | None) -> list[Subscription]:
-    found: list[Subscription] = []
+async def queue_for_webhooks(event: object, uow: UnitOfWork, *, clock: Clock) -> None:
+    """One delivery per interested webhook: the owner's own, and admins' all-scoped ones."""
+    envelope = uow.envelope
+    owner = envelope.data.get("owner")
+    webhook_ids = [
+        webhook_id
+        for webhook_id, patterns in await repository.interested(uow.conn, owner)
+        if topics.any_matches(patterns, envelope.topic)
+    ]
+    if webhook_ids:
+        await repository.add_deliveries(
+            uow.conn,
+            webhook_ids,
+            message_id=envelope.id,
+            topic=envelope.topic,
+            ordering_key=envelope.subject or f"owner:{owner}",
+            body=envelope.to_bytes().decode(),
+            now=clock(),
+        )
+
+
+async def remember_webhook(event: WebhookChanged, uow: UnitOfWork, *, clock: Clock) -> None:
+    kept = await repository.remember_webhook(uow.conn, event)
+    if kept and (event.deleted or not event.active):
+        await repository.drop_pending(uow.conn, event.webhook_id, clock())
+
+
+def subscriptions(*, syslog_url: str | None, clock: Clock) -> list[Subscription]:
+    found = [
+        Subscription(
+            WebhookChanged,
+            functools.partial(remember_webhook, clock=clock),
+            name="remember_webhook",
+        ),
+        Subscription(
+            PUBLIC,
+            functools.partial(queue_for_webhooks, clock=clock),
+            name="queue_for_webhooks",
+        ),
+    ]
     if syslog_url:
         sender = SyslogSender(syslog_url)
         found.append(

@@ -121,7 +121,7 @@ async def test_lifecycle_arrives_as_rfc5424(
         "notifier",
         settings_for(amqp_url, database_url),
         service_migrations(ROOT / "services" / "notifier"),
-        subscriptions=lambda _rt: subscriptions(syslog_url=url),
+        subscriptions=lambda rt: subscriptions(syslog_url=url, clock=rt.clock),
     )
     instance_id = uuid.uuid4()
     async with notifier:

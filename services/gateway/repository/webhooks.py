@@ -1,0 +1,220 @@
+"""Webhooks and their delivery log. Sealed signing secrets stay in this module's rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared.db import TRANSIENT_DB_ERRORS
+from shared.events import WebhookDeliveryAttempted, WebhookSecret
+
+# Every column but the sealed secrets: what routes may read.
+_PUBLIC = """id, owner, scope, url, topics, state, disabled_reason, revision, created_at,
+             updated_at, deleted_at"""
+
+MAX_LIVE_PER_OWNER = 25
+LOG_RETENTION = timedelta(days=30)
+
+
+def _secrets_json(secrets: list[WebhookSecret]) -> str:
+    return json.dumps([s.model_dump(mode="json") for s in secrets])
+
+
+def _with_rotation(row: asyncpg.Record) -> dict[str, Any]:
+    webhook = dict(row)
+    secrets = [WebhookSecret.model_validate(s) for s in json.loads(webhook.pop("secrets"))]
+    expiring = [s.expires_at for s in secrets if s.expires_at is not None]
+    webhook["previous_secret_expires_at"] = max(expiring) if expiring else None
+    return webhook
+
+
+async def count_live(conn: asyncpg.Connection, owner: str) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM webhooks WHERE owner = $1 AND deleted_at IS NULL", owner
+    )
+
+
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    webhook_id: uuid.UUID,
+    owner: str,
+    scope: str,
+    url: str,
+    topics: list[str],
+    secrets: list[WebhookSecret],
+    now: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO webhooks (id, owner, scope, url, topics, secrets, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $7)""",
+        webhook_id,
+        owner,
+        scope,
+        url,
+        topics,
+        _secrets_json(secrets),
+        now,
+    )
+
+
+async def visible(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    webhook_id: uuid.UUID,
+    *,
+    viewer: str,
+    everything: bool,
+    for_update: bool = False,
+) -> dict[str, Any] | None:
+    """The live webhook if ``viewer`` owns it (or may see everything); None otherwise, alike."""
+    row = await conn.fetchrow(
+        f"""SELECT {_PUBLIC}, secrets FROM webhooks
+            WHERE id = $1 AND deleted_at IS NULL AND ($3 OR owner = $2)
+            {"FOR UPDATE" if for_update else ""}""",
+        webhook_id,
+        viewer,
+        everything,
+    )
+    return _with_rotation(row) if row else None
+
+
+async def by_id(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> dict[str, Any] | None:
+    """The webhook, deleted or not, with its sealed secrets (for announcing it)."""
+    row = await conn.fetchrow(f"SELECT {_PUBLIC}, secrets FROM webhooks WHERE id = $1", webhook_id)
+    if row is None:
+        return None
+    webhook = dict(row)
+    webhook["secrets"] = [WebhookSecret.model_validate(s) for s in json.loads(row["secrets"])]
+    return webhook
+
+
+async def page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    owner: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {_PUBLIC}, secrets FROM webhooks
+            WHERE deleted_at IS NULL AND ($1::text IS NULL OR owner = $1)
+              AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+            ORDER BY created_at DESC, id DESC LIMIT $2""",
+        owner,
+        limit,
+        before[0] if before else None,
+        before[1] if before else None,
+    )
+    return [_with_rotation(r) for r in rows]
+
+
+async def replace_secrets(
+    conn: asyncpg.Connection, webhook_id: uuid.UUID, secrets: list[WebhookSecret], now: datetime
+) -> None:
+    await conn.execute(
+        """UPDATE webhooks SET secrets = $2, revision = revision + 1, updated_at = $3
+           WHERE id = $1""",
+        webhook_id,
+        _secrets_json(secrets),
+        now,
+    )
+
+
+async def enable(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute(
+        """UPDATE webhooks SET state = 'active', disabled_reason = NULL,
+                  revision = revision + 1, updated_at = $2
+           WHERE id = $1""",
+        webhook_id,
+        now,
+    )
+
+
+async def mark_deleted(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute(
+        """UPDATE webhooks SET deleted_at = $2, revision = revision + 1, updated_at = $2
+           WHERE id = $1""",
+        webhook_id,
+        now,
+    )
+
+
+async def apply_disabled(
+    conn: asyncpg.Connection, webhook_id: uuid.UUID, *, revision: int, reason: str, at: datetime
+) -> None:
+    """The notifier disabled ``revision``; a webhook changed since (re-enabled) stays as it is."""
+    await conn.execute(
+        """UPDATE webhooks SET state = 'disabled', disabled_reason = $3, updated_at = $4
+           WHERE id = $1 AND revision = $2 AND deleted_at IS NULL""",
+        webhook_id,
+        revision,
+        reason,
+        at,
+    )
+
+
+async def all_ids(conn: asyncpg.Connection) -> list[uuid.UUID]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM webhooks WHERE deleted_at IS NULL")]
+
+
+async def record_attempt(
+    conn: asyncpg.Connection, report_id: str, report: WebhookDeliveryAttempted
+) -> None:
+    await conn.execute(
+        """INSERT INTO webhook_attempts (report_id, webhook_id, message_id, message_topic,
+               attempt, outcome, status_code, error, duration_ms, attempted_at, next_attempt_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           ON CONFLICT (report_id) DO NOTHING""",
+        report_id,
+        report.webhook_id,
+        report.message_id,
+        report.message_topic,
+        report.attempt,
+        report.outcome,
+        report.status_code,
+        report.error,
+        report.duration_ms,
+        report.attempted_at,
+        report.next_attempt_at,
+    )
+
+
+async def attempts_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    webhook_id: uuid.UUID,
+    *,
+    limit: int,
+    before: tuple[datetime, str] | None,
+    message_id: str | None,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT report_id, message_id, message_topic, attempt, outcome, status_code, error,
+                  duration_ms, attempted_at, next_attempt_at
+           FROM webhook_attempts
+           WHERE webhook_id = $1
+             AND ($3::timestamptz IS NULL OR (attempted_at, report_id) < ($3, $4))
+             AND ($5::text IS NULL OR message_id = $5)
+           ORDER BY attempted_at DESC, report_id DESC LIMIT $2""",
+        webhook_id,
+        limit,
+        before[0] if before else None,
+        before[1] if before else None,
+        message_id,
+    )
+
+
+async def prune_attempts_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> None:
+    """Keep a month of delivery log; older attempts go, hourly."""
+    while True:
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            await pool.execute(
+                "DELETE FROM webhook_attempts WHERE attempted_at < $1", clock() - LOG_RETENTION
+            )
+        await asyncio.sleep(3600)

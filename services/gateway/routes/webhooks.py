@@ -1,0 +1,251 @@
+"""Webhooks: users register URLs that receive their events, signed per Standard Webhooks.
+
+The gateway keeps the registration and the delivery log; the notifier delivers. Secrets are shown
+once (at creation and rotation) and otherwise only travel sealed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Body, HTTPException, Query, Response
+
+from services.gateway.deps import CurrentUser, Gateway, GatewayDep
+from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.repository import audit, webhooks
+from services.gateway.repository.identity import User
+from services.gateway.schemas import (
+    NO_NUL,
+    DeliveryAttempt,
+    DeliveryAttemptPage,
+    NewWebhook,
+    SecretRotation,
+    WebhookOut,
+    WebhookPage,
+    WebhookWithSecret,
+)
+from services.gateway.webhook_events import announce_webhook
+from shared.credentials import WEBHOOK
+from shared.events import PUBLIC, SealedSecret, WebhookSecret
+from shared.webhooks import signing, targets, topics
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+NOT_FOUND = {404: {"description": "no such webhook (or not yours)"}}
+PUBLIC_TOPICS = [cls.TOPIC for cls in PUBLIC]
+
+
+def _seal(gw: Gateway, webhook_id: uuid.UUID, secret: str) -> SealedSecret:
+    sealed = gw.cipher.seal(str(webhook_id), {"secret": secret}, purpose=WEBHOOK)
+    return SealedSecret(**sealed.model_dump())
+
+
+async def _check_target(url: str, gw: Gateway) -> None:
+    try:
+        await targets.resolve(targets.parse_target(url), gw.settings.webhook_networks())
+    except targets.TargetRefused as refused:
+        raise HTTPException(422, str(refused)) from None
+
+
+def _parse_id(webhook_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(webhook_id)
+    except ValueError:
+        raise HTTPException(404, "There is no such webhook.") from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookWithSecret,
+    responses={
+        403: {"description": "scope all asked by a user"},
+        409: {"description": "too many webhooks"},
+        422: {"description": "invalid, refused URL, or topics matching nothing"},
+    },
+)
+async def register_webhook(
+    body: NewWebhook, user: CurrentUser, gw: GatewayDep, response: Response
+) -> WebhookWithSecret:
+    """The response carries the signing secret; it is not shown again (rotate to get a new one)."""
+    scope = body.scope or ("all" if user.is_admin else "own")
+    if scope == "all" and not user.is_admin:
+        raise HTTPException(403, "Only an admin's webhook may receive everyone's events.")
+    if unknown := topics.unmatched(body.topics, PUBLIC_TOPICS):
+        raise HTTPException(
+            422,
+            f"No event topic matches {', '.join(unknown)}; the topics are "
+            f"{', '.join(PUBLIC_TOPICS)}.",
+        )
+    await _check_target(body.url, gw)
+    webhook_id, secret, now = uuid.uuid4(), signing.new_secret(), gw.clock()
+    async with gw.pool.acquire() as conn, conn.transaction():
+        # One owner's registrations are serialised, so the limit holds under concurrency.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))", user.username
+        )
+        if await webhooks.count_live(conn, user.username) >= webhooks.MAX_LIVE_PER_OWNER:
+            raise HTTPException(
+                409, f"You have {webhooks.MAX_LIVE_PER_OWNER} webhooks; delete one first."
+            )
+        await webhooks.create(
+            conn,
+            webhook_id=webhook_id,
+            owner=user.username,
+            scope=scope,
+            url=body.url,
+            topics=sorted(set(body.topics)),
+            secrets=[WebhookSecret(sealed=_seal(gw, webhook_id, secret))],
+            now=now,
+        )
+        await audit.record(
+            conn,
+            actor=user.username,
+            action="webhook_created",
+            target=str(webhook_id),
+            detail={"url": body.url, "topics": sorted(set(body.topics)), "scope": scope},
+        )
+        await announce_webhook(conn, webhook_id)
+        created = await webhooks.visible(conn, webhook_id, viewer=user.username, everything=True)
+    assert created is not None
+    response.headers["Location"] = f"/v1/webhooks/{webhook_id}"
+    return WebhookWithSecret(**created, secret=secret)
+
+
+@router.get("", response_model=WebhookPage, responses={400: {"description": "bad cursor"}})
+async def list_webhooks(
+    user: CurrentUser,
+    gw: GatewayDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: CursorParam = None,
+    owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+) -> WebhookPage:
+    """The caller's webhooks (an admin's: everyone's, ``owner`` filters)."""
+    if not user.is_admin:
+        if owner is not None and owner != user.username:
+            return WebhookPage(items=[], next_cursor=None)
+        owner = user.username
+    before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
+    rows = await webhooks.page(gw.pool, owner=owner, limit=limit + 1, before=before)
+    rows, next_cursor = split_page(rows, limit, lambda r: (r["created_at"].isoformat(), r["id"]))
+    return WebhookPage(items=[WebhookOut(**r) for r in rows], next_cursor=next_cursor)
+
+
+async def _visible(
+    gw: Gateway, user: User, webhook_id: str, conn: asyncpg.Connection | None = None
+) -> dict[str, Any]:
+    """The webhook if the caller may see it, locked when ``conn`` is given; 404 otherwise."""
+    found = await webhooks.visible(
+        conn or gw.pool,
+        _parse_id(webhook_id),
+        viewer=user.username,
+        everything=user.is_admin,
+        for_update=conn is not None,
+    )
+    if found is None:
+        raise HTTPException(404, "There is no such webhook.")
+    return found
+
+
+@router.get("/{webhook_id}", response_model=WebhookOut, responses=NOT_FOUND)
+async def get_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> WebhookOut:
+    return WebhookOut(**await _visible(gw, user, webhook_id))
+
+
+@router.delete("/{webhook_id}", status_code=204, responses=NOT_FOUND)
+async def delete_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> Response:
+    """Deliveries stop; those still waiting are dropped."""
+    async with gw.pool.acquire() as conn, conn.transaction():
+        found = await _visible(gw, user, webhook_id, conn)
+        await webhooks.mark_deleted(conn, found["id"], gw.clock())
+        await audit.record(conn, actor=user.username, action="webhook_deleted", target=webhook_id)
+        await announce_webhook(conn, found["id"])
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    response_model=WebhookWithSecret,
+    responses=NOT_FOUND,
+)
+async def rotate_secret(
+    webhook_id: str,
+    user: CurrentUser,
+    gw: GatewayDep,
+    body: Annotated[SecretRotation | None, Body()] = None,
+) -> WebhookWithSecret:
+    """A new secret, shown once. Until ``previous_secret_valid_seconds`` have passed, deliveries
+    carry two signatures (new and previous), so receivers can switch without losing any."""
+    overlap = timedelta(seconds=(body or SecretRotation()).previous_secret_valid_seconds)
+    secret, now = signing.new_secret(), gw.clock()
+    async with gw.pool.acquire() as conn, conn.transaction():
+        found = await _visible(gw, user, webhook_id, conn)
+        current = await webhooks.by_id(conn, found["id"])
+        assert current is not None
+        kept = [
+            WebhookSecret(sealed=s.sealed, expires_at=now + overlap)
+            for s in current["secrets"]
+            if s.expires_at is None and overlap > timedelta(0)
+        ]
+        new = WebhookSecret(sealed=_seal(gw, found["id"], secret))
+        await webhooks.replace_secrets(conn, found["id"], [new, *kept], now)
+        await audit.record(
+            conn,
+            actor=user.username,
+            action="webhook_secret_rotated",
+            target=webhook_id,
+            detail={"previous_secret_valid_seconds": int(overlap.total_seconds())},
+        )
+        await announce_webhook(conn, found["id"])
+        rotated = await webhooks.visible(conn, found["id"], viewer=user.username, everything=True)
+    assert rotated is not None
+    return WebhookWithSecret(**rotated, secret=secret)
+
+
+@router.post("/{webhook_id}/enable", response_model=WebhookOut, responses=NOT_FOUND)
+async def enable_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> WebhookOut:
+    """Deliver again to a webhook disabled by a 410 Gone (events from now on)."""
+    async with gw.pool.acquire() as conn, conn.transaction():
+        found = await _visible(gw, user, webhook_id, conn)
+        if found["state"] == "active":
+            return WebhookOut(**found)
+        await _check_target(found["url"], gw)
+        await webhooks.enable(conn, found["id"], gw.clock())
+        await audit.record(conn, actor=user.username, action="webhook_enabled", target=webhook_id)
+        await announce_webhook(conn, found["id"])
+        enabled = await webhooks.visible(conn, found["id"], viewer=user.username, everything=True)
+    assert enabled is not None
+    return WebhookOut(**enabled)
+
+
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=DeliveryAttemptPage,
+    responses={**NOT_FOUND, 400: {"description": "bad cursor"}},
+)
+async def delivery_log(
+    webhook_id: str,
+    user: CurrentUser,
+    gw: GatewayDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: CursorParam = None,
+    message_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+) -> DeliveryAttemptPage:
+    """Every delivery attempt, newest first; ``message_id`` (the event id) narrows to one event."""
+    found = await _visible(gw, user, webhook_id)
+    before = decode_cursor(cursor, datetime.fromisoformat, str)
+    rows = await webhooks.attempts_page(
+        gw.pool, found["id"], limit=limit + 1, before=before, message_id=message_id
+    )
+    rows, next_cursor = split_page(
+        rows, limit, lambda r: (r["attempted_at"].isoformat(), r["report_id"])
+    )
+    return DeliveryAttemptPage(
+        items=[
+            DeliveryAttempt(**{k: v for k, v in dict(r).items() if k != "report_id"}) for r in rows
+        ],
+        next_cursor=next_cursor,
+    )

@@ -1,0 +1,35 @@
+"""Announcing a webhook's whole state (secrets sealed) to the notifier, which delivers to it."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from services.gateway.repository import webhooks
+from shared.events import WebhookChanged
+from shared.outbox import add_to_outbox
+
+SOURCE = "boreas/gateway"
+
+
+async def announce_webhook(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> None:
+    """Queue ``webhook.changed`` in the caller's transaction."""
+    webhook = await webhooks.by_id(conn, webhook_id)
+    if webhook is None:
+        raise LookupError(f"no webhook {webhook_id}")
+    await add_to_outbox(
+        conn,
+        WebhookChanged(
+            webhook_id=webhook_id,
+            owner=webhook["owner"],
+            scope=webhook["scope"],
+            url=webhook["url"],
+            topics=webhook["topics"],
+            secrets=webhook["secrets"],
+            active=webhook["state"] == "active" and webhook["deleted_at"] is None,
+            deleted=webhook["deleted_at"] is not None,
+            revision=webhook["revision"],
+        ),
+        source=SOURCE,
+    )

@@ -1,0 +1,271 @@
+"""The webhook delivery worker: claims due deliveries, signs and sends them, records the outcome.
+
+Each attempt's outcome is written in one transaction with its ``webhook.delivery_attempted``
+report (outbox), so the delivery log the gateway serves never misses an attempt. Delivery is
+at-least-once: a replica that dies mid-request leaves its lease to expire and another replica
+sends again, so receivers dedupe on ``webhook-id`` (the CloudEvent id) as the spec asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+import httpx
+import structlog
+
+from services.notifier import repository
+from services.notifier.repository import Claimed
+from services.notifier.retry import RetryPolicy, Verdict, judge
+from shared.config import NotifierSettings
+from shared.credentials import WEBHOOK, CredentialCipher, CredentialsUnreadable, SealedCredentials
+from shared.db import TRANSIENT_DB_ERRORS, listen_forever
+from shared.events import CLOUDEVENTS_CONTENT_TYPE, WebhookDeliveryAttempted, WebhookDisabled
+from shared.outbox import add_to_outbox
+from shared.runtime import Clock, utcnow
+from shared.webhooks import signing, targets
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "boreas/notifier"
+USER_AGENT = "Boreas-Webhooks/1"
+POLL_SECONDS = 0.5
+FINISHED_RETENTION = timedelta(days=7)
+MAX_ERROR_LENGTH = 300
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+@dataclass
+class WebhookDeliverer:
+    pool: asyncpg.Pool
+    cipher: CredentialCipher
+    settings: NotifierSettings
+    clock: Clock = utcnow
+    random: Callable[[], float] = random.random
+    transport: httpx.AsyncBaseTransport | None = None  # tests may route requests elsewhere
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(s.webhook_retry_first, s.webhook_retry_max, s.webhook_retry_horizon)
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(
+            listen_forever(self.pool, repository.WAKE_CHANNEL, self._on_notify, POLL_SECONDS)
+        )
+        housekeeping = asyncio.create_task(self._tidy_forever())
+        client = httpx.AsyncClient(
+            transport=self.transport,
+            timeout=self.settings.webhook_timeout,
+            follow_redirects=False,  # a redirect could lead anywhere, the checks notwithstanding
+            trust_env=False,  # a proxy would connect to the name, not the checked address
+            headers={"user-agent": USER_AGENT},
+        )
+        try:
+            while True:
+                self._wake.clear()
+                started = await self._start_due(client)
+                if not started:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+        finally:
+            for task in (listener, housekeeping, *self._in_flight):
+                task.cancel()
+            await asyncio.gather(listener, housekeeping, *self._in_flight, return_exceptions=True)
+            await client.aclose()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _start_due(self, client: httpx.AsyncClient) -> int:
+        room = self.settings.webhook_concurrency - len(self._in_flight)
+        if room <= 0:
+            return 0
+        now = self.clock()
+        try:
+            claimed = await repository.claim(
+                self.pool,
+                now=now,
+                lease_until=now + timedelta(seconds=self.settings.webhook_timeout + 30),
+                per_webhook=self.settings.webhook_concurrency_per_endpoint,
+                limit=room,
+            )
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("webhook_claim_failed", error=repr(exc))
+            return 0
+        for delivery in claimed:
+            task = asyncio.create_task(self._deliver(client, delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # a slot is free, and the next delivery of that key may be due
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook_delivery_crashed", error=repr(task.exception()))
+
+    async def _deliver(self, client: httpx.AsyncClient, delivery: Claimed) -> None:
+        attempted_at = self.clock()
+        answer = await self.send(client, delivery, attempted_at)
+        try:
+            await self.record(delivery, answer, attempted_at)
+        except TRANSIENT_DB_ERRORS as exc:
+            # The lease runs out and the delivery is attempted again: at-least-once.
+            log.warning("webhook_outcome_not_recorded", error=repr(exc))
+
+    async def send(self, client: httpx.AsyncClient, delivery: Claimed, now: datetime) -> Answer:
+        started = time.monotonic()
+
+        def answer(status: int | None = None, error: str | None = None) -> Answer:
+            elapsed = int((time.monotonic() - started) * 1000)
+            return Answer(status, error[:MAX_ERROR_LENGTH] if error else None, elapsed)
+
+        try:
+            secrets = self._secrets(delivery, now)
+            target = targets.parse_target(delivery.url)
+        except (targets.TargetRefused, CredentialsUnreadable) as exc:
+            return answer(error=str(exc))
+        body = delivery.body.encode()
+        headers = {
+            **signing.headers(secrets, delivery.message_id, int(now.timestamp()), body),
+            "content-type": CLOUDEVENTS_CONTENT_TYPE,
+            "host": target.host_header,
+        }
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        try:
+            # One deadline for the whole attempt: resolving, connecting, sending, the status line.
+            async with asyncio.timeout(self.settings.webhook_timeout):
+                address = (await targets.resolve(target, self.settings.webhook_networks()))[0]
+                request = client.build_request(
+                    "POST",
+                    target.url_at(address),
+                    content=body,
+                    headers=headers,
+                    extensions=extensions,
+                )
+                response = await client.send(request, stream=True)
+                await response.aclose()  # the status is the answer; the body is not read
+        except targets.TargetRefused as exc:
+            return answer(error=str(exc))
+        except TimeoutError:
+            return answer(error=f"no answer within {self.settings.webhook_timeout:g} s")
+        except httpx.HTTPError as exc:
+            return answer(error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if 300 <= response.status_code < 400:
+            return answer(response.status_code, "redirects are not followed")
+        return answer(response.status_code)
+
+    def _secrets(self, delivery: Claimed, now: datetime) -> list[str]:
+        secrets = [
+            self.cipher.open(
+                str(delivery.webhook_id),
+                SealedCredentials(**s.sealed.model_dump()),
+                purpose=WEBHOOK,
+            )["secret"]
+            for s in delivery.secrets
+            if s.expires_at is None or s.expires_at > now
+        ]
+        if not secrets:
+            raise CredentialsUnreadable("the webhook has no signing secret in force")
+        return secrets
+
+    async def record(self, delivery: Claimed, answer: Answer, attempted_at: datetime) -> None:
+        verdict = judge(answer.status_code)
+        now = self.clock()
+        next_at = None
+        if verdict is Verdict.FAILED:
+            next_at = self.policy.next_attempt(
+                attempts=delivery.attempts + 1,
+                created_at=delivery.created_at,
+                now=now,
+                random=self.random,
+            )
+        async with self.pool.acquire() as conn, conn.transaction():
+            if verdict is Verdict.DELIVERED:
+                outcome, kept = (
+                    "delivered",
+                    await repository.finish(conn, delivery.id, "delivered", now),
+                )
+            elif verdict is Verdict.GONE:
+                outcome, kept = (
+                    "disabled",
+                    await repository.finish(conn, delivery.id, "dropped", now),
+                )
+                if kept:
+                    await self._disable(conn, delivery, now)
+            elif next_at is None:
+                outcome, kept = (
+                    "gave_up",
+                    await repository.finish(conn, delivery.id, "gave_up", now),
+                )
+            else:
+                outcome, kept = "retrying", await repository.postpone(conn, delivery.id, next_at)
+            if not kept:
+                return  # the webhook was deleted meanwhile: no log to keep
+            await add_to_outbox(
+                conn,
+                WebhookDeliveryAttempted(
+                    webhook_id=delivery.webhook_id,
+                    owner=delivery.owner,
+                    message_id=delivery.message_id,
+                    message_topic=delivery.topic,
+                    attempt=delivery.attempts + 1,
+                    outcome=outcome,
+                    status_code=answer.status_code,
+                    error=answer.error,
+                    duration_ms=answer.duration_ms,
+                    attempted_at=attempted_at,
+                    next_attempt_at=next_at,
+                ),
+                source=SOURCE,
+                correlation_id=delivery.message_id,
+            )
+        log.info(
+            "webhook_attempt",
+            webhook_id=str(delivery.webhook_id),
+            message_id=delivery.message_id,
+            attempt=delivery.attempts + 1,
+            outcome=outcome,
+            status_code=answer.status_code,
+            error=answer.error,
+        )
+
+    async def _disable(self, conn: asyncpg.Connection, delivery: Claimed, now: datetime) -> None:
+        revision = await repository.disable(conn, delivery.webhook_id)
+        if revision is None:
+            return
+        dropped = await repository.drop_pending(conn, delivery.webhook_id, now)
+        await add_to_outbox(
+            conn,
+            WebhookDisabled(
+                webhook_id=delivery.webhook_id,
+                owner=delivery.owner,
+                revision=revision,
+                reason="the endpoint answered 410 Gone",
+                disabled_at=now,
+                dropped=dropped,
+            ),
+            source=SOURCE,
+        )
+
+    async def _tidy_forever(self) -> None:
+        while True:
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                now = self.clock()
+                await repository.tidy(self.pool, now=now, finished_before=now - FINISHED_RETENTION)
+            await asyncio.sleep(60)

@@ -1,0 +1,204 @@
+"""The notifier's tables: its copy of the webhooks, and the deliveries it owes them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.events import WebhookChanged, WebhookSecret
+
+WAKE_CHANNEL = "boreas_webhook_deliveries"
+
+
+async def remember_webhook(conn: asyncpg.Connection, event: WebhookChanged) -> bool:
+    """Keep ``event`` unless a newer revision is already known; True when it was kept."""
+    status = await conn.execute(
+        """INSERT INTO webhooks (id, owner, scope, url, topics, secrets, active, deleted, revision)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (id) DO UPDATE SET
+               owner = EXCLUDED.owner, scope = EXCLUDED.scope, url = EXCLUDED.url,
+               topics = EXCLUDED.topics, secrets = EXCLUDED.secrets, active = EXCLUDED.active,
+               deleted = EXCLUDED.deleted, revision = EXCLUDED.revision
+           WHERE webhooks.revision < EXCLUDED.revision""",
+        event.webhook_id,
+        event.owner,
+        event.scope,
+        event.url,
+        event.topics,
+        json.dumps([s.model_dump(mode="json") for s in event.secrets]),
+        event.active and not event.deleted,
+        event.deleted,
+        event.revision,
+    )
+    return status.endswith(" 1")
+
+
+async def drop_pending(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> int:
+    status = await conn.execute(
+        """UPDATE deliveries SET state = 'dropped', finished_at = $2, leased_until = NULL
+           WHERE webhook_id = $1 AND state = 'pending'""",
+        webhook_id,
+        now,
+    )
+    return int(status.split()[-1])
+
+
+async def interested(
+    conn: asyncpg.Connection, owner: str | None
+) -> list[tuple[uuid.UUID, list[str]]]:
+    """Active webhooks that may receive an event about ``owner``: the owner's, and all-scoped."""
+    rows = await conn.fetch(
+        """SELECT id, topics FROM webhooks
+           WHERE active AND (scope = 'all' OR owner = $1)""",
+        owner,
+    )
+    return [(r["id"], r["topics"]) for r in rows]
+
+
+async def add_deliveries(
+    conn: asyncpg.Connection,
+    webhook_ids: list[uuid.UUID],
+    *,
+    message_id: str,
+    topic: str,
+    ordering_key: str,
+    body: str,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO deliveries (webhook_id, message_id, topic, ordering_key, body, created_at,
+                                   next_attempt_at)
+           SELECT unnest($1::uuid[]), $2, $3, $4, $5, $6, $6
+           ON CONFLICT (webhook_id, message_id) DO NOTHING""",
+        webhook_ids,
+        message_id,
+        topic,
+        ordering_key,
+        body,
+        now,
+    )
+    # Delivered at commit: wakes the delivery workers without waiting for their next poll.
+    await conn.execute(f"NOTIFY {WAKE_CHANNEL}")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery leased to this replica, with what sending it needs."""
+
+    id: int
+    webhook_id: uuid.UUID
+    owner: str
+    url: str
+    secrets: list[WebhookSecret]
+    message_id: str
+    topic: str
+    body: str
+    attempts: int
+    created_at: datetime
+
+
+async def claim(
+    pool: asyncpg.Pool,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    per_webhook: int,
+    limit: int,
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries, each the oldest unfinished one of its ordering key,
+    at most ``per_webhook`` in flight per webhook (counting those already leased).
+
+    Replicas claim concurrently: a row another replica leased in the meantime fails the final
+    ``leased_until`` check when its lock is released, so each row goes to one replica."""
+    rows = await pool.fetch(
+        """WITH heads AS (
+               SELECT DISTINCT ON (d.webhook_id, d.ordering_key)
+                      d.id, d.webhook_id, d.next_attempt_at, d.leased_until
+               FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.active
+               WHERE d.state = 'pending'
+               ORDER BY d.webhook_id, d.ordering_key, d.id
+           ), busy AS (
+               SELECT webhook_id, count(*) AS n FROM heads WHERE leased_until > $1
+               GROUP BY webhook_id
+           ), ready AS (
+               SELECT h.id, h.next_attempt_at,
+                      coalesce(b.n, 0) + row_number() OVER (
+                          PARTITION BY h.webhook_id ORDER BY h.next_attempt_at, h.id) AS slot
+               FROM heads h LEFT JOIN busy b USING (webhook_id)
+               WHERE h.next_attempt_at <= $1
+                 AND (h.leased_until IS NULL OR h.leased_until <= $1)
+           ), chosen AS (
+               SELECT id FROM ready WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $4
+           )
+           UPDATE deliveries d SET leased_until = $2
+           FROM chosen c, webhooks w
+           WHERE d.id = c.id AND w.id = d.webhook_id AND d.state = 'pending'
+             AND (d.leased_until IS NULL OR d.leased_until <= $1)
+           RETURNING d.id, d.webhook_id, w.owner, w.url, w.secrets, d.message_id, d.topic,
+                     d.body, d.attempts, d.created_at""",
+        now,
+        lease_until,
+        per_webhook,
+        limit,
+    )
+    return [
+        Claimed(
+            **{
+                **dict(r),
+                "secrets": [WebhookSecret.model_validate(s) for s in json.loads(r["secrets"])],
+            }
+        )
+        for r in rows
+    ]
+
+
+async def finish(conn: asyncpg.Connection, delivery_id: int, state: str, now: datetime) -> bool:
+    """Delivered or given up; False when the row was dropped meanwhile (webhook deleted)."""
+    status = await conn.execute(
+        """UPDATE deliveries SET state = $2, attempts = attempts + 1, finished_at = $3,
+                                 leased_until = NULL
+           WHERE id = $1 AND state = 'pending'""",
+        delivery_id,
+        state,
+        now,
+    )
+    return status.endswith(" 1")
+
+
+async def postpone(conn: asyncpg.Connection, delivery_id: int, until: datetime) -> bool:
+    status = await conn.execute(
+        """UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $2,
+                                 leased_until = NULL
+           WHERE id = $1 AND state = 'pending'""",
+        delivery_id,
+        until,
+    )
+    return status.endswith(" 1")
+
+
+async def disable(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> int | None:
+    """Mark the webhook inactive; its revision, or None if it already was."""
+    return await conn.fetchval(
+        "UPDATE webhooks SET active = false WHERE id = $1 AND active RETURNING revision",
+        webhook_id,
+    )
+
+
+async def tidy(pool: asyncpg.Pool, *, now: datetime, finished_before: datetime) -> dict[str, Any]:
+    """Forget finished deliveries older than the retention; drop rows queued for a webhook in
+    the instant it was deactivated."""
+    dropped = await pool.execute(
+        """UPDATE deliveries d SET state = 'dropped', finished_at = $1, leased_until = NULL
+           FROM webhooks w
+           WHERE w.id = d.webhook_id AND NOT w.active AND d.state = 'pending'""",
+        now,
+    )
+    forgotten = await pool.execute(
+        "DELETE FROM deliveries WHERE state <> 'pending' AND finished_at < $1", finished_before
+    )
+    return {"dropped": int(dropped.split()[-1]), "forgotten": int(forgotten.split()[-1])}

@@ -1,0 +1,119 @@
+"""Where a webhook may point: public addresses, plus the private networks an operator allows.
+
+A webhook URL is user input that Boreas will call, so it must not reach the machines around
+Boreas (server-side request forgery): loopback, link-local (cloud metadata services), private,
+shared and reserved ranges are refused unless ``BOREAS_WEBHOOK_ALLOWED_NETS`` names them.
+
+The check runs twice: when the webhook is registered (to refuse early, with a reason) and before
+every delivery, on a fresh resolution whose address the request is then pinned to, so a name that
+later resolves elsewhere (DNS rebinding) cannot slip past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_URL_LENGTH = 2048
+
+
+class TargetRefused(ValueError):
+    """The URL may not be called; the message says why, in words fit for the API caller."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str  # lower case, IPv6 without brackets
+    port: int
+    path: str  # path and query
+
+    def url_at(self, address: IPAddress) -> str:
+        """The URL with its host replaced by ``address`` (the Host header keeps the name)."""
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """``"127.0.0.0/8, 10.1.0.0/16"`` → networks; raises ValueError on a malformed one."""
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+
+
+def parse_target(url: str) -> Target:
+    if len(url) > MAX_URL_LENGTH:
+        raise TargetRefused(f"A webhook URL has at most {MAX_URL_LENGTH} characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TargetRefused(f"That is not a usable URL: {exc}.") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TargetRefused("A webhook URL starts with https:// (or http://).")
+    if not parts.hostname:
+        raise TargetRefused("A webhook URL needs a host.")
+    if parts.username is not None or parts.password is not None:
+        raise TargetRefused(
+            "Put no credentials in a webhook URL: anyone who can read the webhook would see "
+            "them. Verify the webhook-signature header instead."
+        )
+    if parts.fragment:
+        raise TargetRefused("A webhook URL has no #fragment.")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), path)
+
+
+def refusal(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:
+    """Why ``address`` may not be called, or None if it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in allowed):
+        return None
+    if address.is_global and not address.is_multicast:
+        return None
+    kind = (
+        "loopback"
+        if address.is_loopback
+        else "link-local"
+        if address.is_link_local
+        else "private"
+        if address.is_private
+        else "non-public"
+    )
+    return f"{address} is a {kind} address"
+
+
+async def resolve(target: Target, allowed: Sequence[IPNetwork]) -> list[IPAddress]:
+    """The addresses of ``target`` that may be called, in resolver order; raises
+    :class:`TargetRefused` when there are none (or the name does not resolve)."""
+    try:
+        addresses: list[IPAddress] = [ipaddress.ip_address(target.host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                target.host, target.port, type=socket.SOCK_STREAM
+            )
+        except (socket.gaierror, UnicodeError) as exc:
+            raise TargetRefused(f"{target.host} does not resolve ({exc}).") from None
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    permitted = [a for a in addresses if refusal(a, allowed) is None]
+    if not permitted:
+        reasons = "; ".join(r for a in addresses if (r := refusal(a, allowed)))
+        raise TargetRefused(
+            f"Webhooks may not call {target.host}: {reasons}. An operator can allow private "
+            "networks with BOREAS_WEBHOOK_ALLOWED_NETS."
+        )
+    return permitted

@@ -1,0 +1,107 @@
+"""Webhook URLs: what is refused (SSRF), what operators can allow, and how requests are pinned."""
+
+import ipaddress
+
+import pytest
+
+from shared.config import ServiceSettings
+from shared.webhooks.targets import (
+    Target,
+    TargetRefused,
+    parse_networks,
+    parse_target,
+    refusal,
+    resolve,
+)
+
+NOTHING_ALLOWED = parse_networks("")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",  # cloud metadata services
+        "fe80::1",
+        "fd00::1",
+        "100.64.0.1",  # carrier-grade NAT
+        "0.0.0.0",
+        "224.0.0.1",
+        "::ffff:127.0.0.1",  # loopback in IPv6 clothing
+        "::ffff:169.254.169.254",
+    ],
+)
+async def test_non_public_addresses_are_refused(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address), NOTHING_ALLOWED) is not None
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(TargetRefused, match="BOREAS_WEBHOOK_ALLOWED_NETS"):
+        await resolve(parse_target(f"http://{host}:8080/hook"), NOTHING_ALLOWED)
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700::1111", "8.8.8.8"])
+def test_public_addresses_pass(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address), NOTHING_ALLOWED) is None
+
+
+async def test_an_allowed_network_lets_exactly_its_addresses_through() -> None:
+    allowed = parse_networks("10.20.0.0/16")
+    assert refusal(ipaddress.ip_address("10.20.3.4"), allowed) is None
+    assert refusal(ipaddress.ip_address("10.21.3.4"), allowed) is not None
+    assert await resolve(parse_target("http://10.20.3.4/"), allowed) == [
+        ipaddress.ip_address("10.20.3.4")
+    ]
+
+
+async def test_names_are_resolved_and_checked() -> None:
+    with pytest.raises(TargetRefused, match="loopback"):
+        await resolve(parse_target("http://localhost:9000/"), NOTHING_ALLOWED)
+    found = await resolve(parse_target("http://localhost:9000/"), parse_networks("127.0.0.0/8"))
+    assert ipaddress.ip_address("127.0.0.1") in found
+    with pytest.raises(TargetRefused, match="does not resolve"):
+        await resolve(parse_target("http://no-such-host.invalid/"), NOTHING_ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://example.com/", "https://"),
+        ("file:///etc/passwd", "https://"),
+        ("https://user:pw@example.com/", "no credentials"),
+        ("https://example.com/#frag", "fragment"),
+        ("https:///path", "host"),
+        ("https://example.com:99999/", "not a usable URL"),
+        ("https://example.com/" + "a" * 2100, "2048"),
+    ],
+)
+def test_malformed_urls_are_refused_with_a_reason(url: str, reason: str) -> None:
+    with pytest.raises(TargetRefused, match=reason):
+        parse_target(url)
+
+
+def test_requests_are_pinned_to_the_checked_address_and_keep_the_name() -> None:
+    target = parse_target("https://Hooks.Example.com/in?x=1")
+    assert target == Target("https", "hooks.example.com", 443, "/in?x=1")
+    assert (
+        target.url_at(ipaddress.ip_address("93.184.215.14")) == "https://93.184.215.14:443/in?x=1"
+    )
+    assert target.host_header == "hooks.example.com"
+    v6 = parse_target("http://[2606:4700::1111]:8080/")
+    assert v6.url_at(ipaddress.ip_address("2606:4700::1111")) == "http://[2606:4700::1111]:8080/"
+    assert v6.host_header == "[2606:4700::1111]:8080"
+
+
+def test_settings_allow_loopback_in_dev_only_unless_told() -> None:
+    dev = ServiceSettings(env="dev")
+    assert dev.webhook_networks() == (ipaddress.ip_network("127.0.0.0/8"),)
+    prod = ServiceSettings(env="prod", amqp_url="amqp://boreas:pw@mq/", secret_key="x" * 43)
+    assert prod.webhook_networks() == ()
+    told = ServiceSettings(webhook_allowed_nets="10.0.0.0/8, fd00::/8")
+    assert [str(n) for n in told.webhook_networks()] == ["10.0.0.0/8", "fd00::/8"]
+    assert ServiceSettings(webhook_allowed_nets="").webhook_networks() == ()
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+        ServiceSettings(webhook_allowed_nets="10.0.0.0/33")
