@@ -1,0 +1,429 @@
+"""Webhook deliveries end to end: gateway, quota, scheduler, poller and notifier on a real bus and
+database, the simulated cloud, and a local receiver that checks every signature itself."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from shared.bus import Bus
+from shared.events import PUBLIC, Envelope, Event, InstanceRejected
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.infra import Infrastructure
+from tests.integration.api import Api, gateway_settings, running_gateway
+from tests.integration.simulator import simulator_process
+from tests.integration.stack import (
+    poller_runtime,
+    quota_runtime,
+    scheduler_runtime,
+    simulator_account,
+)
+from tests.integration.webhooks import (
+    Receiver,
+    Request,
+    notifier_knows,
+    notifier_runtime,
+    notifier_settings,
+    verify,
+)
+
+PUBLIC_TOPICS = {cls.TOPIC for cls in PUBLIC}
+
+
+@pytest.fixture(scope="module")
+def stack_urls(infra: Infrastructure) -> Iterator[tuple[str, str]]:
+    """A vhost and database of this module's own: no webhook of another test hears its events."""
+    with infra.isolated() as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def simulator_url(stack_urls: tuple[str, str]) -> Iterator[str]:
+    with simulator_process(stack_urls[1]) as url:
+        yield url
+
+
+@pytest.fixture
+async def gateway(stack_urls: tuple[str, str]) -> AsyncIterator[Api]:
+    async with running_gateway(gateway_settings(*stack_urls)) as api:
+        yield api
+
+
+async def register(api: Api, headers: dict, url: str, topics: list[str]) -> dict:
+    response = await api.client.post(
+        "/v1/webhooks", json={"url": url, "topics": topics}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def delivery_log(api: Api, headers: dict, hook: dict, message_id: str = "") -> list[dict]:
+    query = f"?message_id={message_id}" if message_id else "?limit=200"
+    response = await api.client.get(f"/v1/webhooks/{hook['id']}/deliveries{query}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def test_a_receiver_that_was_down_gets_every_event_once_in_order(
+    stack_urls: tuple[str, str], simulator_url: str, gateway: Api
+) -> None:
+    api = gateway
+    first_tries: Counter[str] = Counter()
+
+    async def unreliable(request: Request) -> int:
+        """The first request ever is answered after the sender stopped waiting (so it sends
+        again: a duplicate); every third new message is refused once with 503."""
+        first_tries[request.message_id] += 1
+        if (
+            not any(r.status for r in receiver.requests if r is not request)
+            and len(receiver.requests) == 1
+        ):
+            await asyncio.sleep(3)  # the notifier waits 2 s
+            return 200
+        if first_tries[request.message_id] == 1 and len(first_tries) % 3 == 0:
+            return 503
+        return 204
+
+    receiver = Receiver(answer=unreliable)  # not listening yet: the endpoint is down
+    amqp_url, database_url = stack_urls
+    async with (
+        EventProbe(amqp_url) as probe,
+        quota_runtime(amqp_url, database_url),
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+        poller_runtime(amqp_url, database_url) as poller,
+        notifier_runtime(notifier_settings(amqp_url, database_url)) as notifier,
+    ):
+        alice, alice_headers = await api.new_user("alice")
+        bob, bob_headers = await api.new_user("bob")
+        admin_headers = await api.admin()
+        await simulator_account(api, simulator_url, ["*"], followers=(scheduler, poller))
+        alice_hook = await register(
+            api, alice_headers, receiver.url("/alice"), ["instance.*", "quota.#"]
+        )
+        admin_hook = await register(api, admin_headers, receiver.url("/admin"), ["#"])
+        for hook in (alice_hook, admin_hook):
+            await wait_until(lambda h=hook: notifier_knows(notifier, h["id"]), timeout=10)
+
+        launched: dict[str, list[str]] = {alice: [], bob: []}
+        for owner, headers, count in ((alice, alice_headers, 3), (bob, bob_headers, 2)):
+            for i in range(count):
+                response = await api.launch(headers, name=f"{owner[:5]}-{i}")
+                assert response.status_code == 202, response.text
+                launched[owner].append(response.json()["id"])
+
+        def reached(instance_id: str, state: str):
+            return lambda e: e.subject == instance_id and e.data["new_state"] == state
+
+        for instance_id in launched[alice] + launched[bob]:
+            await probe.wait_for(
+                "instance.state_changed", reached(instance_id, "running"), timeout=30
+            )
+        for owner, headers in ((alice, alice_headers), (bob, bob_headers)):
+            ended = await api.client.delete(f"/v1/instances/{launched[owner][0]}", headers=headers)
+            assert ended.status_code == 202
+            await probe.wait_for(
+                "instance.state_changed", reached(launched[owner][0], "terminated"), timeout=30
+            )
+
+        # Down all along so far: every attempt failed and is in the log, to be tried again.
+        log = await wait_until(
+            lambda: delivery_log(api, alice_headers, alice_hook), timeout=10, what="attempts"
+        )
+        assert receiver.requests == []
+        assert {a["outcome"] for a in log} == {"retrying"}
+        assert all("ConnectError" in a["error"] and a["status_code"] is None for a in log)
+
+        await receiver.start()
+
+        def events_of(*owners: str) -> set[str]:
+            return {
+                e.id
+                for e in probe.received
+                if e.topic in PUBLIC_TOPICS and e.data.get("owner") in owners
+            }
+
+        await wait_until(
+            lambda: {r.message_id for r in receiver.deduped("/alice")} == events_of(alice),
+            timeout=60,
+            what="alice's webhook received all of alice's events",
+        )
+        await wait_until(
+            lambda: {r.message_id for r in receiver.deduped("/admin")} == events_of(alice, bob),
+            timeout=60,
+            what="the admin's webhook received everyone's events",
+        )
+        slow = receiver.requests[0]
+        slow_hook, slow_headers = {
+            "/alice": (alice_hook, alice_headers),
+            "/admin": (admin_hook, admin_headers),
+        }[slow.path]
+
+        async def slow_story() -> list[dict]:
+            log = await delivery_log(api, slow_headers, slow_hook, slow.message_id)
+            return log if log and log[0]["outcome"] == "delivered" else []
+
+        slow_log = await wait_until(slow_story, timeout=10, what="the slow message's log")
+        await receiver.stop()
+
+    # Every request, refused or not, duplicate or not, carries a valid signature of its webhook;
+    # and the check can fail: one webhook's secret does not verify the other's requests.
+    secrets = {"/alice": alice_hook["secret"], "/admin": admin_hook["secret"]}
+    assert all(verify(secrets[r.path], r.headers, r.body) for r in receiver.requests)
+    assert not any(verify(alice_hook["secret"], r.headers, r.body) for r in receiver.at("/admin"))
+
+    # At-least-once: the slow answer made the notifier send that message again...
+    assert Counter(r.message_id for r in receiver.at(slow.path))[slow.message_id] >= 2
+    assert any(r.status == 503 for r in receiver.requests)
+    # ...and after dedupe by webhook-id each event is there once, with its body unchanged.
+    for path in ("/alice", "/admin"):
+        deduped = receiver.deduped(path)
+        assert len({r.message_id for r in deduped}) == len(deduped)
+        for request in receiver.at(path):
+            assert request.body == next(
+                d.body for d in deduped if d.message_id == request.message_id
+            )
+
+    # Alice's webhook carries alice's events only.
+    alice_events = [r.event for r in receiver.deduped("/alice")]
+    assert {e["data"]["owner"] for e in alice_events} == {alice}
+    assert not {r.message_id for r in receiver.requests if r.path == "/alice"} & events_of(bob)
+
+    # In order per instance (and per owner for usage): as they left on the bus.
+    for path, owners in (("/alice", (alice,)), ("/admin", (alice, bob))):
+        keys = {e.subject or e.data["owner"] for e in probe.received if e.id in events_of(*owners)}
+        for key in keys:
+            on_bus = [
+                e.id
+                for e in probe.received
+                if e.id in events_of(*owners) and (e.subject or e.data["owner"]) == key
+            ]
+            received = [
+                r.message_id
+                for r in receiver.deduped(path)
+                if (r.event.get("subject") or r.event["data"]["owner"]) == key
+            ]
+            assert received == on_bus, (path, key)
+    for instance_id in launched[alice]:
+        states = [
+            (e["data"]["old_state"], e["data"]["new_state"])
+            for e in alice_events
+            if e.get("subject") == instance_id and e["type"] == "boreas.instance.state_changed.v1"
+        ]
+        assert states[0] == ("pending", "running")
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(states)), states
+
+    # The delivery log tells the slow message's story, newest first.
+    outcomes = [(a["attempt"], a["outcome"]) for a in slow_log]
+    assert outcomes[0][1] == "delivered"
+    assert [n for n, _ in outcomes] == list(range(len(outcomes), 0, -1))
+    assert any(a["error"] == "no answer within 2 s" for a in slow_log)
+
+
+async def publish(amqp_url: str, *events: Event) -> list[str]:
+    bus = Bus(amqp_url, source="boreas/test")
+    await bus.connect()
+    try:
+        return [(await bus.publish(e)).id for e in events]
+    finally:
+        await bus.close()
+
+
+def rejected(owner: str, instance_id: uuid.UUID | None = None, note: str = "") -> InstanceRejected:
+    return InstanceRejected(
+        instance_id=instance_id or uuid.uuid4(), owner=owner, reason=note or "q"
+    )
+
+
+@pytest.fixture
+async def notifier(stack_urls: tuple[str, str]) -> AsyncIterator[ServiceRuntime]:
+    async with notifier_runtime(notifier_settings(*stack_urls)) as running:
+        yield running
+
+
+async def test_410_gone_disables_the_webhook_until_it_is_enabled(
+    stack_urls: tuple[str, str], gateway: Api, notifier: ServiceRuntime
+) -> None:
+    gone = True
+
+    async def answer(_request: Request) -> int:
+        return 410 if gone else 204
+
+    receiver = Receiver(answer=answer)
+    await receiver.start()
+    owner, headers = await gateway.new_user("hank")
+    hook = await register(gateway, headers, receiver.url(), ["instance.*"])
+    await wait_until(lambda: notifier_knows(notifier, hook["id"]), timeout=10)
+
+    [first] = await publish(stack_urls[0], rejected(owner))
+
+    async def state() -> str:
+        got = await gateway.client.get(f"/v1/webhooks/{hook['id']}", headers=headers)
+        return got.json()["state"]
+
+    await wait_until(lambda: _equals(state(), "disabled"), timeout=10, what="disabled")
+    shown = (await gateway.client.get(f"/v1/webhooks/{hook['id']}", headers=headers)).json()
+    assert shown["disabled_reason"] == "the endpoint answered 410 Gone"
+    [attempt] = await delivery_log(gateway, headers, hook)
+    assert (attempt["message_id"], attempt["outcome"], attempt["status_code"]) == (
+        first,
+        "disabled",
+        410,
+    )
+
+    # Disabled: nothing more is sent.
+    await publish(stack_urls[0], rejected(owner))
+    probe_after = await publish(stack_urls[0], rejected("someone-else"))
+    await wait_until(
+        lambda: notifier.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", probe_after[0]),
+        timeout=10,
+        what="the notifier handled a later event",
+    )
+    assert len(receiver.requests) == 1
+
+    gone = False
+    enabled = await gateway.client.post(f"/v1/webhooks/{hook['id']}/enable", headers=headers)
+    assert enabled.status_code == 200 and enabled.json()["state"] == "active"
+    await wait_until(lambda: notifier_knows(notifier, hook["id"], revision=2), timeout=10)
+    [again] = await publish(stack_urls[0], rejected(owner))
+    await wait_until(lambda: [r.message_id for r in receiver.at("/hook")] == [again], timeout=10)
+    await receiver.stop()
+
+
+async def _equals(value: object, expected: object) -> bool:
+    return (await value) == expected  # type: ignore[misc]
+
+
+async def test_a_rotation_signs_with_both_secrets_until_the_old_one_expires(
+    stack_urls: tuple[str, str], gateway: Api, notifier: ServiceRuntime
+) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    owner, headers = await gateway.new_user("ivy")
+    hook = await register(gateway, headers, receiver.url(), ["instance.rejected"])
+    old = hook["secret"]
+
+    async def rotate(keep_seconds: int) -> str:
+        rotated = await gateway.client.post(
+            f"/v1/webhooks/{hook['id']}/rotate-secret",
+            json={"previous_secret_valid_seconds": keep_seconds},
+            headers=headers,
+        )
+        assert rotated.status_code == 200
+        return rotated.json()["secret"]
+
+    new = await rotate(3600)
+    await wait_until(lambda: notifier_knows(notifier, hook["id"], revision=2), timeout=10)
+    [during] = await publish(stack_urls[0], rejected(owner))
+    await wait_until(lambda: len(receiver.at("/hook")) == 1, timeout=10)
+    request = receiver.at("/hook")[0]
+    assert request.message_id == during
+    assert len(request.headers["webhook-signature"].split()) == 2
+    assert verify(new, request.headers, request.body) and verify(old, request.headers, request.body)
+
+    newest = await rotate(0)
+    await wait_until(lambda: notifier_knows(notifier, hook["id"], revision=3), timeout=10)
+    await publish(stack_urls[0], rejected(owner))
+    await wait_until(lambda: len(receiver.at("/hook")) == 2, timeout=10)
+    after = receiver.at("/hook")[1]
+    assert len(after.headers["webhook-signature"].split()) == 1
+    assert verify(newest, after.headers, after.body)
+    assert not verify(new, after.headers, after.body) and not verify(old, after.headers, after.body)
+    await receiver.stop()
+
+
+async def test_a_delivery_past_the_horizon_is_given_up_and_the_next_one_goes(
+    stack_urls: tuple[str, str], gateway: Api
+) -> None:
+    poisoned: set[str] = set()
+
+    async def answer(request: Request) -> int:
+        return 500 if request.message_id in poisoned else 204
+
+    receiver = Receiver(answer=answer)
+    await receiver.start()
+    settings = notifier_settings(*stack_urls, webhook_retry_horizon=1.5)
+    async with notifier_runtime(settings) as notifier:
+        owner, headers = await gateway.new_user("jack")
+        hook = await register(gateway, headers, receiver.url(), ["instance.*"])
+        await wait_until(lambda: notifier_knows(notifier, hook["id"]), timeout=10)
+        instance_id = uuid.uuid4()
+        broken, fine = rejected(owner, instance_id, "one"), rejected(owner, instance_id, "two")
+        [broken_id, fine_id] = await publish_poisoned(stack_urls[0], poisoned, broken, fine)
+        await wait_until(lambda: receiver.at("/hook"), timeout=15, what="the next event arrives")
+        log = await delivery_log(gateway, headers, hook)
+
+    assert [r.message_id for r in receiver.at("/hook")] == [fine_id]
+    # Same instance: the second waited until the first was given up.
+    tried = [r for r in receiver.requests if r.message_id == broken_id]
+    assert len(tried) >= 2 and receiver.requests[-1].message_id == fine_id
+    story = [a["outcome"] for a in log if a["message_id"] == broken_id]
+    assert story[0] == "gave_up" and set(story[1:]) == {"retrying"}
+    await receiver.stop()
+
+
+async def publish_poisoned(amqp_url: str, poisoned: set[str], *events: Event) -> list[str]:
+    """Publish, marking the first event's id as one the receiver refuses, before it can arrive."""
+    bus = Bus(amqp_url, source="boreas/test")
+    await bus.connect()
+    try:
+        envelopes = [Envelope.wrap(e, source="boreas/test") for e in events]
+        poisoned.add(envelopes[0].id)
+        for envelope in envelopes:
+            await bus.publish_envelope(envelope)
+        return [e.id for e in envelopes]
+    finally:
+        await bus.close()
+
+
+async def test_the_notifier_checks_the_target_again_before_each_delivery(
+    stack_urls: tuple[str, str], gateway: Api
+) -> None:
+    """Registered while loopback was allowed (gateway), delivered by a notifier that allows
+    nothing private: refused at delivery, and said so in the log."""
+    receiver = Receiver()
+    await receiver.start()
+    settings = notifier_settings(*stack_urls, webhook_allowed_nets="")
+    async with notifier_runtime(settings) as notifier:
+        owner, headers = await gateway.new_user("kim")
+        hook = await register(gateway, headers, receiver.url(), ["instance.*"])
+        await wait_until(lambda: notifier_knows(notifier, hook["id"]), timeout=10)
+        await publish(stack_urls[0], rejected(owner))
+        log = await wait_until(lambda: delivery_log(gateway, headers, hook), timeout=10)
+    assert receiver.requests == []
+    assert log[0]["outcome"] == "retrying"
+    assert "127.0.0.1 is a loopback address" in log[0]["error"]
+    assert "BOREAS_WEBHOOK_ALLOWED_NETS" in log[0]["error"]
+    await receiver.stop()
+
+
+async def test_a_deleted_webhook_gets_nothing_more(
+    stack_urls: tuple[str, str], gateway: Api, notifier: ServiceRuntime
+) -> None:
+    receiver = Receiver()  # down: deliveries wait
+    owner, headers = await gateway.new_user("lee")
+    hook = await register(gateway, headers, receiver.url(), ["instance.*"])
+    await wait_until(lambda: notifier_knows(notifier, hook["id"]), timeout=10)
+    await publish(stack_urls[0], rejected(owner), rejected(owner))
+    await wait_until(lambda: delivery_log(gateway, headers, hook), timeout=10)
+    deleted = await gateway.client.delete(f"/v1/webhooks/{hook['id']}", headers=headers)
+    assert deleted.status_code == 204
+    await wait_until(lambda: notifier_knows(notifier, hook["id"], revision=2), timeout=10)
+    waiting = await notifier.pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE webhook_id = $1 AND state = 'pending'",
+        uuid.UUID(hook["id"]),
+    )
+    assert waiting == 0
+    await receiver.start()
+    later = await publish(stack_urls[0], rejected(owner))
+    await wait_until(
+        lambda: notifier.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", later[0]),
+        timeout=10,
+    )
+    assert receiver.requests == []
+    await receiver.stop()

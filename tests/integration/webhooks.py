@@ -1,0 +1,156 @@
+"""A local webhook receiver that checks signatures on its own, and a notifier to feed it.
+
+The receiver is a small HTTP/1.1 server on asyncio streams: it records every request, answers
+with whatever status its ``answer`` function picks, and can be started late (the endpoint is down
+until then) or stopped. ``verify`` is written from the Standard Webhooks text with hmac and
+hashlib alone, independent of the code it checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.notifier.delivery import WebhookDeliverer
+from services.notifier.handlers import subscriptions
+from shared.config import NotifierSettings
+from shared.db import service_migrations
+from shared.runtime import ServiceRuntime
+from tests.integration.api import SESSION_KEY
+from tests.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE_SECONDS = 300
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """True when one of the request's signatures is the HMAC of it under ``secret``, and its
+    timestamp is recent."""
+    message_id, timestamp = headers["webhook-id"], headers["webhook-timestamp"]
+    if abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
+        return False
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = message_id.encode() + b"." + timestamp.encode() + b"." + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    offered = [s.split(",", 1)[1] for s in headers["webhook-signature"].split() if "," in s]
+    return any(hmac.compare_digest(expected, o) for o in offered)
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0  # what the receiver answered; 0 until it has
+
+    @property
+    def message_id(self) -> str:
+        return self.headers["webhook-id"]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+Answer = Callable[["Request"], Awaitable[int]]
+
+
+async def ok(_request: Request) -> int:
+    return 204
+
+
+@dataclass
+class Receiver:
+    answer: Answer = ok
+    port: int = field(default_factory=free_port)
+    requests: list[Request] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def at(self, path: str) -> list[Request]:
+        """Requests that reached ``path`` and were answered 2xx, in order of arrival."""
+        return [r for r in self.requests if r.path == path and 200 <= r.status < 300]
+
+    def deduped(self, path: str) -> list[Request]:
+        """What a receiver that dedupes on webhook-id processes: each message's first 2xx."""
+        first: dict[str, Request] = {}
+        for request in self.at(path):
+            first.setdefault(request.message_id, request)
+        return list(first.values())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                _method, path, _version = lines[0].split(" ")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                request = Request(path, headers, body)
+                self.requests.append(request)  # in order of arrival
+                request.status = await self.answer(request)
+                writer.write(f"HTTP/1.1 {request.status} X\r\ncontent-length: 0\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def notifier_settings(amqp_url: str, database_url: str, **overrides: object) -> NotifierSettings:
+    values: dict[str, object] = {
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "secret_key": SESSION_KEY,
+        "heartbeat_interval": 0.5,
+        "outbox_poll_interval": 0.2,
+        "max_deliveries": 3,
+        "shutdown_grace": 5.0,
+        "webhook_timeout": 2.0,
+        "webhook_retry_first": 0.2,
+        "webhook_retry_max": 1.0,
+        "webhook_retry_horizon": 300.0,
+    }
+    values.update(overrides)
+    return NotifierSettings(**values)  # type: ignore[arg-type]
+
+
+def notifier_runtime(settings: NotifierSettings) -> ServiceRuntime:
+    cipher = settings.credential_cipher()
+    return ServiceRuntime(
+        "notifier",
+        settings,
+        service_migrations(ROOT / "services" / "notifier"),
+        subscriptions=lambda rt: subscriptions(syslog_url=None, clock=rt.clock),
+        background=lambda rt: [WebhookDeliverer(rt.pool, cipher, settings, rt.clock).run()],
+    )
+
+
+async def notifier_knows(notifier: ServiceRuntime, webhook_id: str, revision: int = 1) -> bool:
+    found = await notifier.pool.fetchval(
+        "SELECT revision FROM webhooks WHERE id = $1", uuid.UUID(webhook_id)
+    )
+    return found is not None and found >= revision
