@@ -21,6 +21,7 @@ from shared.logging import configure_logging
 from shared.outbox import add_to_outbox
 from shared.runtime import ServiceRuntime
 from tests.bench.scale import measure_scale
+from tests.bench.webhooks import measure_webhooks
 from tests.infra import provide_infrastructure
 from tests.integration.support import rejection, settings_for, throwaway_runtime
 
@@ -176,6 +177,8 @@ async def measure(url: str, database_url: str, n: int) -> None:
         )
     )
 
+    rows.append(await measure_webhooks(url, database_url, n))
+
     print(f"\nBoreas bus benchmarks, n={n} messages each (events/s; higher is better)\n")
     print(f"{'path':<34}{'boreas':>10}{'ceiling':>10}{'ratio':>8}")
     for name, ours, ceiling in rows:
@@ -183,7 +186,8 @@ async def measure(url: str, database_url: str, n: int) -> None:
     print(
         "\nceilings: publish = bare aio-pika confirmed publish; outbox = bare INSERT+COMMIT and "
         "bare publish in series;\nconsume = bare aio-pika consume+ack and bare INSERT+COMMIT in "
-        "series. Same broker, database and run."
+        "series;\nwebhook = bare httpx POSTs of the same bodies to the same local receiver, "
+        "4 in flight.\nSame broker, database and run."
     )
 
 
