@@ -111,29 +111,31 @@ async def claim(
     limit: int,
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries, each the oldest unfinished one of its ordering key,
-    at most ``per_webhook`` in flight per webhook (counting those already leased).
+    at most ``per_webhook`` in flight per webhook (counting those already leased). Each webhook
+    contributes its own earliest rows, so one with a large backlog does not starve the others.
 
     Replicas claim concurrently: a row another replica leased in the meantime fails the final
     ``leased_until`` check when its lock is released, so each row goes to one replica."""
     rows = await pool.fetch(
-        """WITH heads AS (
-               SELECT DISTINCT ON (d.webhook_id, d.ordering_key)
-                      d.id, d.webhook_id, d.next_attempt_at, d.leased_until
-               FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.active
-               WHERE d.state = 'pending'
-               ORDER BY d.webhook_id, d.ordering_key, d.id
-           ), busy AS (
-               SELECT webhook_id, count(*) AS n FROM heads WHERE leased_until > $1
-               GROUP BY webhook_id
-           ), ready AS (
-               SELECT h.id, h.next_attempt_at,
-                      coalesce(b.n, 0) + row_number() OVER (
-                          PARTITION BY h.webhook_id ORDER BY h.next_attempt_at, h.id) AS slot
-               FROM heads h LEFT JOIN busy b USING (webhook_id)
-               WHERE h.next_attempt_at <= $1
-                 AND (h.leased_until IS NULL OR h.leased_until <= $1)
-           ), chosen AS (
-               SELECT id FROM ready WHERE slot <= $3 ORDER BY next_attempt_at, id LIMIT $4
+        """WITH chosen AS (
+               SELECT due.id FROM webhooks w CROSS JOIN LATERAL (
+                   SELECT d.id, d.next_attempt_at FROM deliveries d
+                   WHERE d.webhook_id = w.id AND d.state = 'pending'
+                     AND d.next_attempt_at <= $1
+                     AND (d.leased_until IS NULL OR d.leased_until <= $1)
+                     AND NOT EXISTS (  -- an earlier one of its key is unfinished
+                         SELECT 1 FROM deliveries e
+                         WHERE e.webhook_id = d.webhook_id AND e.ordering_key = d.ordering_key
+                           AND e.state = 'pending' AND e.id < d.id)
+                   ORDER BY d.next_attempt_at, d.id
+                   LIMIT greatest($3 - (
+                       SELECT count(*) FROM deliveries b
+                       WHERE b.webhook_id = w.id AND b.state = 'pending'
+                         AND b.leased_until > $1), 0)
+               ) due
+               WHERE w.active
+               ORDER BY due.next_attempt_at, due.id
+               LIMIT $4
            )
            UPDATE deliveries d SET leased_until = $2
            FROM chosen c, webhooks w

@@ -25,6 +25,7 @@ from tests.integration.stack import (
     simulator_account,
 )
 from tests.integration.webhooks import (
+    CountingTransport,
     Receiver,
     Request,
     notifier_knows,
@@ -427,3 +428,34 @@ async def test_a_deleted_webhook_gets_nothing_more(
     )
     assert receiver.requests == []
     await receiver.stop()
+
+
+async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
+    stack_urls: tuple[str, str], gateway: Api
+) -> None:
+    async def unhurried(_request: Request) -> int:
+        await asyncio.sleep(0.02)  # slow enough that one replica's four slots fill up
+        return 204
+
+    receiver = Receiver(answer=unhurried)
+    await receiver.start()
+    counters = (CountingTransport(), CountingTransport())
+    async with (
+        notifier_runtime(notifier_settings(*stack_urls), counters[0]) as first,
+        notifier_runtime(notifier_settings(*stack_urls), counters[1]),
+    ):
+        owner, headers = await gateway.new_user("max")
+        hook = await register(gateway, headers, receiver.url(), ["instance.*"])
+        keys = [uuid.uuid4() for _ in range(8)]
+        events = [rejected(owner, keys[i % len(keys)], f"n{i}") for i in range(80)]
+        await wait_until(lambda: notifier_knows(first, hook["id"]), timeout=10)
+        sent = await publish(stack_urls[0], *events)
+        await wait_until(lambda: len(receiver.at("/hook")) >= len(sent), timeout=30)
+    await receiver.stop()
+
+    received = [r.message_id for r in receiver.at("/hook")]
+    assert sorted(received) == sorted(sent)  # each once: no lease was ever shared
+    assert all(c.sent > 0 for c in counters), [c.sent for c in counters]
+    for key in keys:
+        in_order = [i for i, e in zip(sent, events, strict=True) if e.instance_id == key]
+        assert [m for m in received if m in in_order] == in_order

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from services.notifier.delivery import WebhookDeliverer
 from services.notifier.handlers import subscriptions
 from shared.config import NotifierSettings
@@ -138,15 +140,34 @@ def notifier_settings(amqp_url: str, database_url: str, **overrides: object) -> 
     return NotifierSettings(**values)  # type: ignore[arg-type]
 
 
-def notifier_runtime(settings: NotifierSettings) -> ServiceRuntime:
+def notifier_runtime(
+    settings: NotifierSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> ServiceRuntime:
     cipher = settings.credential_cipher()
     return ServiceRuntime(
         "notifier",
         settings,
         service_migrations(ROOT / "services" / "notifier"),
         subscriptions=lambda rt: subscriptions(syslog_url=None, clock=rt.clock),
-        background=lambda rt: [WebhookDeliverer(rt.pool, cipher, settings, rt.clock).run()],
+        background=lambda rt: [
+            WebhookDeliverer(rt.pool, cipher, settings, rt.clock, transport=transport).run()
+        ],
     )
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The real transport, counting the requests that go through it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self._real = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        return await self._real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
 
 
 async def notifier_knows(notifier: ServiceRuntime, webhook_id: str, revision: int = 1) -> bool:

@@ -32,5 +32,10 @@ CREATE TABLE deliveries (
     finished_at      timestamptz,
     UNIQUE (webhook_id, message_id)
 );
+-- The claim walks a webhook's due rows in time order (deliveries_due), keeps those first of their
+-- key (deliveries_pending) and counts those in flight (deliveries_leased).
 CREATE INDEX deliveries_pending ON deliveries (webhook_id, ordering_key, id) WHERE state = 'pending';
+CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX deliveries_leased ON deliveries (webhook_id)
+    WHERE state = 'pending' AND leased_until IS NOT NULL;
 CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE state <> 'pending';
