@@ -67,6 +67,9 @@ class Subscription:
     # False only for handlers that are idempotent by nature (e.g. "last seen = greatest(...)"),
     # where an inbox row per message would be pure cost.
     dedupe: bool = True
+    # True: one replica at a time consumes the queue (RabbitMQ single active consumer), the
+    # others standing by, so the queue's order holds across replicas too.
+    single_active: bool = False
 
     @property
     def event_types(self) -> tuple[type[Event], ...]:
@@ -81,8 +84,11 @@ def queue_name(service: str, subscription: Subscription) -> str:
     return f"{service}.{subscription.handler_name}"
 
 
-def queue_arguments(name: str, max_deliveries: int) -> dict[str, Any]:
+def queue_arguments(
+    name: str, max_deliveries: int, *, single_active: bool = False
+) -> dict[str, Any]:
     return {
+        **({"x-single-active-consumer": True} if single_active else {}),
         "x-queue-type": "quorum",
         "x-delivery-limit": max_deliveries,
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
@@ -146,7 +152,11 @@ class ConsumerRunner:
         )
         await dlq.bind(dead_letters, routing_key=name)
         queue = await channel.declare_queue(
-            name, durable=True, arguments=queue_arguments(name, self._max_deliveries)
+            name,
+            durable=True,
+            arguments=queue_arguments(
+                name, self._max_deliveries, single_active=subscription.single_active
+            ),
         )
         for event_type in subscription.event_types:
             await queue.bind(exchange, routing_key=event_type.TOPIC)

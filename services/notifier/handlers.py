@@ -52,10 +52,13 @@ def subscriptions(*, syslog_url: str | None, clock: Clock) -> list[Subscription]
             functools.partial(remember_webhook, clock=clock),
             name="remember_webhook",
         ),
+        # Deliveries of one instance go out in the order they are queued here, so this queue is
+        # consumed by one replica at a time; every replica then shares in delivering them.
         Subscription(
             PUBLIC,
             functools.partial(queue_for_webhooks, clock=clock),
             name="queue_for_webhooks",
+            single_active=True,
         ),
     ]
     if syslog_url:
