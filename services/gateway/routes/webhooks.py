@@ -6,6 +6,7 @@ once (at creation and rotation) and otherwise only travel sealed.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -43,11 +44,20 @@ def _seal(gw: Gateway, webhook_id: uuid.UUID, secret: str) -> SealedSecret:
     return SealedSecret(**sealed.model_dump())
 
 
+RESOLVE_SECONDS = 5.0
+
+
 async def _check_target(url: str, gw: Gateway) -> None:
+    target = None
     try:
-        await targets.resolve(targets.parse_target(url), gw.settings.webhook_networks())
+        target = targets.parse_target(url)
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            await targets.resolve(target, gw.settings.webhook_networks())
     except targets.TargetRefused as refused:
         raise HTTPException(422, str(refused)) from None
+    except TimeoutError:
+        host = target.host if target else url
+        raise HTTPException(422, f"{host} did not resolve within {RESOLVE_SECONDS:g} s.") from None
 
 
 def _parse_id(webhook_id: str) -> uuid.UUID:
