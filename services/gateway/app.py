@@ -29,6 +29,7 @@ from services.gateway.routes import (
 from shared.config import GatewaySettings
 from shared.db import service_migrations
 from shared.runtime import Clock, ServiceRuntime, utcnow
+from shared.webhooks.targets import Resolver
 
 
 def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
@@ -43,13 +44,16 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         ],
         clock=clock,
     )
-    gateway = Gateway(runtime, settings, settings.credential_cipher(), clock)
+    gateway = Gateway(runtime, settings, settings.credential_cipher(), clock, Resolver())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
             await ensure_admin(runtime.pool, settings)
-            yield
+            try:
+                yield
+            finally:
+                gateway.resolver.close()
 
     app = FastAPI(
         title="Boreas",

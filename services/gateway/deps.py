@@ -15,6 +15,7 @@ from services.gateway.repository.identity import User
 from shared.config import GatewaySettings
 from shared.credentials import CredentialCipher
 from shared.runtime import Clock, ServiceRuntime
+from shared.webhooks.targets import Resolver
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Gateway:
     settings: GatewaySettings
     cipher: CredentialCipher
     clock: Clock
+    resolver: Resolver  # webhook host names
 
     @property
     def pool(self) -> asyncpg.Pool:  # set once the runtime has started

@@ -55,6 +55,7 @@ class WebhookDeliverer:
     clock: Clock = utcnow
     random: Callable[[], float] = random.random
     transport: httpx.AsyncBaseTransport | None = None  # tests may route requests elsewhere
+    _resolver: targets.Resolver = field(default_factory=targets.Resolver, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
@@ -68,17 +69,20 @@ class WebhookDeliverer:
             listen_forever(self.pool, repository.WAKE_CHANNEL, self._on_notify, POLL_SECONDS)
         )
         housekeeping = asyncio.create_task(self._tidy_forever())
-        client = httpx.AsyncClient(
-            transport=self.transport,
-            timeout=self.settings.webhook_timeout,
-            follow_redirects=False,  # a redirect could lead anywhere, the checks notwithstanding
-            trust_env=False,  # a proxy would connect to the name, not the checked address
-            headers={"user-agent": USER_AGENT},
-        )
+        clients = {
+            "http": self._client(keep_alive=True),
+            # The pool keys connections by address, not by name: a kept TLS connection could
+            # carry another host's request past the certificate check made for the first.
+            "https": self._client(keep_alive=False),
+        }
         try:
             while True:
                 self._wake.clear()
-                started = await self._start_due(client)
+                try:
+                    started = await self._start_due(clients)
+                except Exception:  # a bad row or a lost query: log it, keep delivering the rest
+                    log.exception("webhook_claim_failed")
+                    started = 0
                 if not started:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
@@ -86,29 +90,37 @@ class WebhookDeliverer:
             for task in (listener, housekeeping, *self._in_flight):
                 task.cancel()
             await asyncio.gather(listener, housekeeping, *self._in_flight, return_exceptions=True)
-            await client.aclose()
+            for client in clients.values():
+                await client.aclose()
+            self._resolver.close()
+
+    def _client(self, *, keep_alive: bool) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=self.transport,
+            timeout=self.settings.webhook_timeout,
+            limits=httpx.Limits(max_keepalive_connections=None if keep_alive else 0),
+            follow_redirects=False,  # a redirect could lead anywhere, the checks notwithstanding
+            trust_env=False,  # a proxy would connect to the name, not the checked address
+            headers={"user-agent": USER_AGENT},
+        )
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _start_due(self, client: httpx.AsyncClient) -> int:
+    async def _start_due(self, clients: dict[str, httpx.AsyncClient]) -> int:
         room = self.settings.webhook_concurrency - len(self._in_flight)
         if room <= 0:
             return 0
         now = self.clock()
-        try:
-            claimed = await repository.claim(
-                self.pool,
-                now=now,
-                lease_until=now + timedelta(seconds=self.settings.webhook_timeout + 30),
-                per_webhook=self.settings.webhook_concurrency_per_endpoint,
-                limit=room,
-            )
-        except TRANSIENT_DB_ERRORS as exc:
-            log.warning("webhook_claim_failed", error=repr(exc))
-            return 0
+        claimed = await repository.claim(
+            self.pool,
+            now=now,
+            lease_until=now + timedelta(seconds=self.settings.webhook_timeout + 30),
+            per_webhook=self.settings.webhook_concurrency_per_endpoint,
+            limit=room,
+        )
         for delivery in claimed:
-            task = asyncio.create_task(self._deliver(client, delivery))
+            task = asyncio.create_task(self._deliver(clients, delivery))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
         return len(claimed)
@@ -119,9 +131,14 @@ class WebhookDeliverer:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook_delivery_crashed", error=repr(task.exception()))
 
-    async def _deliver(self, client: httpx.AsyncClient, delivery: Claimed) -> None:
+    async def _deliver(self, clients: dict[str, httpx.AsyncClient], delivery: Claimed) -> None:
         attempted_at = self.clock()
-        answer = await self.send(client, delivery, attempted_at)
+        client = clients["https" if delivery.url[:6].lower() == "https:" else "http"]
+        try:
+            answer = await self.send(client, delivery, attempted_at)
+        except Exception as exc:  # whatever it was, it is this attempt's failure, on record
+            log.exception("webhook_send_crashed", webhook_id=str(delivery.webhook_id))
+            answer = Answer(None, f"{type(exc).__name__} while sending"[:MAX_ERROR_LENGTH], 0)
         try:
             await self.record(delivery, answer, attempted_at)
         except TRANSIENT_DB_ERRORS as exc:
@@ -150,7 +167,8 @@ class WebhookDeliverer:
         try:
             # One deadline for the whole attempt: resolving, connecting, sending, the status line.
             async with asyncio.timeout(self.settings.webhook_timeout):
-                address = (await targets.resolve(target, self.settings.webhook_networks()))[0]
+                allowed = self.settings.webhook_networks()
+                address = (await targets.resolve(target, allowed, self._resolver))[0]
                 request = client.build_request(
                     "POST",
                     target.url_at(address),
@@ -265,7 +283,11 @@ class WebhookDeliverer:
 
     async def _tidy_forever(self) -> None:
         while True:
-            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            try:
                 now = self.clock()
                 await repository.tidy(self.pool, now=now, finished_before=now - FINISHED_RETENTION)
+            except TRANSIENT_DB_ERRORS:
+                pass  # the database is away: next round
+            except Exception:
+                log.exception("webhook_tidy_failed")
             await asyncio.sleep(60)

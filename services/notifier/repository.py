@@ -73,7 +73,9 @@ async def add_deliveries(
     await conn.execute(
         """INSERT INTO deliveries (webhook_id, message_id, topic, ordering_key, body, created_at,
                                    next_attempt_at)
-           SELECT unnest($1::uuid[]), $2, $3, $4, $5, $6, $6
+           SELECT w.id, $2, $3, $4, $5, $6, $6 FROM webhooks w
+           WHERE w.id = ANY($1::uuid[]) AND w.active
+           FOR SHARE  -- a webhook deactivated meanwhile is read again, and skipped
            ON CONFLICT (webhook_id, message_id) DO NOTHING""",
         webhook_ids,
         message_id,

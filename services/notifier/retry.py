@@ -37,7 +37,8 @@ class RetryPolicy:
     horizon: float
 
     def delay(self, attempts: int, random: Callable[[], float]) -> float:
-        step = min(self.maximum, self.first * 2 ** max(attempts - 1, 0))
+        # The exponent is capped: 2**1024 overflows a float long before any horizon ends.
+        step = min(self.maximum, self.first * 2 ** min(max(attempts - 1, 0), 60))
         return step / 2 + random() * step / 2
 
     def next_attempt(

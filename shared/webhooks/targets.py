@@ -12,9 +12,11 @@ later resolves elsewhere (DNS rebinding) cannot slip past.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -60,6 +62,8 @@ def parse_target(url: str) -> Target:
         port = parts.port
     except ValueError as exc:
         raise TargetRefused(f"That is not a usable URL: {exc}.") from None
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise TargetRefused("A webhook URL has no spaces or control characters.")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise TargetRefused("A webhook URL starts with https:// (or http://).")
@@ -72,15 +76,44 @@ def parse_target(url: str) -> Target:
         )
     if parts.fragment:
         raise TargetRefused("A webhook URL has no #fragment.")
+    if port == 0:
+        raise TargetRefused("A webhook URL's port is 1 to 65535.")
+    try:  # an internationalised name travels in its ASCII form (Host header, SNI, resolver)
+        host = parts.hostname.lower().encode("idna").decode("ascii")
+    except UnicodeError:
+        raise TargetRefused(f"{parts.hostname} is not a usable host name.") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), path)
+    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
+
+
+# IPv6 forms that carry an IPv4 address a gateway may forward to: NAT64 (RFC 6052 well-known
+# prefix) is unwrapped; the local-use NAT64 prefix is refused outright.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found = [a for a in (address.sixtofour,) if a is not None]
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
 
 
 def refusal(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:
     """Why ``address`` may not be called, or None if it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in network for network in allowed):
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return refusal(address.ipv4_mapped, allowed)
+        if any(address in network for network in allowed):
+            return None
+        if address.is_site_local or address in NAT64_LOCAL:
+            return f"{address} is a non-public address"
+        for inner in _embedded_ipv4(address):
+            if (why := refusal(inner, allowed)) is not None:
+                return f"{address} carries {inner}: {why}"
+    elif any(address in network for network in allowed):
         return None
     if address.is_global and not address.is_multicast:
         return None
@@ -96,24 +129,47 @@ def refusal(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:
     return f"{address} is a {kind} address"
 
 
-async def resolve(target: Target, allowed: Sequence[IPNetwork]) -> list[IPAddress]:
+class Resolver:
+    """Name resolution on threads of its own, bounded: a DNS server that never answers ties up
+    these threads, not those the rest of the process needs (password hashing, for one)."""
+
+    def __init__(self, threads: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="resolve")
+
+    async def addresses(self, host: str, port: int) -> list[IPAddress]:
+        infos = await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        )
+        return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def resolve(
+    target: Target, allowed: Sequence[IPNetwork], resolver: Resolver
+) -> list[IPAddress]:
     """The addresses of ``target`` that may be called, in resolver order; raises
     :class:`TargetRefused` when there are none (or the name does not resolve)."""
     try:
-        addresses: list[IPAddress] = [ipaddress.ip_address(target.host)]
+        literal = ipaddress.ip_address(target.host)
     except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM
-            )
-        except (socket.gaierror, UnicodeError) as exc:
-            raise TargetRefused(f"{target.host} does not resolve ({exc}).") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        literal = None
+    if literal is not None:
+        if (why := refusal(literal, allowed)) is not None:
+            raise TargetRefused(f"Webhooks may not call {literal}: {why}. {_HINT}")
+        return [literal]
+    try:
+        addresses = await resolver.addresses(target.host, target.port)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetRefused(f"{target.host} does not resolve ({exc}).") from None
     permitted = [a for a in addresses if refusal(a, allowed) is None]
     if not permitted:
-        reasons = "; ".join(r for a in addresses if (r := refusal(a, allowed)))
+        # Which private addresses a name has is not the caller's business: no list here.
         raise TargetRefused(
-            f"Webhooks may not call {target.host}: {reasons}. An operator can allow private "
-            "networks with BOREAS_WEBHOOK_ALLOWED_NETS."
+            f"Webhooks may not call {target.host}: it resolves to no public address. {_HINT}"
         )
     return permitted
+
+
+_HINT = "An operator can allow private networks with BOREAS_WEBHOOK_ALLOWED_NETS."

@@ -281,14 +281,14 @@ async def test_410_gone_disables_the_webhook_until_it_is_enabled(
         410,
     )
 
-    # Disabled: nothing more is sent.
-    await publish(stack_urls[0], rejected(owner))
-    probe_after = await publish(stack_urls[0], rejected("someone-else"))
+    # Disabled: nothing more is queued, so nothing can be sent later either.
+    [while_disabled] = await publish(stack_urls[0], rejected(owner))
     await wait_until(
-        lambda: notifier.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", probe_after[0]),
+        lambda: notifier.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", while_disabled),
         timeout=10,
-        what="the notifier handled a later event",
+        what="the notifier handled the event",
     )
+    assert await owed(notifier, hook) == []
     assert len(receiver.requests) == 1
 
     gone = False
@@ -435,8 +435,18 @@ async def test_a_deleted_webhook_gets_nothing_more(
         lambda: notifier.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", later[0]),
         timeout=10,
     )
+    assert await owed(notifier, hook) == []
     assert receiver.requests == []
     await receiver.stop()
+
+
+async def owed(notifier: ServiceRuntime, hook: dict) -> list[str]:
+    """Deliveries the notifier still means to make to ``hook``."""
+    rows = await notifier.pool.fetch(
+        "SELECT message_id FROM deliveries WHERE webhook_id = $1 AND state = 'pending'",
+        uuid.UUID(hook["id"]),
+    )
+    return [r["message_id"] for r in rows]
 
 
 async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(

@@ -67,3 +67,8 @@ def test_the_default_schedule_keeps_trying_for_the_whole_horizon() -> None:
     assert START + timedelta(days=2, hours=23) <= now <= START + timedelta(days=3)
     # Ten doubling waits (5 s … 2560 s, 85 min in all), then hourly until 72 h: 70 more.
     assert attempts == 80
+
+
+def test_a_long_run_of_failures_does_not_overflow_the_delay() -> None:
+    tight = RetryPolicy(first=0.1, maximum=1, horizon=3 * 24 * 3600)
+    assert tight.delay(5000, lambda: 1.0) == 1

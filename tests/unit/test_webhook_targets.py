@@ -6,6 +6,7 @@ import pytest
 
 from shared.config import ServiceSettings
 from shared.webhooks.targets import (
+    Resolver,
     Target,
     TargetRefused,
     parse_networks,
@@ -15,6 +16,7 @@ from shared.webhooks.targets import (
 )
 
 NOTHING_ALLOWED = parse_networks("")
+RESOLVER = Resolver(threads=2)
 
 
 @pytest.mark.parametrize(
@@ -34,16 +36,23 @@ NOTHING_ALLOWED = parse_networks("")
         "224.0.0.1",
         "::ffff:127.0.0.1",  # loopback in IPv6 clothing
         "::ffff:169.254.169.254",
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "2002:a00:1::",  # 6to4 of 10.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "fec0::1",  # deprecated site-local
     ],
 )
 async def test_non_public_addresses_are_refused(address: str) -> None:
     assert refusal(ipaddress.ip_address(address), NOTHING_ALLOWED) is not None
     host = f"[{address}]" if ":" in address else address
     with pytest.raises(TargetRefused, match="BOREAS_WEBHOOK_ALLOWED_NETS"):
-        await resolve(parse_target(f"http://{host}:8080/hook"), NOTHING_ALLOWED)
+        await resolve(parse_target(f"http://{host}:8080/hook"), NOTHING_ALLOWED, RESOLVER)
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700::1111", "8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "2606:4700::1111", "8.8.8.8", "64:ff9b::808:808"]
+)
 def test_public_addresses_pass(address: str) -> None:
     assert refusal(ipaddress.ip_address(address), NOTHING_ALLOWED) is None
 
@@ -52,18 +61,22 @@ async def test_an_allowed_network_lets_exactly_its_addresses_through() -> None:
     allowed = parse_networks("10.20.0.0/16")
     assert refusal(ipaddress.ip_address("10.20.3.4"), allowed) is None
     assert refusal(ipaddress.ip_address("10.21.3.4"), allowed) is not None
-    assert await resolve(parse_target("http://10.20.3.4/"), allowed) == [
+    assert await resolve(parse_target("http://10.20.3.4/"), allowed, RESOLVER) == [
         ipaddress.ip_address("10.20.3.4")
     ]
 
 
 async def test_names_are_resolved_and_checked() -> None:
-    with pytest.raises(TargetRefused, match="loopback"):
-        await resolve(parse_target("http://localhost:9000/"), NOTHING_ALLOWED)
-    found = await resolve(parse_target("http://localhost:9000/"), parse_networks("127.0.0.0/8"))
+    # A name's private addresses are not told to the caller, only that none is public.
+    with pytest.raises(TargetRefused, match="resolves to no public address") as refused:
+        await resolve(parse_target("http://localhost:9000/"), NOTHING_ALLOWED, RESOLVER)
+    assert "127.0.0.1" not in str(refused.value)
+    found = await resolve(
+        parse_target("http://localhost:9000/"), parse_networks("127.0.0.0/8"), RESOLVER
+    )
     assert ipaddress.ip_address("127.0.0.1") in found
     with pytest.raises(TargetRefused, match="does not resolve"):
-        await resolve(parse_target("http://no-such-host.invalid/"), NOTHING_ALLOWED)
+        await resolve(parse_target("http://no-such-host.invalid/"), NOTHING_ALLOWED, RESOLVER)
 
 
 @pytest.mark.parametrize(
@@ -76,11 +89,22 @@ async def test_names_are_resolved_and_checked() -> None:
         ("https:///path", "host"),
         ("https://example.com:99999/", "not a usable URL"),
         ("https://example.com/" + "a" * 2100, "2048"),
+        ("https://example.com/a\x01b", "control characters"),
+        ("https://example.com/a\x7fb", "control characters"),
+        ("https://example.com/a b", "control characters"),
+        ("https://example.com:0/", "1 to 65535"),
+        ("https://" + "a" * 70 + ".example/", "not a usable host name"),
     ],
 )
 def test_malformed_urls_are_refused_with_a_reason(url: str, reason: str) -> None:
     with pytest.raises(TargetRefused, match=reason):
         parse_target(url)
+
+
+def test_an_internationalised_name_travels_in_its_ascii_form() -> None:
+    target = parse_target("https://Bücher.example/in")
+    assert target.host == "xn--bcher-kva.example"
+    assert target.host_header == "xn--bcher-kva.example"
 
 
 def test_requests_are_pinned_to_the_checked_address_and_keep_the_name() -> None:

@@ -52,7 +52,7 @@ async def _check_target(url: str, gw: Gateway) -> None:
     try:
         target = targets.parse_target(url)
         async with asyncio.timeout(RESOLVE_SECONDS):
-            await targets.resolve(target, gw.settings.webhook_networks())
+            await targets.resolve(target, gw.settings.webhook_networks(), gw.resolver)
     except targets.TargetRefused as refused:
         raise HTTPException(422, str(refused)) from None
     except TimeoutError:
