@@ -12,9 +12,19 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from shared.bus import Bus
-from shared.events import PUBLIC, Envelope, Event, InstanceRejected
+from shared.credentials import WEBHOOK, CredentialCipher, new_key_text
+from shared.events import (
+    PUBLIC,
+    Envelope,
+    Event,
+    InstanceRejected,
+    SealedSecret,
+    WebhookChanged,
+    WebhookSecret,
+)
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
+from shared.webhooks.signing import new_secret
 from tests.infra import Infrastructure
 from tests.integration.api import Api, gateway_settings, running_gateway
 from tests.integration.simulator import simulator_process
@@ -478,3 +488,49 @@ async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
     for key in keys:
         in_order = [i for i, e in zip(sent, events, strict=True) if e.instance_id == key]
         assert [m for m in received if m in in_order] == in_order
+
+
+async def test_a_delivery_that_cannot_be_made_is_logged_and_retried_not_stuck(
+    stack_urls: tuple[str, str], notifier: ServiceRuntime
+) -> None:
+    """Rows the gateway would never produce (a URL with a control character, a secret sealed
+    under an unknown key) still end in recorded, counted attempts rather than a dead task."""
+    amqp_url, _ = stack_urls
+    owner = f"nora-{uuid.uuid4().hex[:6]}"
+    good_key = notifier.settings.credential_cipher()
+    foreign_key = CredentialCipher.from_texts(new_key_text())
+    hooks = {
+        "bad url": (uuid.uuid4(), "http://127.0.0.1:9/a\x01b", good_key),
+        "unreadable secret": (uuid.uuid4(), "http://127.0.0.1:9/hook", foreign_key),
+    }
+    for webhook_id, url, cipher in hooks.values():
+        sealed = cipher.seal(str(webhook_id), {"secret": new_secret()}, purpose=WEBHOOK)
+        await publish(
+            amqp_url,
+            WebhookChanged(
+                webhook_id=webhook_id,
+                owner=owner,
+                scope="own",
+                url=url,
+                topics=["#"],
+                secrets=[WebhookSecret(sealed=SealedSecret(**sealed.model_dump()))],
+                active=True,
+                revision=1,
+            ),
+        )
+        await wait_until(lambda w=webhook_id: notifier_knows(notifier, str(w)), timeout=10)
+    async with EventProbe(amqp_url, pattern="webhook.delivery_attempted") as reports:
+        [sent] = await publish(amqp_url, rejected(owner))
+        found = []
+        for webhook_id, _, _ in hooks.values():
+            found += await reports.wait_for(
+                "webhook.delivery_attempted",
+                lambda e, w=webhook_id: (
+                    e.data["message_id"] == sent and e.data["webhook_id"] == str(w)
+                ),
+                timeout=15,
+            )
+    errors = {e.data["webhook_id"]: e.data["error"] for e in found}
+    assert "control characters" in errors[str(hooks["bad url"][0])]
+    assert "no configured key" in errors[str(hooks["unreadable secret"][0])]
+    assert {e.data["outcome"] for e in found} == {"retrying"}

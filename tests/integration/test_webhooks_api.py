@@ -84,6 +84,10 @@ async def test_someone_elses_webhook_is_not_found(api: Api) -> None:
     assert deleted.status_code == 204
     gone = await api.client.get(f"/v1/webhooks/{hook['id']}", headers=alice)
     assert gone.status_code == 404
+    kept = await api.app.state.runtime.pool.fetchval(
+        "SELECT jsonb_array_length(secrets) FROM webhooks WHERE id = $1", uuid.UUID(hook["id"])
+    )
+    assert kept == 0  # a deleted webhook keeps no secret
 
 
 async def test_scope_all_is_for_admins_and_their_default(api: Api) -> None:

@@ -138,8 +138,10 @@ async def enable(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime)
 
 
 async def mark_deleted(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> None:
+    """The row stays (its revision orders late announcements); its secrets go."""
     await conn.execute(
-        """UPDATE webhooks SET deleted_at = $2, revision = revision + 1, updated_at = $2
+        """UPDATE webhooks SET deleted_at = $2, revision = revision + 1, updated_at = $2,
+                  secrets = '[]'
            WHERE id = $1""",
         webhook_id,
         now,
