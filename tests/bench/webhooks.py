@@ -13,12 +13,13 @@ import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
+import aio_pika
 import httpx
 
 from services.notifier import repository
 from services.notifier.delivery import WebhookDeliverer
 from shared.credentials import WEBHOOK
-from shared.events import Envelope, SealedSecret, WebhookChanged, WebhookSecret
+from shared.events import EXCHANGE, Envelope, SealedSecret, WebhookChanged, WebhookSecret
 from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
 from shared.webhooks import signing
@@ -99,9 +100,16 @@ async def measure_webhooks(url: str, database_url: str, n: int) -> tuple[str, fl
         envelopes = [Envelope.wrap(rejection(), source="bench") for _ in range(n)]
         ceiling = await bare_posts(receiver.url(), [e.to_bytes() for e in envelopes])
         settings = notifier_settings(url, database_url, webhook_concurrency_per_endpoint=IN_FLIGHT)
-        # Started once for its migrations and consumers; the worker under test runs alone.
-        async with notifier_runtime(settings) as runtime:
-            ours = await worker_deliveries(runtime, receiver.url(), envelopes)
+        # The reports go somewhere, as they do to the gateway in a deployment (an unroutable
+        # report would cost a warning line each).
+        async with await aio_pika.connect(url) as connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(EXCHANGE, "topic", durable=True)
+            sink = await channel.declare_queue(exclusive=True)
+            await sink.bind(exchange, routing_key="webhook.#")
+            # Started once for its migrations and consumers; the worker under test runs alone.
+            async with notifier_runtime(settings) as runtime:
+                ours = await worker_deliveries(runtime, receiver.url(), envelopes)
     finally:
         await receiver.stop()
     return ("webhook: claim+sign+POST+record", ours, ceiling)
