@@ -23,7 +23,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
         stamp = self.headers["webhook-timestamp"]
         signed = f"{self.headers['webhook-id']}.{stamp}.".encode() + body
         mac = base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
-        offered = [s.partition(",")[2] for s in self.headers["webhook-signature"].split()]
+        offered = [s[3:] for s in self.headers["webhook-signature"].split() if s.startswith("v1,")]
         ok = any(hmac.compare_digest(mac, s) for s in offered)
         event = json.loads(body)
         verdict, state = "verified" if ok else "FORGED", event["data"].get("new_state", "")

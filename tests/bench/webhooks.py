@@ -18,13 +18,16 @@ import httpx
 
 from services.notifier import repository
 from services.notifier.delivery import WebhookDeliverer
-from shared.credentials import WEBHOOK
-from shared.events import EXCHANGE, Envelope, SealedSecret, WebhookChanged, WebhookSecret
+from shared.events import EXCHANGE, Envelope
 from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
-from shared.webhooks import signing
 from tests.integration.support import rejection
-from tests.integration.webhooks import Receiver, notifier_runtime, notifier_settings
+from tests.integration.webhooks import (
+    Receiver,
+    announced_webhook,
+    notifier_runtime,
+    notifier_settings,
+)
 
 IN_FLIGHT = 4  # the default limit per endpoint
 
@@ -47,21 +50,8 @@ async def worker_deliveries(runtime: ServiceRuntime, url: str, bodies: list[Enve
     settings = runtime.settings
     cipher = settings.credential_cipher()
     webhook_id = uuid.uuid4()
-    sealed = cipher.seal(str(webhook_id), {"secret": signing.new_secret()}, purpose=WEBHOOK)
     async with runtime.pool.acquire() as conn, conn.transaction():
-        await repository.remember_webhook(
-            conn,
-            WebhookChanged(
-                webhook_id=webhook_id,
-                owner="bench",
-                scope="own",
-                url=url,
-                topics=["#"],
-                secrets=[WebhookSecret(sealed=SealedSecret(**sealed.model_dump()))],
-                active=True,
-                revision=1,
-            ),
-        )
+        await repository.remember_webhook(conn, announced_webhook(webhook_id, "bench", url, cipher))
         for envelope in bodies:
             await repository.add_deliveries(
                 conn,

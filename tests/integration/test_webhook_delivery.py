@@ -12,19 +12,15 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from shared.bus import Bus
-from shared.credentials import WEBHOOK, CredentialCipher, new_key_text
+from shared.credentials import CredentialCipher, new_key_text
 from shared.events import (
     PUBLIC,
     Envelope,
     Event,
     InstanceRejected,
-    SealedSecret,
-    WebhookChanged,
-    WebhookSecret,
 )
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
-from shared.webhooks.signing import new_secret
 from tests.infra import Infrastructure
 from tests.integration.api import Api, gateway_settings, running_gateway
 from tests.integration.simulator import simulator_process
@@ -38,6 +34,7 @@ from tests.integration.webhooks import (
     CountingTransport,
     Receiver,
     Request,
+    announced_webhook,
     notifier_knows,
     notifier_runtime,
     notifier_settings,
@@ -504,20 +501,7 @@ async def test_a_delivery_that_cannot_be_made_is_logged_and_retried_not_stuck(
         "unreadable secret": (uuid.uuid4(), "http://127.0.0.1:9/hook", foreign_key),
     }
     for webhook_id, url, cipher in hooks.values():
-        sealed = cipher.seal(str(webhook_id), {"secret": new_secret()}, purpose=WEBHOOK)
-        await publish(
-            amqp_url,
-            WebhookChanged(
-                webhook_id=webhook_id,
-                owner=owner,
-                scope="own",
-                url=url,
-                topics=["#"],
-                secrets=[WebhookSecret(sealed=SealedSecret(**sealed.model_dump()))],
-                active=True,
-                revision=1,
-            ),
-        )
+        await publish(amqp_url, announced_webhook(webhook_id, owner, url, cipher))
         await wait_until(lambda w=webhook_id: notifier_knows(notifier, str(w)), timeout=10)
     async with EventProbe(amqp_url, pattern="webhook.delivery_attempted") as reports:
         [sent] = await publish(amqp_url, rejected(owner))

@@ -25,8 +25,11 @@ import httpx
 from services.notifier.delivery import WebhookDeliverer
 from services.notifier.handlers import subscriptions
 from shared.config import NotifierSettings
+from shared.credentials import WEBHOOK, CredentialCipher
 from shared.db import service_migrations
+from shared.events import SealedSecret, WebhookChanged, WebhookSecret
 from shared.runtime import ServiceRuntime
+from shared.webhooks.signing import new_secret
 from tests.integration.api import SESSION_KEY
 from tests.processes import free_port
 
@@ -175,3 +178,20 @@ async def notifier_knows(notifier: ServiceRuntime, webhook_id: str, revision: in
         "SELECT revision FROM webhooks WHERE id = $1", uuid.UUID(webhook_id)
     )
     return found is not None and found >= revision
+
+
+def announced_webhook(
+    webhook_id: uuid.UUID, owner: str, url: str, cipher: CredentialCipher
+) -> WebhookChanged:
+    """A ``webhook.changed`` as the gateway would announce a new webhook (a fresh secret)."""
+    sealed = cipher.seal(str(webhook_id), {"secret": new_secret()}, purpose=WEBHOOK)
+    return WebhookChanged(
+        webhook_id=webhook_id,
+        owner=owner,
+        scope="own",
+        url=url,
+        topics=["#"],
+        secrets=[WebhookSecret(sealed=SealedSecret(**sealed.model_dump()))],
+        active=True,
+        revision=1,
+    )
