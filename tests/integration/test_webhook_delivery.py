@@ -4,6 +4,7 @@ database, the simulated cloud, and a local receiver that checks every signature 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from collections import Counter
@@ -42,6 +43,7 @@ from tests.integration.webhooks import (
 )
 
 PUBLIC_TOPICS = {cls.TOPIC for cls in PUBLIC}
+PER_REPLICA = 4  # requests one notifier replica has in flight, in the two-replica test
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +86,19 @@ async def test_a_receiver_that_was_down_gets_every_event_once_in_order(
     api = gateway
     first_tries: Counter[str] = Counter()
 
+    resent = asyncio.Event()
+
     async def unreliable(request: Request) -> int:
-        """The first request ever is answered after the sender stopped waiting (so it sends
-        again: a duplicate); every third new message is refused once with 503."""
+        """The first request ever is answered only once the notifier, tired of waiting, has
+        sent it again (a duplicate); every third new message is refused once with 503."""
         first_tries[request.message_id] += 1
-        if (
-            not any(r.status for r in receiver.requests if r is not request)
-            and len(receiver.requests) == 1
-        ):
-            await asyncio.sleep(3)  # the notifier waits 2 s
+        first = receiver.requests[0]
+        if request is first:
+            with contextlib.suppress(TimeoutError):  # bounded, should the retry never come
+                await asyncio.wait_for(resent.wait(), 20)
             return 200
+        if (request.path, request.message_id) == (first.path, first.message_id):
+            resent.set()
         if first_tries[request.message_id] == 1 and len(first_tries) % 3 == 0:
             return 503
         return 204
@@ -459,16 +464,30 @@ async def owed(notifier: ServiceRuntime, hook: dict) -> list[str]:
 async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
     stack_urls: tuple[str, str], gateway: Api
 ) -> None:
-    async def unhurried(_request: Request) -> int:
-        await asyncio.sleep(0.02)  # slow enough that one replica's four slots fill up
+    crowded = asyncio.Event()
+    in_flight = most = 0
+
+    async def crowding(_request: Request) -> int:
+        """Hold every answer until more requests are open at once than one replica may send."""
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight > PER_REPLICA:
+            crowded.set()
+        with contextlib.suppress(TimeoutError):  # bounded, should the crowd never gather
+            await asyncio.wait_for(crowded.wait(), 20)
+        in_flight -= 1
         return 204
 
-    receiver = Receiver(answer=unhurried)
+    receiver = Receiver(answer=crowding)
     await receiver.start()
     counters = (CountingTransport(), CountingTransport())
+    settings = notifier_settings(
+        *stack_urls, webhook_concurrency=PER_REPLICA, webhook_concurrency_per_endpoint=8
+    )
     async with (
-        notifier_runtime(notifier_settings(*stack_urls), counters[0]) as first,
-        notifier_runtime(notifier_settings(*stack_urls), counters[1]),
+        notifier_runtime(settings, counters[0]) as first,
+        notifier_runtime(settings, counters[1]),
     ):
         owner, headers = await gateway.new_user("max")
         hook = await register(gateway, headers, receiver.url(), ["instance.*"])
@@ -482,6 +501,7 @@ async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
     received = [r.message_id for r in receiver.at("/hook")]
     assert sorted(received) == sorted(sent)  # each once: no lease was ever shared
     assert all(c.sent > 0 for c in counters), [c.sent for c in counters]
+    assert most > PER_REPLICA  # both replicas were sending at the same moment
     for key in keys:
         in_order = [i for i, e in zip(sent, events, strict=True) if e.instance_id == key]
         assert [m for m in received if m in in_order] == in_order
