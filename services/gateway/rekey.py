@@ -59,7 +59,7 @@ async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple
         webhook_ids = await webhooks.all_ids(conn)
     for webhook_id in webhook_ids:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM webhooks WHERE id = $1 FOR UPDATE", webhook_id)
+            await webhooks.lock(conn, webhook_id)
             webhook = await webhooks.by_id(conn, webhook_id)
             if webhook is None or webhook["deleted_at"] is not None:
                 continue

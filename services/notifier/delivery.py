@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -59,7 +60,7 @@ class WebhookDeliverer:
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
-    @property
+    @functools.cached_property
     def policy(self) -> RetryPolicy:
         s = self.settings
         return RetryPolicy(s.webhook_retry_first, s.webhook_retry_max, s.webhook_retry_horizon)
@@ -133,9 +134,8 @@ class WebhookDeliverer:
 
     async def _deliver(self, clients: dict[str, httpx.AsyncClient], delivery: Claimed) -> None:
         attempted_at = self.clock()
-        client = clients["https" if delivery.url[:6].lower() == "https:" else "http"]
         try:
-            answer = await self.send(client, delivery, attempted_at)
+            answer = await self.send(clients, delivery, attempted_at)
         except Exception as exc:  # whatever it was, it is this attempt's failure, on record
             log.exception("webhook_send_crashed", webhook_id=str(delivery.webhook_id))
             answer = Answer(None, f"{type(exc).__name__} while sending"[:MAX_ERROR_LENGTH], 0)
@@ -145,7 +145,9 @@ class WebhookDeliverer:
             # The lease runs out and the delivery is attempted again: at-least-once.
             log.warning("webhook_outcome_not_recorded", error=repr(exc))
 
-    async def send(self, client: httpx.AsyncClient, delivery: Claimed, now: datetime) -> Answer:
+    async def send(
+        self, clients: dict[str, httpx.AsyncClient], delivery: Claimed, now: datetime
+    ) -> Answer:
         started = time.monotonic()
 
         def answer(status: int | None = None, error: str | None = None) -> Answer:
@@ -169,6 +171,7 @@ class WebhookDeliverer:
             async with asyncio.timeout(self.settings.webhook_timeout):
                 allowed = self.settings.webhook_networks()
                 address = (await targets.resolve(target, allowed, self._resolver))[0]
+                client = clients[target.scheme]
                 request = client.build_request(
                     "POST",
                     target.url_at(address),

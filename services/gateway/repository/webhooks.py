@@ -162,6 +162,10 @@ async def apply_disabled(
     )
 
 
+async def lock(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> None:
+    await conn.execute("SELECT 1 FROM webhooks WHERE id = $1 FOR UPDATE", webhook_id)
+
+
 async def all_ids(conn: asyncpg.Connection) -> list[uuid.UUID]:
     return [r["id"] for r in await conn.fetch("SELECT id FROM webhooks WHERE deleted_at IS NULL")]
 
