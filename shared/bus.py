@@ -7,13 +7,19 @@ than dropped unseen. Publishing straight from a handler is for ephemeral facts (
 changes go through the transactional outbox (:mod:`shared.outbox`), which calls
 :meth:`Bus.publish_envelope` only after the producing transaction committed.
 
+Every message carries the slot headers of :mod:`shared.ordering`, which route it to the right
+partition of each subscriber that needs order.
+
 The connection is robust: after a broker restart aio-pika reconnects, re-declares the topology and
 re-attaches consumers; :attr:`Bus.is_connected` tells readiness probes whether it is up now.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
+import aiormq.exceptions
 import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -23,11 +29,22 @@ from aio_pika.abc import (
 )
 
 from shared.events import CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, Envelope, Event
+from shared.ordering import slot_headers
 
 log = structlog.get_logger(__name__)
 
 DEAD_LETTER_EXCHANGE = "boreas.dead-letter"
 PUBLISH_TIMEOUT = 10.0
+
+# Errors that mean "the broker is away or the channel was lost", not "this message is wrong".
+TRANSIENT_BUS_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ConnectionClosed,
+    aiormq.exceptions.ChannelClosed,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
 
 
 class Bus:
@@ -94,6 +111,7 @@ class Bus:
             timestamp=envelope.time,
             correlation_id=envelope.correlationid,
             expiration=expiration,
+            headers=slot_headers(envelope.data, envelope.subject, envelope.id),
         )
         await self._exchange.publish(
             message, routing_key=envelope.topic, mandatory=mandatory, timeout=PUBLISH_TIMEOUT

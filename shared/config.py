@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.credentials import CredentialCipher, dev_key
+from shared.ordering import SLOTS
 from shared.webhooks.targets import IPNetwork, parse_networks
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -32,9 +33,17 @@ class ServiceSettings(BaseSettings):
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     heartbeat_interval: float = Field(default=5.0, gt=0)
-    prefetch: int = Field(default=16, ge=1, le=1000)
+    # Messages a replica may hold unacknowledged per queue (per partition of ordered handlers).
+    prefetch: int = Field(default=64, ge=1, le=1000)
+    # Partition queues of each ordered handler: how many replicas can share its work.
+    partitions: int = Field(default=4, ge=1, le=SLOTS)
+    # Batches a replica handles at once per handler, and messages per batch (one transaction).
+    consumer_concurrency: int = Field(default=16, ge=1, le=256)
+    consumer_batch: int = Field(default=32, ge=1, le=500)
     # How many times a message is delivered to a failing handler before it is dead-lettered.
     max_deliveries: int = Field(default=5, ge=1, le=100)
+    # Connections in this process's PostgreSQL pool.
+    db_pool_size: int = Field(default=10, ge=2, le=200)
     outbox_poll_interval: float = Field(default=1.0, gt=0)
     inbox_retention_days: int = Field(default=7, ge=1)
     shutdown_grace: float = Field(default=8.0, gt=0)

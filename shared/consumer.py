@@ -1,36 +1,60 @@
-"""The consumer runner: one durable quorum queue per (service, handler), bound by the event's topic.
+"""The consumer runner: each subscription's queues, and handling with only the order that matters.
 
-Delivery guarantees, per handler:
-- at-least-once from the broker, exactly-once in effect: each message is handled inside one
-  database transaction that also records its ``event_id`` in the service's inbox, so a redelivery
-  finds the id and is acknowledged without running the handler again. The ack follows the commit.
-- in order per queue: messages are handled one at a time per replica (``prefetch`` only pipelines
-  the transfer); replicas of a service compete on the same queue.
-- bounded retries: a handler that raises is retried with the message redelivered, and after
-  ``max_deliveries`` deliveries the message is dead-lettered to ``<queue>.dead-letter``. A message
-  that can never be handled (not JSON, not a CloudEvent, unknown type or major version, invalid
-  data) is dead-lettered at once. The queue's own ``x-delivery-limit`` backs this up for a message
-  that crashes the process itself.
-- outages are not failures: while the database is unreachable the message is held and retried with
-  backoff without spending its tries, so a PostgreSQL restart dead-letters nothing.
+Topology, per subscription (``<service>.<handler>``):
+- ordered (``order_by`` set): a headers exchange ``<service>.<handler>``, bound to the events
+  exchange by the subscription's topics, routes each message by its slot header
+  (:mod:`shared.ordering`) to one of ``partitions`` quorum queues ``<service>.<handler>.<n>``.
+  Each partition has a single active consumer across replicas, so all messages of one key value
+  are handled by one replica at a time, in queue order. A message without slot headers (not
+  published through :class:`shared.bus.Bus`) goes to partition 0 through the exchange's
+  alternate exchange ``<service>.<handler>.unkeyed``, so nothing is dropped.
+- unordered (``order_by=None``): one quorum queue ``<service>.<handler>``, replicas competing.
+
+Handling, per replica: messages enter keyed lanes (:class:`shared.lanes.KeyedLanes`) under their
+key value (unordered: their event id). ``concurrency`` workers take batches of up to
+``max_batch`` messages of keys that are not already being handled; a key's messages therefore
+run one after the other while other keys run at the same time.
+
+Delivery guarantees:
+- at-least-once from the broker, exactly-once in effect: a batch is handled in one database
+  transaction that also records every ``event_id`` in the service's inbox; a redelivery finds its
+  id and is acknowledged without running the handler again. Acks follow the commit.
+- events a handler publishes (``uow.publish``) are written to the outbox in the same transaction
+  and the process's relay is woken after the commit.
+- bounded retries: when a batch fails, its messages are retried one by one; a message whose
+  handler keeps raising is retried in place (its key waits, so order holds) with a growing delay
+  and dead-lettered to ``<service>.<handler>.dead-letter`` after ``max_deliveries`` tries. A
+  message that can never be handled (not JSON, not a CloudEvent, unknown type or major version,
+  invalid data) is dead-lettered at once. The queue's ``x-delivery-limit`` backs this up for a
+  message that crashes the process itself.
+- outages are not failures: while the database is unreachable the batch is held and retried
+  with backoff without spending tries, so a PostgreSQL restart dead-letters nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+import aio_pika
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from shared.bus import DEAD_LETTER_EXCHANGE, Bus
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import Envelope, Event, UndecodableEvent, decode, parse_envelope
-from shared.outbox import add_to_outbox
+from shared.lanes import KeyedLanes
+from shared.ordering import OrderKey, key_value, partition_binding
+from shared.outbox import add_envelopes
 
 log = structlog.get_logger(__name__)
 
@@ -42,34 +66,66 @@ class UnitOfWork:
     conn: asyncpg.Connection
     envelope: Envelope
     source: str
+    emitted: list[Envelope] = field(default_factory=list)
 
     async def publish(self, event: Event) -> Envelope:
         """Emit ``event`` when this handler's transaction commits (transactional outbox)."""
-        return await add_to_outbox(
-            self.conn,
+        envelope = Envelope.wrap(
             event,
             source=self.source,
             correlation_id=self.envelope.correlationid or self.envelope.id,
         )
+        self.emitted.append(envelope)
+        return envelope
+
+
+@dataclass(frozen=True)
+class Received:
+    event: Any
+    envelope: Envelope
+
+
+@dataclass
+class BatchUnitOfWork:
+    """What a batch handler gets: the open transaction, and a way to emit in it."""
+
+    conn: asyncpg.Connection
+    source: str
+    emitted: list[Envelope] = field(default_factory=list)
+
+    def publish(self, event: Event, *, cause: Envelope) -> Envelope:
+        envelope = Envelope.wrap(
+            event, source=self.source, correlation_id=cause.correlationid or cause.id
+        )
+        self.emitted.append(envelope)
+        return envelope
 
 
 Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
+BatchHandler = Callable[[list[Received], BatchUnitOfWork], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Subscription:
     """``handler`` receives every ``event_type`` event (one class, or several sharing one queue
-    and so one order); its queue is ``<service>.<name>``."""
+    and so one order); ``batch_handler``, if given, receives a batch's new events at once."""
 
     event_type: type[Event] | tuple[type[Event], ...]
-    handler: Handler
+    handler: Handler | None = None
+    _: KW_ONLY
+    # The key whose messages must be handled in order; None: no order needed at all.
+    order_by: OrderKey | None
     name: str = ""
+    batch_handler: BatchHandler | None = None
     # False only for handlers that are idempotent by nature (e.g. "last seen = greatest(...)"),
     # where an inbox row per message would be pure cost.
     dedupe: bool = True
-    # True: one replica at a time consumes the queue (RabbitMQ single active consumer), the
-    # others standing by, so the queue's order holds across replicas too.
-    single_active: bool = False
+    # Messages per transaction at most (None: the runner's setting).
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError("a subscription has a handler or a batch_handler, not both")
 
     @property
     def event_types(self) -> tuple[type[Event], ...]:
@@ -77,7 +133,8 @@ class Subscription:
 
     @property
     def handler_name(self) -> str:
-        return self.name or getattr(self.handler, "__name__", "handler")
+        target = self.handler or self.batch_handler
+        return self.name or getattr(target, "__name__", "handler")
 
 
 def queue_name(service: str, subscription: Subscription) -> str:
@@ -99,15 +156,51 @@ def queue_arguments(
     }
 
 
-@dataclass
+@dataclass(frozen=True)
+class ConsumerSettings:
+    prefetch: int = 64  # per queue and replica
+    max_deliveries: int = 5
+    retry_delay: float = 0.2
+    partitions: int = 4
+    concurrency: int = 16  # batches in progress per subscription and replica
+    max_batch: int = 32
+
+
+@dataclass(eq=False)
+class Source:
+    """One queue this replica consumes: a partition, or an unordered subscription's queue."""
+
+    queue_name: str
+    partition: int | None
+    channel: AbstractChannel | None = None
+    queue: AbstractQueue | None = None
+    consumer_tag: str | None = None
+    in_flight: int = 0  # delivered to the lanes, not yet settled
+    received: bool = False  # a message arrived since the balancer last looked
+    draining: bool = False
+
+
+@dataclass(eq=False)
+class _Delivery:
+    message: AbstractIncomingMessage
+    source: Source
+    envelope: Envelope
+    event: Event
+    tries: int = 0
+
+    @property
+    def deliveries(self) -> int:
+        return int((self.message.headers or {}).get("x-delivery-count") or 0) + 1 + self.tries
+
+
+@dataclass(eq=False)
 class _Consumer:
     subscription: Subscription
-    queue_name: str
-    channel: AbstractRobustChannel
-    queue: AbstractQueue
-    pending: asyncio.Queue[AbstractIncomingMessage | None] = field(default_factory=asyncio.Queue)
-    consumer_tag: str | None = None
-    worker: asyncio.Task[None] | None = None
+    name: str
+    lanes: KeyedLanes[_Delivery] = field(default_factory=KeyedLanes)
+    sources: list[Source] = field(default_factory=list)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    busy: int = 0  # batches in progress
 
 
 class ConsumerRunner:
@@ -120,9 +213,8 @@ class ConsumerRunner:
         bus: Bus,
         pool: asyncpg.Pool,
         subscriptions: list[Subscription],
-        prefetch: int = 16,
-        max_deliveries: int = 5,
-        retry_delay: float = 0.2,
+        settings: ConsumerSettings | None = None,
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         names = [queue_name(service, s) for s in subscriptions]
         if len(set(names)) != len(names):
@@ -131,164 +223,376 @@ class ConsumerRunner:
         self._bus = bus
         self._pool = pool
         self._subscriptions = subscriptions
-        self._prefetch = prefetch
-        self._max_deliveries = max_deliveries
-        self._retry_delay = retry_delay
+        self._settings = settings or ConsumerSettings()
+        self._on_commit = on_commit
         self._consumers: list[_Consumer] = []
         self._stopping = False
+        self._settled = asyncio.Event()  # set whenever a batch is done with
+
+    @property
+    def consumers(self) -> Sequence[_Consumer]:
+        return self._consumers
 
     async def start(self) -> None:
         for subscription in self._subscriptions:
-            self._consumers.append(await self._attach(subscription))
+            consumer = _Consumer(subscription, queue_name(self._service, subscription))
+            self._consumers.append(consumer)
+            await self._attach(consumer)
+            concurrency = self._settings.concurrency
+            consumer.workers = [
+                asyncio.create_task(self._work(consumer), name=f"consume-{consumer.name}-{i}")
+                for i in range(concurrency)
+            ]
 
-    async def _attach(self, subscription: Subscription) -> _Consumer:
-        name = queue_name(self._service, subscription)
-        channel: AbstractRobustChannel = await self._bus.connection.channel()  # type: ignore[assignment]
-        await channel.set_qos(prefetch_count=self._prefetch)
-        exchange = await channel.declare_exchange(self._bus.exchange_name, "topic", durable=True)
-        dead_letters = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, "direct", durable=True)
-        dlq = await channel.declare_queue(
-            f"{name}.dead-letter", durable=True, arguments={"x-queue-type": "quorum"}
+    # -- topology ---------------------------------------------------------------------------
+
+    async def _attach(self, consumer: _Consumer) -> None:
+        s, subscription = self._settings, consumer.subscription
+        name = consumer.name
+        setup = await self._bus.connection.channel()
+        try:
+            events = await setup.declare_exchange(self._bus.exchange_name, "topic", durable=True)
+            dead_letters = await setup.declare_exchange(
+                DEAD_LETTER_EXCHANGE, "direct", durable=True
+            )
+            dlq = await setup.declare_queue(
+                f"{name}.dead-letter", durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dlq.bind(dead_letters, routing_key=name)
+            topics = [t.TOPIC for t in subscription.event_types]
+            if subscription.order_by is None:
+                source = Source(name, None)
+                consumer.sources.append(source)
+                await self._consume(consumer, source, events, topics=topics)
+            else:
+                await self._retire_unpartitioned_queue(consumer, events, topics)
+                unkeyed = await setup.declare_exchange(f"{name}.unkeyed", "fanout", durable=True)
+                router = await setup.declare_exchange(
+                    name,
+                    "headers",
+                    durable=True,
+                    arguments={"alternate-exchange": unkeyed.name},
+                )
+                for topic in topics:
+                    await router.bind(events, routing_key=topic)
+                for partition in range(s.partitions):
+                    source = Source(f"{name}.{partition}", partition)
+                    consumer.sources.append(source)
+                    await self._consume(
+                        consumer, source, router, fallback=unkeyed if partition == 0 else None
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await setup.close()
+        log.info(
+            "consumer_attached",
+            queue=name,
+            topics=[t.TOPIC for t in subscription.event_types],
+            order_by=subscription.order_by,
+            partitions=s.partitions if subscription.order_by else None,
         )
-        await dlq.bind(dead_letters, routing_key=name)
+
+    async def _consume(
+        self,
+        consumer: _Consumer,
+        source: Source,
+        exchange: AbstractExchange,
+        *,
+        topics: list[str] | None = None,
+        fallback: AbstractExchange | None = None,
+    ) -> None:
+        """Declare ``source``'s queue, bind it, and start consuming it on a channel of its own."""
+        s = self._settings
+        channel = await self._bus.connection.channel()
+        await channel.set_qos(prefetch_count=s.prefetch)
         queue = await channel.declare_queue(
-            name,
+            source.queue_name,
             durable=True,
             arguments=queue_arguments(
-                name, self._max_deliveries, single_active=subscription.single_active
+                consumer.name, s.max_deliveries, single_active=source.partition is not None
             ),
         )
-        for event_type in subscription.event_types:
-            await queue.bind(exchange, routing_key=event_type.TOPIC)
-        consumer = _Consumer(subscription, name, channel, queue)
-        consumer.worker = asyncio.create_task(self._work(consumer), name=f"consume-{name}")
-        consumer.consumer_tag = await queue.consume(self._enqueue_to(consumer))
-        log.info(
-            "consumer_attached", queue=name, topics=[t.TOPIC for t in subscription.event_types]
-        )
-        return consumer
-
-    @staticmethod
-    def _enqueue_to(consumer: _Consumer) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-        # aio-pika runs each delivery in its own task; funnelling them through one queue and one
-        # worker keeps handling in delivery order.
-        async def enqueue(message: AbstractIncomingMessage) -> None:
-            log.debug(
-                "message_received",
-                queue=consumer.queue_name,
-                tag=message.delivery_tag,
-                message_id=message.message_id,
-                redelivered=message.redelivered,
+        if source.partition is None:
+            for topic in topics or ():
+                await queue.bind(exchange, routing_key=topic)
+        else:
+            key = consumer.subscription.order_by
+            assert key is not None
+            await queue.bind(
+                exchange, arguments=partition_binding(key, source.partition, s.partitions)
             )
-            consumer.pending.put_nowait(message)
+            if fallback is not None:
+                await queue.bind(fallback)
+        source.channel, source.queue = channel, queue
+        source.consumer_tag = await queue.consume(self._receiver(consumer, source))
 
-        return enqueue
-
-    async def stop(self, timeout: float = 8.0) -> None:
-        """Stop taking messages, let each handler finish the one it holds, close the channels.
-
-        Messages prefetched but not started return to the queue when the channel closes.
-        """
-        self._stopping = True
-        for consumer in self._consumers:
-            if consumer.consumer_tag is not None:
-                # Bounded: on a connection that is down, aio-pika would wait for it to return.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.queue.cancel(consumer.consumer_tag), 2)
-            consumer.pending.put_nowait(None)
-        workers = [c.worker for c in self._consumers if c.worker is not None]
-        if workers:
-            _, unfinished = await asyncio.wait(workers, timeout=timeout)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
-        for consumer in self._consumers:
+    async def _retire_unpartitioned_queue(
+        self, consumer: _Consumer, events: AbstractExchange, topics: list[str]
+    ) -> None:
+        """Before partitions, an ordered subscription had one queue ``<service>.<handler>``.
+        Stop feeding it; drain what it still holds; delete it once it is empty."""
+        probe = await self._bus.connection.channel()
+        try:
+            old = await probe.declare_queue(consumer.name, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return
+        finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.channel.close(), 2)
+                await probe.close()
+        for topic in topics:
+            await old.unbind(events, routing_key=topic)
+        waiting = old.declaration_result.message_count
+        if not waiting:
+            await old.delete(if_unused=False, if_empty=True)
+            log.info("unpartitioned_queue_removed", queue=consumer.name)
+            return
+        log.warning("unpartitioned_queue_draining", queue=consumer.name, messages=waiting)
+        source = Source(consumer.name, None)
+        channel = await self._bus.connection.channel()
+        await channel.set_qos(prefetch_count=self._settings.prefetch)
+        source.channel = channel
+        source.queue = await channel.get_queue(consumer.name, ensure=False)
+        source.consumer_tag = await source.queue.consume(self._receiver(consumer, source))
+        consumer.sources.append(source)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _receiver(
+        self, consumer: _Consumer, source: Source
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        subscription = consumer.subscription
+
+        # aio-pika runs each delivery in a task of its own, started in delivery order; this
+        # callback does not await before putting the message in its lane, so lanes receive
+        # messages in queue order.
+        async def receive(message: AbstractIncomingMessage) -> None:
+            source.received = True
+            try:
+                envelope = parse_envelope(message.body)
+                event = decode(envelope)
+                if not isinstance(event, subscription.event_types):
+                    raise UndecodableEvent(f"{envelope.type} arrived on {consumer.name}")
+            except UndecodableEvent as exc:
+                log.error(
+                    "event_dead_lettered",
+                    queue=source.queue_name,
+                    reason=str(exc),
+                    message_id=message.message_id,
+                )
+                await _settle(message.reject(requeue=False))
+                return
+            key = envelope.id
+            if subscription.order_by is not None:
+                key = key_value(subscription.order_by, envelope.data, envelope.subject) or key
+            source.in_flight += 1
+            consumer.lanes.put(key, _Delivery(message, source, envelope, event))
+
+        return receive
+
+    # -- handling ---------------------------------------------------------------------------
 
     async def _work(self, consumer: _Consumer) -> None:
-        while (message := await consumer.pending.get()) is not None:
-            if self._stopping:
-                break
-            with structlog.contextvars.bound_contextvars(queue=consumer.queue_name):
-                await self._deliver(consumer.subscription, consumer.queue_name, message)
+        limit = consumer.subscription.max_batch or self._settings.max_batch
+        while True:
+            taken = await consumer.lanes.take(limit)
+            consumer.busy += 1
+            try:
+                live = [d for _, d in taken if not _stale(d)]
+                for delivery in (d for _, d in taken if _stale(d)):
+                    delivery.source.in_flight -= 1  # its channel died: the broker redelivers
+                if live:
+                    with structlog.contextvars.bound_contextvars(queue=consumer.name):
+                        await self._handle(consumer, live)
+            finally:
+                consumer.busy -= 1
+                consumer.lanes.release({key for key, _ in taken})
+                self._settled.set()
 
-    async def _deliver(
-        self, subscription: Subscription, consumer: str, message: AbstractIncomingMessage
-    ) -> None:
-        try:
-            envelope = parse_envelope(message.body)
-            event = decode(envelope)
-            if not isinstance(event, subscription.event_types):
-                raise UndecodableEvent(f"{envelope.type} arrived on {consumer}")
-        except UndecodableEvent as exc:
-            log.error("event_dead_lettered", reason=str(exc), message_id=message.message_id)
-            await _settle(message.reject(requeue=False))
-            return
+    async def _settled_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``done()`` holds, checking each time a batch is done with."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), remaining)
+        return True
 
-        context = {
-            "topic": envelope.topic,
-            "event_id": envelope.id,
-            "correlation_id": envelope.correlationid or envelope.id,
-        }
-        if envelope.subject:
-            context["subject"] = envelope.subject
-        with structlog.contextvars.bound_contextvars(**context):
-            await self._handle(subscription, consumer, envelope, event, message)
-
-    async def _handle(
-        self,
-        subscription: Subscription,
-        consumer: str,
-        envelope: Envelope,
-        event: Event,
-        message: AbstractIncomingMessage,
-    ) -> None:
+    async def _handle(self, consumer: _Consumer, deliveries: list[_Delivery]) -> None:
         outage_backoff = 0.5
         while True:
             try:
-                handled = await self._run_in_transaction(subscription, consumer, envelope, event)
+                emitted = await self._run_in_transaction(consumer, deliveries)
             except TRANSIENT_DB_ERRORS as exc:
                 if self._stopping:
-                    await _settle(message.nack(requeue=True))
+                    await self._settle_all(deliveries, requeue=True)
                     return
                 log.warning("database_unavailable_retrying", error=repr(exc), wait=outage_backoff)
                 await asyncio.sleep(outage_backoff)
                 outage_backoff = min(outage_backoff * 2, 5.0)
                 continue
             except Exception:
-                await self._fail(message)
+                if len(deliveries) > 1:
+                    # Find the culprit: each alone, in order, so a key's order holds.
+                    for delivery in deliveries:
+                        await self._handle(consumer, [delivery])
+                    return
+                if await self._failed(deliveries[0]):
+                    continue
                 return
-            if not handled:
-                log.info("event_duplicate_skipped")
-            await _settle(message.ack())
+            if emitted:
+                self._on_commit()
+            await self._settle_all(deliveries, requeue=None)
             return
 
-    async def _run_in_transaction(
-        self, subscription: Subscription, consumer: str, envelope: Envelope, event: Event
-    ) -> bool:
+    async def _run_in_transaction(self, consumer: _Consumer, deliveries: list[_Delivery]) -> bool:
+        subscription = consumer.subscription
+        source_name = self._bus.source
         async with self._pool.acquire() as conn, conn.transaction():
+            fresh = deliveries
             if subscription.dedupe:
-                first_time = await conn.fetchval(
-                    """INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)
-                       ON CONFLICT DO NOTHING RETURNING true""",
-                    consumer,
-                    envelope.id,
-                )
-                if not first_time:
-                    return False
-            await subscription.handler(event, UnitOfWork(conn, envelope, self._bus.source))
-        return True
+                inserted = {
+                    r["event_id"]
+                    for r in await conn.fetch(
+                        """INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])
+                           ON CONFLICT DO NOTHING RETURNING event_id""",
+                        consumer.name,
+                        [d.envelope.id for d in deliveries],
+                    )
+                }
+                fresh = _first_of_each(d for d in deliveries if d.envelope.id in inserted)
+                for _ in range(len(deliveries) - len(fresh)):
+                    log.info("event_duplicate_skipped")
+            emitted: list[Envelope] = []
+            if subscription.batch_handler is not None:
+                if fresh:
+                    await subscription.batch_handler(
+                        [Received(d.event, d.envelope) for d in fresh],
+                        BatchUnitOfWork(conn, source_name, emitted),
+                    )
+            else:
+                assert subscription.handler is not None
+                for delivery in fresh:
+                    with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
+                        uow = UnitOfWork(conn, delivery.envelope, source_name, emitted)
+                        await subscription.handler(delivery.event, uow)
+            await add_envelopes(conn, emitted)
+        return bool(emitted)
 
-    async def _fail(self, message: AbstractIncomingMessage) -> None:
-        deliveries = int((message.headers or {}).get("x-delivery-count") or 0) + 1
-        if deliveries >= self._max_deliveries:
-            log.exception("event_dead_lettered", reason="handler failed", deliveries=deliveries)
-            await _settle(message.reject(requeue=False))
-        else:
-            log.exception("handler_failed_will_retry", deliveries=deliveries)
-            await asyncio.sleep(self._retry_delay * 2 ** (deliveries - 1))
-            await _settle(message.nack(requeue=True))
+    async def _failed(self, delivery: _Delivery) -> bool:
+        """A handler raised: True to try again now, False when the message was dead-lettered
+        or returned to the queue."""
+        with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
+            if delivery.deliveries >= self._settings.max_deliveries:
+                log.exception(
+                    "event_dead_lettered", reason="handler failed", deliveries=delivery.deliveries
+                )
+                await self._settle_all([delivery], requeue=False)
+                return False
+            log.exception("handler_failed_will_retry", deliveries=delivery.deliveries)
+            await asyncio.sleep(self._settings.retry_delay * 2 ** (delivery.deliveries - 1))
+            delivery.tries += 1
+            if self._stopping:
+                await self._settle_all([delivery], requeue=True)
+                return False
+            return True
+
+    async def _settle_all(self, deliveries: list[_Delivery], *, requeue: bool | None) -> None:
+        """Ack (``requeue`` None), return to the queue (True) or dead-letter (False)."""
+        for delivery in deliveries:
+            delivery.source.in_flight -= 1
+            message = delivery.message
+            if requeue is None:
+                await _settle(message.ack())
+            elif requeue:
+                await _settle(message.nack(requeue=True))
+            else:
+                await _settle(message.reject(requeue=False))
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        """Stop taking messages, let each batch in progress finish, close the channels.
+
+        Messages received but not started return to the queue when the channel closes.
+        """
+        self._stopping = True
+        for consumer in self._consumers:
+            for source in consumer.sources:
+                await _cancel(source)
+            consumer.lanes.drop(lambda _d: True)
+        await self._settled_until(lambda: not any(c.busy for c in self._consumers), timeout)
+        workers = [w for c in self._consumers for w in c.workers]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for consumer in self._consumers:
+            for source in consumer.sources:
+                if source.channel is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(source.channel.close(), 2)
+
+    async def hand_over(self, consumer: _Consumer, source: Source, timeout: float = 10.0) -> None:
+        """Give up being the active consumer of one partition without breaking its order: stop
+        starting its messages, let those in progress finish, close its channel (the broker
+        returns what was received but not started, and activates the next consumer), then
+        register again at the back of the line."""
+        if source.draining or self._stopping:
+            return
+        source.draining = True
+        try:
+            dropped = consumer.lanes.drop(lambda d: d.source is source)
+            source.in_flight -= len(dropped)
+            await self._settled_until(lambda: source.in_flight <= 0, timeout)
+            if source.channel is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(source.channel.close(), 2)
+            source.in_flight = 0
+            channel = await self._bus.connection.channel()
+            await channel.set_qos(prefetch_count=self._settings.prefetch)
+            queue = await channel.get_queue(source.queue_name, ensure=False)
+            source.channel, source.queue = channel, queue
+            source.consumer_tag = await queue.consume(self._receiver(consumer, source))
+            log.info("partition_handed_over", queue=source.queue_name)
+        finally:
+            source.draining = False
+
+
+def _first_of_each(deliveries: Any) -> list[_Delivery]:
+    seen: set[str] = set()
+    first = []
+    for delivery in deliveries:
+        if delivery.envelope.id not in seen:
+            seen.add(delivery.envelope.id)
+            first.append(delivery)
+    return first
+
+
+def _context(envelope: Envelope) -> dict[str, str]:
+    context = {
+        "topic": envelope.topic,
+        "event_id": envelope.id,
+        "correlation_id": envelope.correlationid or envelope.id,
+    }
+    if envelope.subject:
+        context["subject"] = envelope.subject
+    return context
+
+
+def _stale(delivery: _Delivery) -> bool:
+    """Received on a channel that has since closed: it cannot be acked, and will come again."""
+    channel = delivery.message.channel
+    return bool(getattr(channel, "is_closed", False))
+
+
+async def _cancel(source: Source) -> None:
+    if source.queue is not None and source.consumer_tag is not None:
+        # Bounded: on a connection that is down, aio-pika would wait for it to return.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(source.queue.cancel(source.consumer_tag), 2)
 
 
 async def _settle(settlement: Awaitable[None]) -> None:

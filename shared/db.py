@@ -27,14 +27,19 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 # Errors that mean "the database is away or restarting", not "this unit of work is wrong".
+# InternalClientError is what asyncpg raises when a connection that broke mid-operation is
+# released ("cannot switch to state 15; another operation is in progress"): a lost connection.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
 )

@@ -74,12 +74,14 @@ class ServiceHeartbeat(Event):
 
     TOPIC = "service.heartbeat"
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: added failing (background loops of the replica that are down right now)
+    VERSION = "1.1"
 
     service: str
     replica: str
     started_at: datetime
     sent_at: datetime
+    failing: list[str] = Field(default_factory=list)
 
 
 class InstanceLaunchRequested(Event):

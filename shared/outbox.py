@@ -1,34 +1,45 @@
 """Transactional outbox: an event commits with the state change it describes, then is published.
 
-``add_to_outbox`` writes the envelope on the caller's connection, inside the caller's transaction,
-so a rollback discards it with the state change. ``OutboxRelay`` publishes committed rows in order
-with publisher confirms and deletes each only once the broker has confirmed it, so a crash between
-commit and publish delays the event and never loses it; a crash between confirm and delete
-publishes it again (at-least-once), which consumers absorb through their inbox.
+``add_to_outbox`` (or ``add_envelopes`` for many) writes on the caller's connection, inside the
+caller's transaction, so a rollback discards the event with the state change. ``OutboxRelay``
+publishes committed rows in order: a batch at a time, all of its publishes in flight together,
+then it waits for every publisher confirm and deletes the confirmed rows. A crash between commit
+and publish delays the event and never loses it; a crash between confirm and delete publishes it
+again (at-least-once), which consumers absorb through their inbox.
 
-Only one relay per schema publishes at a time (a transaction-scoped advisory lock), so events leave
-in the order they were committed even with several replicas.
+Only one relay per schema publishes at a time (a transaction-scoped advisory lock), so events
+leave in the order they were committed even with several replicas. Producers wake their own
+process's relay after they commit (:meth:`OutboxRelay.wake`, or commit through
+:meth:`OutboxRelay.transaction`); the relay also polls, for rows whose producer died before
+waking it. Nothing is signalled inside the transaction, so concurrent commits do not queue on a
+shared lock the way ``NOTIFY`` makes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 import asyncpg
 import structlog
 
-from shared.db import TRANSIENT_DB_ERRORS, listen_forever
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import Envelope, Event
 
 log = structlog.get_logger(__name__)
 
-_BATCH = 200
+BATCH = 500
 
 
 class EnvelopePublisher(Protocol):
     async def publish_envelope(self, envelope: Envelope) -> None: ...
+
+
+def _require_transaction(conn: asyncpg.Connection) -> None:
+    if not conn.is_in_transaction():
+        raise RuntimeError("the outbox must be written inside the transaction of the state change")
 
 
 async def add_to_outbox(
@@ -39,18 +50,28 @@ async def add_to_outbox(
     correlation_id: str | None = None,
 ) -> Envelope:
     """Queue ``event`` for publication when the surrounding transaction commits."""
-    if not conn.is_in_transaction():
-        raise RuntimeError("add_to_outbox must run inside the transaction of the state change")
     envelope = Envelope.wrap(event, source=source, correlation_id=correlation_id)
-    await conn.execute(
-        "INSERT INTO outbox (event_id, topic, envelope) VALUES ($1, $2, $3)",
-        envelope.id,
-        event.TOPIC,
-        envelope.model_dump_json(exclude_none=True),
-    )
-    # Delivered at commit only: wakes the relay without waiting for its next poll.
-    await conn.execute("SELECT pg_notify('boreas_outbox_' || current_schema(), '')")
+    await add_envelopes(conn, [envelope])
     return envelope
+
+
+async def add_envelopes(conn: asyncpg.Connection, envelopes: Iterable[Envelope]) -> None:
+    """Queue several events in one statement, in the given order."""
+    _require_transaction(conn)
+    envelopes = list(envelopes)
+    if not envelopes:
+        return
+    await conn.execute(
+        # ORDER BY the ordinality: seq follows the list's order.
+        """INSERT INTO outbox (event_id, topic, envelope)
+           SELECT event_id, topic, envelope
+           FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY
+                AS e(event_id, topic, envelope, n)
+           ORDER BY n""",
+        [e.id for e in envelopes],
+        [e.topic for e in envelopes],
+        [e.model_dump_json(exclude_none=True) for e in envelopes],
+    )
 
 
 class OutboxRelay:
@@ -69,60 +90,55 @@ class OutboxRelay:
         self._schema = schema
         self._poll_interval = poll_interval
         self._wakeup = asyncio.Event()
-        self._channel = f"boreas_outbox_{schema}"
+
+    def wake(self) -> None:
+        """Something was committed to the outbox: publish it now rather than at the next poll."""
+        self._wakeup.set()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction on ``conn`` after whose commit the relay is woken."""
+        async with conn.transaction():
+            yield conn
+        self.wake()
 
     async def run(self) -> None:
-        listener = asyncio.create_task(
-            listen_forever(self._pool, self._channel, self._on_notify, self._poll_interval),
-            name=f"outbox-listen-{self._schema}",
-        )
-        try:
-            while True:
-                try:
-                    while await self.publish_pending():
-                        pass
-                except TRANSIENT_DB_ERRORS as exc:
-                    log.warning("outbox_database_unavailable", error=str(exc))
-                except Exception as exc:  # the bus is away: rows stay, try again later
-                    log.warning("outbox_publish_failed", error=repr(exc))
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        while True:
+            self._wakeup.clear()
+            try:
+                while await self.publish_pending():
+                    pass
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("outbox_database_unavailable", error=repr(exc))
+            except Exception as exc:  # the bus is away: rows stay, try again later
+                log.warning("outbox_publish_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published (0 when idle or not our turn)."""
-        failure: Exception | None = None
-        published = 0
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtext('boreas.outbox.' || $1))", self._schema
             ):
                 return 0
-            rows = await conn.fetch(
-                "SELECT seq, envelope FROM outbox ORDER BY seq LIMIT $1", _BATCH
+            rows = await conn.fetch("SELECT seq, envelope FROM outbox ORDER BY seq LIMIT $1", BATCH)
+            if not rows:
+                return 0
+            # All in flight at once; the channel writes them in this order (aiormq's publish lock
+            # is first come, first served), so the broker receives them in commit order.
+            outcomes = await asyncio.gather(
+                *(
+                    self._publisher.publish_envelope(Envelope.model_validate_json(r["envelope"]))
+                    for r in rows
+                ),
+                return_exceptions=True,
             )
-            for row in rows:
-                try:
-                    await self._publisher.publish_envelope(
-                        Envelope.model_validate_json(row["envelope"])
-                    )
-                except Exception as exc:
-                    failure = exc
-                    break
-                published += 1
-            # Delete what the broker confirmed, even when a later publish in the batch failed.
-            if published:
-                await conn.execute(
-                    "DELETE FROM outbox WHERE seq = ANY($1::bigint[])",
-                    [r["seq"] for r in rows[:published]],
-                )
+            confirmed = [r["seq"] for r, o in zip(rows, outcomes, strict=True) if o is None]
+            # Delete what the broker confirmed, even when another publish in the batch failed.
+            if confirmed:
+                await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", confirmed)
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failure is not None:
             raise failure
-        return published
-
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
+        return len(confirmed)

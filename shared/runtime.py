@@ -2,6 +2,12 @@
 
 Every ``services/<name>/__main__.py`` builds its settings and subscriptions and hands them to
 :class:`ServiceRuntime`; the gateway does the same from its FastAPI lifespan.
+
+Background loops (the outbox relay, polling, webhook delivery, …) are supervised: a loop that
+raises is restarted with a growing delay, and named in every heartbeat while it is down, so
+``/v1/status`` shows the service as not alive. A loop that keeps failing for another reason than
+a lost database or broker connection makes the process exit with status 1, for its supervisor
+(systemd, Kubernetes, ``make run``) to start it afresh.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,9 +26,9 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
-from shared.bus import Bus
+from shared.bus import TRANSIENT_BUS_ERRORS, Bus
 from shared.config import ServiceSettings
-from shared.consumer import ConsumerRunner, Subscription
+from shared.consumer import ConsumerRunner, ConsumerSettings, Subscription
 from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate, service_migrations
 from shared.events import ServiceHeartbeat
 from shared.logging import configure_logging
@@ -31,6 +38,14 @@ log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _T = TypeVar("_T")
+# A background loop: its name (in logs and heartbeats) and how to start it (again).
+Loops = dict[str, Callable[[], Awaitable[None]]]
+
+TRANSIENT_ERRORS = (*TRANSIENT_DB_ERRORS, *TRANSIENT_BUS_ERRORS)
+LOOP_RESTART_FIRST = 0.5  # seconds before the first restart of a failed loop; doubles after
+LOOP_RESTART_MAX = 30.0
+LOOP_GIVE_UP_AFTER = 6  # failures in a row (other than outages) before the process exits
+LOOP_HEALTHY_AFTER = 60.0  # seconds a loop must run for its failures to be forgiven
 
 
 def utcnow() -> datetime:
@@ -48,13 +63,17 @@ class ServiceRuntime:
     settings: ServiceSettings
     migrations: list[Migration]
     subscriptions: Callable[[ServiceRuntime], list[Subscription]] = lambda _rt: []
-    background: Callable[[ServiceRuntime], list[Awaitable[None]]] = lambda _rt: []
+    background: Callable[[ServiceRuntime], Loops] = lambda _rt: {}
     clock: Clock = utcnow
     started_at: datetime = field(default_factory=utcnow)
 
     pool: asyncpg.Pool = field(init=False)
     bus: Bus = field(init=False)
-    _consumers: ConsumerRunner | None = field(default=None, init=False)
+    outbox: OutboxRelay = field(init=False)
+    consumers: ConsumerRunner | None = field(default=None, init=False)
+    # Loops down right now (waiting to be restarted); set when one gave up for good.
+    failing: set[str] = field(default_factory=set, init=False)
+    fatal: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _stopped: bool = field(default=False, init=False)
 
@@ -67,24 +86,39 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await _patiently("database", lambda: create_pool(s.database_url, self.service))
+        self.pool = await _patiently(
+            "database",
+            lambda: create_pool(s.database_url, self.service, max_size=s.db_pool_size),
+        )
         await migrate(self.pool, self.service, self.migrations)
         self.bus = Bus(s.amqp_url, source=f"boreas/{self.service}")
         await _patiently("bus", self.bus.connect)
-        self._consumers = ConsumerRunner(
+        self.outbox = OutboxRelay(
+            self.pool, self.bus, schema=self.service, poll_interval=s.outbox_poll_interval
+        )
+        self.consumers = ConsumerRunner(
             service=self.service,
             bus=self.bus,
             pool=self.pool,
             subscriptions=self.subscriptions(self),
-            prefetch=s.prefetch,
-            max_deliveries=s.max_deliveries,
+            settings=ConsumerSettings(
+                prefetch=s.prefetch,
+                max_deliveries=s.max_deliveries,
+                partitions=s.partitions,
+                concurrency=s.consumer_concurrency,
+                max_batch=s.consumer_batch,
+            ),
+            on_commit=self.outbox.wake,
         )
-        await self._consumers.start()
-        relay = OutboxRelay(
-            self.pool, self.bus, schema=self.service, poll_interval=s.outbox_poll_interval
-        )
-        for coro in (relay.run(), self._heartbeat(), self._prune_inbox(), *self.background(self)):
-            self._tasks.append(asyncio.create_task(_forever(coro)))
+        await self.consumers.start()
+        loops: Loops = {
+            "outbox_relay": self.outbox.run,
+            "heartbeat": self._heartbeat,
+            "inbox_pruning": self._prune_inbox,
+            **self.background(self),
+        }
+        for name, start in loops.items():
+            self._tasks.append(asyncio.create_task(self._supervise(name, start), name=name))
         log.info("service_started", replica=s.replica_id)
 
     async def stop(self) -> None:
@@ -95,8 +129,8 @@ class ServiceRuntime:
             return
         self._stopped = True
         log.info("service_stopping")
-        if self._consumers is not None:
-            await self._consumers.stop(timeout=self.settings.shutdown_grace)
+        if self.consumers is not None:
+            await self.consumers.stop(timeout=self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -126,6 +160,7 @@ class ServiceRuntime:
                         replica=self.settings.replica_id,
                         started_at=self.started_at,
                         sent_at=self.clock(),
+                        failing=sorted(self.failing),
                     ),
                     # A heartbeat older than a few intervals says nothing about now: let it expire
                     # in queues rather than revive a dead service when a backlog drains.
@@ -145,16 +180,36 @@ class ServiceRuntime:
                 )
             await asyncio.sleep(3600)
 
-
-async def _forever(coro: Awaitable[None]) -> None:
-    """A background task that logs, rather than silently loses, an unexpected death."""
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background_task_died")
-        raise
+    async def _supervise(self, name: str, start: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop for ever: restart it after a failure, give up (exit) if it keeps failing."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            began = loop.time()
+            outage = False
+            try:
+                await start()
+                log.error("background_loop_returned", loop=name)
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as exc:
+                outage = True
+                log.warning("background_loop_interrupted", loop=name, error=repr(exc))
+            except Exception:
+                log.exception("background_loop_died", loop=name)
+            if loop.time() - began > LOOP_HEALTHY_AFTER:
+                failures = 0
+            failures += 1
+            if not outage and failures >= LOOP_GIVE_UP_AFTER:
+                log.error("background_loop_gave_up", loop=name, failures=failures)
+                self.failing.add(name)
+                self.fatal.set()
+                return
+            delay = min(LOOP_RESTART_MAX, LOOP_RESTART_FIRST * 2 ** (failures - 1))
+            self.failing.add(name)
+            await asyncio.sleep(delay)
+            self.failing.discard(name)
+            log.info("background_loop_restarted", loop=name, failures=failures)
 
 
 async def _patiently(what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
@@ -171,8 +226,9 @@ async def _patiently(what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
             delay = min(delay * 2, 5)
 
 
-async def run_until_signalled(runtime: ServiceRuntime) -> None:
-    """Run a worker service until SIGTERM or SIGINT, then stop it cleanly.
+async def run_until_signalled(runtime: ServiceRuntime) -> int:
+    """Run a worker service until SIGTERM or SIGINT, then stop it cleanly; returns the exit
+    status: 0, or 1 when a background loop gave up.
 
     A signal that arrives while the service still waits for RabbitMQ or PostgreSQL ends the wait.
     """
@@ -182,23 +238,25 @@ async def run_until_signalled(runtime: ServiceRuntime) -> None:
         loop.add_signal_handler(sig, stop.set)
     starting = asyncio.create_task(runtime.start())
     signalled = asyncio.create_task(stop.wait())
+    gave_up = asyncio.create_task(runtime.fatal.wait())
     try:
         await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()  # a failed start raises here
-            await signalled
+            await asyncio.wait({signalled, gave_up}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        starting.cancel()
-        signalled.cancel()
-        await asyncio.gather(starting, signalled, return_exceptions=True)
+        for task in (starting, signalled, gave_up):
+            task.cancel()
+        await asyncio.gather(starting, signalled, gave_up, return_exceptions=True)
         await runtime.stop()
+    return 1 if runtime.fatal.is_set() else 0
 
 
 def serve(
     service: str,
     settings: ServiceSettings,
     subscriptions: Callable[[ServiceRuntime], list[Subscription]] | None = None,
-    background: Callable[[ServiceRuntime], list[Awaitable[None]]] | None = None,
+    background: Callable[[ServiceRuntime], Loops] | None = None,
 ) -> None:
     """Entry point of a worker service's ``__main__``: run it until signalled."""
     configure_logging(service, settings.log_level)
@@ -209,4 +267,4 @@ def serve(
         **({"subscriptions": subscriptions} if subscriptions else {}),
         **({"background": background} if background else {}),
     )
-    asyncio.run(run_until_signalled(runtime))
+    sys.exit(asyncio.run(run_until_signalled(runtime)))

@@ -38,10 +38,10 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         settings,
         service_migrations(Path(__file__).parent),
         subscriptions=lambda _rt: subscriptions(clock=clock),
-        background=lambda rt: [
-            feed.prune_forever(rt.pool, clock),
-            webhook_log.prune_attempts_forever(rt.pool, clock),
-        ],
+        background=lambda rt: {
+            "feed_pruning": lambda: feed.prune_forever(rt.pool, clock),
+            "webhook_log_pruning": lambda: webhook_log.prune_attempts_forever(rt.pool, clock),
+        },
         clock=clock,
     )
     gateway = Gateway(runtime, settings, settings.credential_cipher(), clock, Resolver())

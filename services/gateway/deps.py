@@ -14,6 +14,7 @@ from services.gateway.repository import identity
 from services.gateway.repository.identity import User
 from shared.config import GatewaySettings
 from shared.credentials import CredentialCipher
+from shared.outbox import OutboxRelay
 from shared.runtime import Clock, ServiceRuntime
 from shared.webhooks.targets import Resolver
 
@@ -31,6 +32,11 @@ class Gateway:
     @property
     def pool(self) -> asyncpg.Pool:  # set once the runtime has started
         return self.runtime.pool
+
+    @property
+    def outbox(self) -> OutboxRelay:
+        """Commit through ``gw.outbox.transaction(conn)`` where the transaction emits events."""
+        return self.runtime.outbox
 
 
 def get_gateway(request: Request) -> Gateway:

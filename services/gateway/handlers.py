@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from services.gateway.repository import feed, instances, quotas, webhooks
 from services.gateway.repository import status as repository
-from shared.consumer import Subscription, UnitOfWork
+from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
     PUBLIC,
     InstanceFailed,
@@ -20,6 +20,7 @@ from shared.events import (
     WebhookDeliveryAttempted,
     WebhookDisabled,
 )
+from shared.ordering import OrderKey
 from shared.runtime import Clock
 
 
@@ -31,6 +32,7 @@ async def record_heartbeat(event: ServiceHeartbeat, uow: UnitOfWork, *, clock: C
         started_at=event.started_at,
         sent_at=event.sent_at,
         seen_at=clock(),
+        failing=event.failing,
     )
 
 
@@ -112,8 +114,8 @@ async def record_state_change(
         await quotas.end_run(uow.conn, event.instance_id, event.observed_at)
 
 
-async def record_in_feed(event: object, uow: UnitOfWork) -> None:
-    await feed.append(uow.conn, uow.envelope)
+async def record_in_feed(received: list[Received], uow: BatchUnitOfWork) -> None:
+    await feed.append(uow.conn, [r.envelope for r in received])
 
 
 async def record_usage(event: QuotaUsageChanged, uow: UnitOfWork) -> None:
@@ -142,21 +144,57 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
 
     return [
         Subscription(
-            ServiceHeartbeat, bound(record_heartbeat), name="record_heartbeat", dedupe=False
+            ServiceHeartbeat,
+            bound(record_heartbeat),
+            name="record_heartbeat",
+            order_by=None,  # "last seen = greatest(...)": any order gives the same result
+            dedupe=False,
         ),
-        Subscription(InstanceRejected, bound(record_rejection), name="record_rejection"),
-        Subscription(InstancePlaced, bound(record_placement), name="record_placement"),
-        Subscription(InstanceFailed, bound(record_failure), name="record_failure"),
-        Subscription(InstanceStateChanged, bound(record_state_change), name="record_state_change"),
-        Subscription(QuotaUsageChanged, record_usage, name="record_usage"),
-        # Idempotent by the report's event id (its primary key).
+        Subscription(
+            InstanceRejected,
+            bound(record_rejection),
+            name="record_rejection",
+            order_by=OrderKey.INSTANCE,
+        ),
+        Subscription(
+            InstancePlaced,
+            bound(record_placement),
+            name="record_placement",
+            order_by=OrderKey.INSTANCE,
+        ),
+        Subscription(
+            InstanceFailed, bound(record_failure), name="record_failure", order_by=OrderKey.INSTANCE
+        ),
+        Subscription(
+            InstanceStateChanged,
+            bound(record_state_change),
+            name="record_state_change",
+            order_by=OrderKey.INSTANCE,
+        ),
+        # Each carries the owner's whole usage: the last one handled must be the last one sent.
+        Subscription(QuotaUsageChanged, record_usage, name="record_usage", order_by=OrderKey.OWNER),
+        # Idempotent by the report's event id (its primary key), and a log: no order needed.
         Subscription(
             WebhookDeliveryAttempted,
             record_delivery_attempt,
             name="record_delivery_attempt",
+            order_by=None,
             dedupe=False,
         ),
-        Subscription(WebhookDisabled, record_webhook_disabled, name="record_webhook_disabled"),
-        # Idempotent by event id (unique), so no inbox row per event.
-        Subscription(PUBLIC, record_in_feed, name="record_in_feed", dedupe=False),
+        # Applied only if its revision is the newest seen: any order gives the same result.
+        Subscription(
+            WebhookDisabled,
+            record_webhook_disabled,
+            name="record_webhook_disabled",
+            order_by=None,
+        ),
+        # The feed numbers events as they come: an instance's must come in order. Idempotent by
+        # event id (unique), so no inbox row per event.
+        Subscription(
+            PUBLIC,
+            batch_handler=record_in_feed,
+            name="record_in_feed",
+            order_by=OrderKey.INSTANCE,
+            dedupe=False,
+        ),
     ]

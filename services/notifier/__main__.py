@@ -15,7 +15,11 @@ def main() -> None:
         "notifier",
         settings,
         subscriptions=lambda rt: subscriptions(syslog_url=settings.syslog_url, clock=rt.clock),
-        background=lambda rt: [WebhookDeliverer(rt.pool, cipher, settings, rt.clock).run()],
+        background=lambda rt: {
+            "webhook_delivery": WebhookDeliverer(
+                rt.pool, cipher, settings, rt.clock, on_commit=rt.outbox.wake
+            ).run
+        },
     )
 
 

@@ -56,6 +56,7 @@ class WebhookDeliverer:
     clock: Clock = utcnow
     random: Callable[[], float] = random.random
     transport: httpx.AsyncBaseTransport | None = None  # tests may route requests elsewhere
+    on_commit: Callable[[], None] = lambda: None  # wakes the outbox relay
     _resolver: targets.Resolver = field(default_factory=targets.Resolver, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -256,6 +257,7 @@ class WebhookDeliverer:
                 source=SOURCE,
                 correlation_id=delivery.message_id,
             )
+        self.on_commit()
         log.info(
             "webhook_attempt",
             webhook_id=str(delivery.webhook_id),

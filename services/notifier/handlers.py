@@ -9,6 +9,7 @@ from services.notifier import repository
 from services.notifier.syslog import SyslogSender, format_rfc5424
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import PUBLIC, WebhookChanged
+from shared.ordering import OrderKey
 from shared.runtime import Clock
 from shared.webhooks import topics
 
@@ -51,14 +52,15 @@ def subscriptions(*, syslog_url: str | None, clock: Clock) -> list[Subscription]
             WebhookChanged,
             functools.partial(remember_webhook, clock=clock),
             name="remember_webhook",
+            # Only the newest revision is kept: any order gives the same result.
+            order_by=None,
         ),
-        # Deliveries of one instance go out in the order they are queued here, so this queue is
-        # consumed by one replica at a time; every replica then shares in delivering them.
+        # Deliveries of one instance go out in the order they are queued here.
         Subscription(
             PUBLIC,
             functools.partial(queue_for_webhooks, clock=clock),
             name="queue_for_webhooks",
-            single_active=True,
+            order_by=OrderKey.INSTANCE,
         ),
     ]
     if syslog_url:
@@ -68,6 +70,9 @@ def subscriptions(*, syslog_url: str | None, clock: Clock) -> list[Subscription]
                 PUBLIC,
                 functools.partial(to_syslog, sender=sender, hostname=socket.gethostname()),
                 name="to_syslog",
+                order_by=OrderKey.INSTANCE,
+                # One message per transaction: a collector that fails must not resend others.
+                max_batch=1,
             )
         )
     return found

@@ -15,7 +15,9 @@ def main() -> None:
         "poller",
         settings,
         subscriptions=lambda _rt: subscriptions(clouds=clouds),
-        background=lambda rt: [Poller(rt.pool, clouds, settings, rt.clock).run()],
+        background=lambda rt: {
+            "polling": Poller(rt.pool, clouds, settings, rt.clock, rt.outbox.wake).run
+        },
     )
 
 

@@ -8,6 +8,7 @@ from services.poller import repository
 from shared.clouds.connections import CloudConnections
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import InstancePlaced, ProviderAccountChanged
+from shared.ordering import OrderKey
 
 
 async def record_account(
@@ -27,6 +28,9 @@ def subscriptions(*, clouds: CloudConnections) -> list[Subscription]:
             ProviderAccountChanged,
             functools.partial(record_account, clouds=clouds),
             name="record_account",
+            order_by=OrderKey.ACCOUNT,
         ),
-        Subscription(InstancePlaced, follow_placement, name="follow_placement"),
+        Subscription(
+            InstancePlaced, follow_placement, name="follow_placement", order_by=OrderKey.INSTANCE
+        ),
     ]

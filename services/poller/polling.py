@@ -40,7 +40,9 @@ class Poller:
         clouds: CloudConnections,
         settings: PollerSettings,
         clock: Clock,
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_commit = on_commit
         self._pool = pool
         self._clouds = clouds
         self._settings = settings
@@ -122,6 +124,7 @@ class Poller:
             await repository.clear_failures(conn, account["id"])
             await repository.log_poll(conn, account["id"], self._settings.replica_id, now, True)
         if result.transitions:
+            self._on_commit()
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
 
     async def _back_off(self, account: dict[str, Any], error: Exception) -> None:

@@ -13,7 +13,9 @@ def main() -> None:
         "quota",
         settings,
         subscriptions=lambda _rt: SUBSCRIPTIONS,
-        background=lambda rt: [reconcile_forever(rt.pool, settings.quota_reconcile_interval)],
+        background=lambda rt: {
+            "drift_repair": lambda: reconcile_forever(rt.pool, settings.quota_reconcile_interval)
+        },
     )
 
 

@@ -30,6 +30,7 @@ from shared.events import (
     QuotaUsageChanged,
     ResourceUsage,
 )
+from shared.ordering import OrderKey
 
 log = structlog.get_logger(__name__)
 
@@ -103,10 +104,18 @@ async def apply_limits(event: QuotaLimitsSet, uow: UnitOfWork) -> None:
     await uow.publish(usage_event(event.owner, usage, limits))
 
 
+# Decisions of one owner in the order they were requested; the rest per instance (each locks
+# its owner's usage row, so two of one owner never interleave, whatever their order).
 SUBSCRIPTIONS = [
-    Subscription(InstanceLaunchRequested, decide_launch, name="decide_launch"),
-    Subscription(InstancePlaced, follow_placement, name="follow_placement"),
-    Subscription(InstanceFailed, follow_failure, name="follow_failure"),
-    Subscription(InstanceStateChanged, follow_state, name="follow_state"),
-    Subscription(QuotaLimitsSet, apply_limits, name="apply_limits"),
+    Subscription(
+        InstanceLaunchRequested, decide_launch, name="decide_launch", order_by=OrderKey.OWNER
+    ),
+    Subscription(
+        InstancePlaced, follow_placement, name="follow_placement", order_by=OrderKey.INSTANCE
+    ),
+    Subscription(InstanceFailed, follow_failure, name="follow_failure", order_by=OrderKey.INSTANCE),
+    Subscription(
+        InstanceStateChanged, follow_state, name="follow_state", order_by=OrderKey.INSTANCE
+    ),
+    Subscription(QuotaLimitsSet, apply_limits, name="apply_limits", order_by=OrderKey.OWNER),
 ]

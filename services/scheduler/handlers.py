@@ -30,6 +30,7 @@ from shared.events import (
     InstancePlaced,
     ProviderAccountChanged,
 )
+from shared.ordering import OrderKey
 
 log = structlog.get_logger(__name__)
 
@@ -177,7 +178,22 @@ def subscriptions(*, clouds: CloudConnections) -> list[Subscription]:
         return functools.partial(handler, clouds=clouds)
 
     return [
-        Subscription(ProviderAccountChanged, bound(record_account), name="record_account"),
-        Subscription(InstanceLaunchAdmitted, bound(place_launch), name="place_launch"),
-        Subscription(InstanceActionRequested, bound(carry_out_action), name="carry_out_action"),
+        Subscription(
+            ProviderAccountChanged,
+            bound(record_account),
+            name="record_account",
+            order_by=OrderKey.ACCOUNT,
+        ),
+        Subscription(
+            InstanceLaunchAdmitted,
+            bound(place_launch),
+            name="place_launch",
+            order_by=OrderKey.INSTANCE,
+        ),
+        Subscription(
+            InstanceActionRequested,
+            bound(carry_out_action),
+            name="carry_out_action",
+            order_by=OrderKey.INSTANCE,
+        ),
     ]

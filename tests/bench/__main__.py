@@ -18,6 +18,7 @@ from shared.bus import Bus
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import EXCHANGE, Envelope, InstanceRejected
 from shared.logging import configure_logging
+from shared.ordering import OrderKey
 from shared.outbox import add_to_outbox
 from shared.runtime import ServiceRuntime
 from tests.bench.scale import measure_scale
@@ -144,7 +145,9 @@ async def runner_consume(url: str, database_url: str, n: int) -> float:
         return throwaway_runtime(
             "bench_consumer",
             settings_for(url, database_url, prefetch=16),
-            lambda _rt: [Subscription(InstanceRejected, handler, name="count")],
+            lambda _rt: [
+                Subscription(InstanceRejected, handler, name="count", order_by=OrderKey.OWNER)
+            ],
         )
 
     async with runtime():

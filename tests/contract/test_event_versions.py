@@ -14,7 +14,7 @@ import pytest
 from shared.events import CATALOG, Event
 
 PINNED = {
-    "ServiceHeartbeat": "1.0-3020880a3c6b1d5c",
+    "ServiceHeartbeat": "1.1-f0385e66d23119bd",
     "InstanceLaunchRequested": "1.0-7b9387c07e95a93c",
     "InstanceRejected": "1.0-bcf6b78ab940f30b",
     "InstancePlaced": "1.1-0b99cfc281097ca1",

@@ -59,7 +59,9 @@ def poller_runtime(amqp_url: str, database_url: str, replica: str = "") -> Servi
         settings,
         service_migrations(ROOT / "services" / "poller"),
         subscriptions=lambda _rt: poller_subscriptions(clouds=clouds),
-        background=lambda rt: [Poller(rt.pool, clouds, settings, rt.clock).run()],
+        background=lambda rt: {
+            "polling": Poller(rt.pool, clouds, settings, rt.clock, rt.outbox.wake).run
+        },
     )
 
 

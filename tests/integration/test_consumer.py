@@ -13,6 +13,7 @@ import pytest
 from shared.bus import DEAD_LETTER_EXCHANGE
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import EXCHANGE, Envelope, InstanceRejected, InstanceStateChanged
+from shared.ordering import OrderKey
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
 from tests.integration.support import rejection, settings_for, throwaway_runtime
@@ -57,8 +58,8 @@ async def service(
 ) -> AsyncIterator[tuple[ServiceRuntime, Recorder, AlwaysFails]]:
     recorder, failing = Recorder(), AlwaysFails()
     subscriptions = lambda _rt: [  # noqa: E731
-        Subscription(InstanceRejected, recorder, name="record"),
-        Subscription(InstanceStateChanged, failing, name="always_fails"),
+        Subscription(InstanceRejected, recorder, name="record", order_by=OrderKey.OWNER),
+        Subscription(InstanceStateChanged, failing, name="always_fails", order_by=OrderKey.OWNER),
     ]
     settings = settings_for(amqp_url, database_url, max_deliveries=MAX_DELIVERIES)
     async with throwaway_runtime(f"co_{unique}", settings, subscriptions) as runtime:
@@ -205,13 +206,21 @@ async def test_handler_that_always_raises_is_dead_lettered_after_bounded_tries(
     await recorder.wait_for(after.reason)
 
 
-async def test_queues_are_durable_quorum_queues_named_for_service_and_handler(
+async def test_ordered_handler_gets_a_headers_router_and_single_active_partitions(
     service: Service, amqp_url: str, unique: str
 ) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         # Passive declarations fail unless the queue and exchange exist as described.
-        await channel.declare_queue(f"co_{unique}.record", passive=True)
+        for partition in range(4):
+            await channel.declare_queue(f"co_{unique}.record.{partition}", passive=True)
+        await channel.declare_exchange(f"co_{unique}.record", passive=True)
+        await channel.declare_exchange(f"co_{unique}.record.unkeyed", passive=True)
         await channel.declare_queue(f"co_{unique}.always_fails.dead-letter", passive=True)
         await channel.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)
+        # Declaring again with other arguments is refused: these are the arguments in force.
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
+            await channel.declare_queue(
+                f"co_{unique}.record.0", durable=True, arguments={"x-queue-type": "quorum"}
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.consumer import Subscription, UnitOfWork
 from shared.deadletters import list_dead_letters, replay_dead_letters
 from shared.events import InstanceRejected
+from shared.ordering import OrderKey
 from shared.testing import wait_until
 from tests.integration.support import rejection, settings_for, throwaway_runtime
 
@@ -28,7 +29,9 @@ async def test_list_keeps_and_replay_redelivers(
     handler = Flaky()
     settings = settings_for(amqp_url, database_url, max_deliveries=2)
     runtime = throwaway_runtime(
-        f"dl_{unique}", settings, lambda _rt: [Subscription(InstanceRejected, handler, name="h")]
+        f"dl_{unique}",
+        settings,
+        lambda _rt: [Subscription(InstanceRejected, handler, name="h", order_by=OrderKey.OWNER)],
     )
     queue = f"dl_{unique}.h"
     async with runtime:

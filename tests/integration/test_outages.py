@@ -16,6 +16,7 @@ from services.gateway.app import create_app
 from shared.config import GatewaySettings
 from shared.consumer import Subscription
 from shared.events import InstanceRejected
+from shared.ordering import OrderKey
 from shared.outbox import add_to_outbox
 from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
@@ -45,7 +46,9 @@ async def stack(infra: Infrastructure, unique: str) -> AsyncIterator[Stack]:
     worker = throwaway_runtime(
         f"out_{unique}",
         settings_for(infra.amqp_url, infra.database_url),
-        lambda _rt: [Subscription(InstanceRejected, recorder, name="record")],
+        lambda _rt: [
+            Subscription(InstanceRejected, recorder, name="record", order_by=OrderKey.OWNER)
+        ],
     )
     async with app.state.runtime, worker:
         transport = httpx.ASGITransport(app=app)

@@ -12,6 +12,8 @@ from pathlib import Path
 import asyncpg
 
 from shared.bus import Bus
+from shared.config import ServiceSettings
+from shared.ordering import OrderKey, partition_of
 from shared.testing import wait_until
 from tests.integration.support import rejection
 
@@ -20,6 +22,7 @@ SLOW_SERVICE = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from shared.consumer import Subscription
+    from shared.ordering import OrderKey
     from shared.events import InstanceRejected
     from shared.logging import configure_logging
     from shared.runtime import run_until_signalled
@@ -37,7 +40,7 @@ SLOW_SERVICE = textwrap.dedent(
     configure_logging(schema, json=True)
     runtime = throwaway_runtime(
         schema, settings_for(amqp_url, database_url, prefetch=10),
-        lambda _rt: [Subscription(InstanceRejected, slow, name="slow")],
+        lambda _rt: [Subscription(InstanceRejected, slow, name="slow", order_by=OrderKey.OWNER)],
     )
     asyncio.run(run_until_signalled(runtime))
     """
@@ -85,7 +88,8 @@ async def test_sigterm_finishes_the_message_in_hand_and_returns_the_rest(
         assert notes == [in_hand.reason], "the message in hand is finished; the queued one is not"
 
         channel = await bus.connection.channel()
-        queue = await channel.declare_queue(f"{schema}.slow", passive=True)
+        partition = partition_of(OrderKey.OWNER, queued.owner, ServiceSettings().partitions)
+        queue = await channel.declare_queue(f"{schema}.slow.{partition}", passive=True)
         assert queue.declaration_result.message_count == 1, "the queued message went back"
     finally:
         if proc.returncode is None:

@@ -152,9 +152,11 @@ def notifier_runtime(
         settings,
         service_migrations(ROOT / "services" / "notifier"),
         subscriptions=lambda rt: subscriptions(syslog_url=None, clock=rt.clock),
-        background=lambda rt: [
-            WebhookDeliverer(rt.pool, cipher, settings, rt.clock, transport=transport).run()
-        ],
+        background=lambda rt: {
+            "webhook_delivery": WebhookDeliverer(
+                rt.pool, cipher, settings, rt.clock, transport=transport, on_commit=rt.outbox.wake
+            ).run
+        },
     )
 
 

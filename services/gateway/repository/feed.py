@@ -15,14 +15,21 @@ from shared.events import Envelope
 RETENTION = timedelta(days=7)
 
 
-async def append(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def append(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
+    """Number ``envelopes`` in this order. Appends take turns (a lock held to their commit), so
+    numbers become visible in increasing order and a reader that saw N missed nothing below N."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('boreas.event_feed'))")
     await conn.execute(
-        """INSERT INTO event_feed (event_id, owner, topic, envelope) VALUES ($1, $2, $3, $4)
+        """INSERT INTO event_feed (event_id, owner, topic, envelope)
+           SELECT event_id, owner, topic, envelope
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY
+                AS e(event_id, owner, topic, envelope, n)
+           ORDER BY n
            ON CONFLICT (event_id) DO NOTHING""",
-        envelope.id,
-        envelope.data.get("owner"),
-        envelope.topic,
-        envelope.model_dump_json(exclude_none=True),
+        [e.id for e in envelopes],
+        [e.data.get("owner") for e in envelopes],
+        [e.topic for e in envelopes],
+        [e.model_dump_json(exclude_none=True) for e in envelopes],
     )
     await conn.execute("SELECT pg_notify('boreas_event_feed', '')")
 

@@ -35,7 +35,7 @@ async def register_account(
 ) -> ProviderAccountOut:
     account_id = str(uuid.uuid4())
     sealed = gw.cipher.seal(account_id, body.credentials)
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         await _check_grantees(conn, body.grants)
         created = await accounts.create_account(
             conn,
@@ -79,7 +79,7 @@ async def list_accounts(user: CurrentUser, gw: GatewayDep) -> ProviderAccountPag
 async def replace_grants(
     account_id: str, body: Grants, admin: AdminUser, gw: GatewayDep
 ) -> ProviderAccountOut:
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         if not await accounts.lock_account(conn, account_id):
             raise HTTPException(404, "There is no such provider account.")
         await _check_grantees(conn, body.grants)

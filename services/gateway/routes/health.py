@@ -29,6 +29,8 @@ class ServiceStatus(BaseModel):
     alive: bool
     last_seen: datetime | None
     replicas: int
+    # Background loops (e.g. "polling") down in a replica that still sends heartbeats.
+    failing: list[str] = []
 
 
 class Status(BaseModel):
@@ -71,6 +73,14 @@ async def status(request: Request) -> Status:
     seen = await repository.last_seen_by_service(runtime.pool, alive_since=alive_since)
     services = {}
     for name in SERVICES:
-        last_seen, replicas = seen.get(name, (None, 0))
-        services[name] = ServiceStatus(alive=replicas > 0, last_seen=last_seen, replicas=replicas)
+        found = seen.get(name)
+        if found is None:
+            services[name] = ServiceStatus(alive=False, last_seen=None, replicas=0)
+            continue
+        services[name] = ServiceStatus(
+            alive=found.alive_replicas > 0,
+            last_seen=found.last_seen,
+            replicas=found.alive_replicas,
+            failing=found.failing,
+        )
     return Status(services=services)

@@ -62,7 +62,7 @@ async def launch(
     except PlacementRefused as refused:
         raise HTTPException(422, str(refused)) from None
     digest = _digest(body)
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         if idempotency_key is not None:
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key)
             if earlier is not None:
@@ -159,7 +159,7 @@ _FINISHED = {InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.TER
 
 
 async def _act(instance_id: str, action: InstanceAction, user: User, gw: Gateway) -> InstanceOut:
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         found = await instances.visible_instance(
             conn,
             _parse_id(instance_id),

@@ -33,7 +33,7 @@ class Quota(BaseModel):
 
 @router.put("/v1/quotas/{username}", response_model=Quota, responses={403: {}, 404: {}})
 async def set_quota(username: str, body: QuotaLimits, admin: AdminUser, gw: GatewayDep) -> Quota:
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         if not await identity.user_exists(conn, username):
             raise HTTPException(404, f"There is no user named {username!r}.")
         limits = body.model_dump()

@@ -92,7 +92,7 @@ async def register_webhook(
         )
     await _check_target(body.url, gw)
     webhook_id, secret, now = uuid.uuid4(), signing.new_secret(), gw.clock()
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         # One owner's registrations are serialised, so the limit holds under concurrency.
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))", user.username
@@ -168,7 +168,7 @@ async def get_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> Web
 @router.delete("/{webhook_id}", status_code=204, responses=NOT_FOUND)
 async def delete_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> Response:
     """Deliveries stop; those still waiting are dropped."""
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         found = await _visible(gw, user, webhook_id, conn)
         await webhooks.mark_deleted(conn, found["id"], gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_deleted", target=webhook_id)
@@ -191,7 +191,7 @@ async def rotate_secret(
     carry two signatures (new and previous), so receivers can switch without losing any."""
     overlap = timedelta(seconds=(body or SecretRotation()).previous_secret_valid_seconds)
     secret, now = signing.new_secret(), gw.clock()
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         found = await _visible(gw, user, webhook_id, conn)
         current = await webhooks.by_id(conn, found["id"])
         assert current is not None
@@ -218,7 +218,7 @@ async def rotate_secret(
 @router.post("/{webhook_id}/enable", response_model=WebhookOut, responses=NOT_FOUND)
 async def enable_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> WebhookOut:
     """Deliver again to a webhook disabled by a 410 Gone (events from now on)."""
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
         found = await _visible(gw, user, webhook_id, conn)
         if found["state"] == "active":
             return WebhookOut(**found)
