@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.clouds.connections import CloudConnections
 from shared.credentials import CredentialCipher, dev_key
 from shared.ordering import SLOTS
 from shared.webhooks.targets import IPNetwork, parse_networks
@@ -85,7 +86,35 @@ class ServiceSettings(BaseSettings):
         return CredentialCipher.from_texts(current, [p for p in previous if p.strip()])
 
 
-class PollerSettings(ServiceSettings):
+class CloudSettings(ServiceSettings):
+    """What a service that calls clouds (scheduler, poller) needs."""
+
+    # Threads that make cloud calls (libcloud is synchronous), per process.
+    cloud_threads: int = Field(default=64, ge=1, le=1024)
+    # Per account and replica, unless the account's config sets api_concurrency / api_rate.
+    cloud_calls_in_flight: int = Field(default=16, ge=1, le=1000)
+    cloud_calls_per_second: float = Field(default=50.0, gt=0)
+
+    def cloud_connections(self) -> CloudConnections:
+        return CloudConnections(
+            self.credential_cipher(),
+            simulator_url=self.simulator_url,
+            threads=self.cloud_threads,
+            calls_in_flight=self.cloud_calls_in_flight,
+            calls_per_second=self.cloud_calls_per_second,
+        )
+
+
+class SchedulerSettings(CloudSettings):
+    # Cloud calls (launches and actions) a replica makes at the same time.
+    scheduler_concurrency: int = Field(default=64, ge=1, le=1000)
+    # Seconds a replica holds a cloud call before another may take it (renewed while it works).
+    cloud_call_lease: float = Field(default=15.0, gt=0)
+    # Seconds an account's catalog (sizes, images, prices) is kept before it is listed again.
+    catalog_refresh: float = Field(default=600.0, gt=0)
+
+
+class PollerSettings(CloudSettings):
     # Seconds between two polls of one account, unless its config sets "poll_interval".
     poll_interval: float = Field(default=10.0, gt=0)
     # Ceiling of the exponential backoff after provider errors.

@@ -67,6 +67,11 @@ class UnitOfWork:
     envelope: Envelope
     source: str
     emitted: list[Envelope] = field(default_factory=list)
+    committed: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transaction has committed (e.g. to wake a worker)."""
+        self.committed.append(callback)
 
     async def publish(self, event: Event) -> Envelope:
         """Emit ``event`` when this handler's transaction commits (transactional outbox)."""
@@ -467,6 +472,7 @@ class ConsumerRunner:
                 for _ in range(len(deliveries) - len(fresh)):
                     log.info("event_duplicate_skipped")
             emitted: list[Envelope] = []
+            committed: list[Callable[[], None]] = []
             if subscription.batch_handler is not None:
                 if fresh:
                     await subscription.batch_handler(
@@ -477,9 +483,11 @@ class ConsumerRunner:
                 assert subscription.handler is not None
                 for delivery in fresh:
                     with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
-                        uow = UnitOfWork(conn, delivery.envelope, source_name, emitted)
+                        uow = UnitOfWork(conn, delivery.envelope, source_name, emitted, committed)
                         await subscription.handler(delivery.event, uow)
             await add_envelopes(conn, emitted)
+        for callback in committed:
+            callback()
         return bool(emitted)
 
     async def _failed(self, delivery: _Delivery) -> bool:

@@ -3,14 +3,13 @@ interval, shared among replicas) and publishes each instance state change."""
 
 from services.poller.handlers import subscriptions
 from services.poller.polling import Poller
-from shared.clouds.connections import CloudConnections
 from shared.config import PollerSettings
 from shared.runtime import serve
 
 
 def main() -> None:
     settings = PollerSettings()
-    clouds = CloudConnections(settings.credential_cipher(), simulator_url=settings.simulator_url)
+    clouds = settings.cloud_connections()
     serve(
         "poller",
         settings,

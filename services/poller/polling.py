@@ -85,8 +85,7 @@ class Poller:
         """One list call for the whole account, then every transition in one transaction."""
         now = self._clock()
         try:
-            driver = await self._clouds.driver(account)
-            nodes = await asyncio.to_thread(driver.list_nodes)
+            nodes = await self._clouds.call(account, lambda driver: driver.list_nodes())
         except Exception as error:
             await self._back_off(account, error)
             return

@@ -1,17 +1,30 @@
-"""The scheduler's blocking cloud calls (libcloud is synchronous): run them in a thread."""
+"""The scheduler's blocking cloud operations (libcloud is synchronous): run them on a thread,
+through :meth:`shared.clouds.connections.CloudConnections.call`."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from libcloud.compute.base import Node, NodeDriver, NodeImage
+from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.types import NodeState
 
 from services.scheduler.placement import Catalog, Offer, Size
-from shared.clouds.registry import BOREAS_TAG, boreas_instance_of, boreas_state, region_of
+from shared.clouds.registry import BOREAS_TAG, boreas_state, nodes_tagged, region_of
 
 
-def catalog_of(driver: NodeDriver) -> Catalog:
+@dataclass(frozen=True)
+class CatalogRead:
+    """An account's catalog, and the libcloud objects a create needs, as the cloud listed them."""
+
+    catalog: Catalog
+    sizes: Mapping[str, NodeSize]
+    locations: Mapping[str, NodeLocation]  # empty for a driver bound to one region
+
+
+def read_catalog(driver: NodeDriver) -> CatalogRead:
+    listed_sizes = driver.list_sizes()
     sizes = tuple(
         Size(
             id=str(s.id),
@@ -25,13 +38,16 @@ def catalog_of(driver: NodeDriver) -> Catalog:
             memory_mb=int(s.ram or 0),
             price=float(s.price or 0.0),
         )
-        for s in driver.list_sizes()
+        for s in listed_sizes
     )
     images = {str(i.name): str(i.id) for i in driver.list_images() if i.name}
     # A driver bound to one region (EC2, OpenStack) offers that region; others list locations.
     region = region_of(driver)
-    regions = (region,) if region else tuple(str(loc.id) for loc in driver.list_locations())
-    return Catalog(sizes, images, regions)
+    locations = {} if region else {str(loc.id): loc for loc in driver.list_locations()}
+    regions = (region,) if region else tuple(locations)
+    return CatalogRead(
+        Catalog(sizes, images, regions), {str(s.id): s for s in listed_sizes}, locations
+    )
 
 
 def _first(extra: dict, *keys: str) -> object:
@@ -40,27 +56,34 @@ def _first(extra: dict, *keys: str) -> object:
 
 def launch_node(
     driver: NodeDriver,
+    read: CatalogRead,
     offer: Offer,
     instance_id: uuid.UUID,
     name: str,
     extra_metadata: dict[str, str] | None = None,
 ) -> Node:
-    """Create the node tagged with its Boreas id, unless a live one with that tag exists already
-    (a retry after a crash between create and commit must not launch twice)."""
-    for node in driver.list_nodes():
-        if boreas_instance_of(node) == str(instance_id) and boreas_state(node) != "terminated":
-            return node
-    size = next(s for s in driver.list_sizes() if str(s.id) == offer.size.id)
-    image = NodeImage(id=offer.image_id, name=None, driver=driver)
-    location = next((loc for loc in driver.list_locations() if loc.id == offer.region), None)
+    """Create the node, tagged with its Boreas id (how a retry after a crash finds it)."""
+    location = read.locations.get(offer.region) if offer.region else None
     # Only drivers with locations take the argument (OpenStack's create_node refuses it).
     where = {"location": location} if location is not None else {}
     return driver.create_node(
         name=name,
-        size=size,
-        image=image,
+        size=read.sizes[offer.size.id],
+        image=NodeImage(id=offer.image_id, name=None, driver=driver),
         ex_metadata={**(extra_metadata or {}), BOREAS_TAG: str(instance_id)},
         **where,
+    )
+
+
+def find_launched(driver: NodeDriver, instance_id: uuid.UUID) -> Node | None:
+    """The live node an earlier attempt created for this instance, if any."""
+    return next(
+        (
+            n
+            for n in nodes_tagged(driver, BOREAS_TAG, str(instance_id))
+            if boreas_state(n) != "terminated"
+        ),
+        None,
     )
 
 
@@ -75,7 +98,7 @@ def act_on_node(driver: NodeDriver, provider_instance_id: str, action: str) -> N
     operation(node)
 
 
-def describe(error: Exception) -> str:
+def describe(error: BaseException) -> str:
     """An error as one short line for reasons and logs (never a credential: drivers put none)."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}"[:300]

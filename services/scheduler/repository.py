@@ -1,9 +1,11 @@
-"""SQL over the scheduler's own schema."""
+"""SQL over the scheduler's own schema: accounts, placements and the calls owed to clouds."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,14 +32,9 @@ async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged
     )
 
 
-async def all_accounts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def all_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT * FROM accounts ORDER BY name")
     return [_account(r) for r in rows]
-
-
-async def account(conn: asyncpg.Connection, account_id: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT * FROM accounts WHERE id = $1", account_id)
-    return _account(row) if row else None
 
 
 def _account(row: asyncpg.Record) -> dict[str, Any]:
@@ -48,12 +45,9 @@ def _account(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def load_by_account(conn: asyncpg.Connection) -> dict[str, int]:
-    rows = await conn.fetch(
-        """SELECT account_id, count(*) AS n FROM placements
-           WHERE status = 'placed' GROUP BY account_id"""
-    )
-    return {r["account_id"]: r["n"] for r in rows}
+async def loads(conn: asyncpg.Connection | asyncpg.Pool, account_ids: list[str]) -> dict[str, int]:
+    rows = await conn.fetch("SELECT id, load FROM accounts WHERE id = ANY($1)", account_ids)
+    return {r["id"]: r["load"] for r in rows}
 
 
 async def placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
@@ -84,4 +78,203 @@ async def record(
         status,
         account_id,
         provider_instance_id,
+    )
+
+
+async def end_placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool:
+    """A placed instance has terminated: it counts no more on its account."""
+    account_id = await conn.fetchval(
+        """UPDATE placements SET status = 'ended', updated_at = now()
+           WHERE instance_id = $1 AND status = 'placed' RETURNING account_id""",
+        instance_id,
+    )
+    if account_id is None:
+        return False
+    await conn.execute("UPDATE accounts SET load = load - 1 WHERE id = $1", account_id)
+    return True
+
+
+# -- calls owed to clouds ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloudCall:
+    id: int
+    instance_id: uuid.UUID
+    owner: str
+    action: str
+    request: dict[str, Any]
+    attempts: int  # times taken, this one included
+    tried: tuple[str, ...]  # accounts a create was sent to, earlier takes included
+
+
+def _call(row: asyncpg.Record) -> CloudCall:
+    return CloudCall(
+        row["id"],
+        row["instance_id"],
+        row["owner"],
+        row["action"],
+        json.loads(row["request"]),
+        row["attempts"],
+        tuple(row["tried"]),
+    )
+
+
+async def add_call(
+    conn: asyncpg.Connection,
+    instance_id: uuid.UUID,
+    *,
+    owner: str,
+    action: str,
+    request: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """INSERT INTO cloud_calls (instance_id, owner, action, request)
+           VALUES ($1, $2, $3, $4)""",
+        instance_id,
+        owner,
+        action,
+        json.dumps(request),
+    )
+
+
+async def pending_launch(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """The instance's launch not yet done, locked, with ``untouched``: no create was sent for
+    it and no worker holds it now (so cancelling it leaves nothing on any cloud)."""
+    return await conn.fetchrow(
+        """SELECT id, tried = '{}' AND (lease_until IS NULL OR lease_until < now()) AS untouched
+           FROM cloud_calls
+           WHERE instance_id = $1 AND action = 'launch' AND status = 'pending' FOR UPDATE""",
+        instance_id,
+    )
+
+
+async def cancel_call(conn: asyncpg.Connection, call_id: int) -> None:
+    await conn.execute(
+        "UPDATE cloud_calls SET status = 'cancelled', updated_at = now() WHERE id = $1", call_id
+    )
+
+
+async def claim_calls(
+    pool: asyncpg.Pool, *, now: datetime, limit: int, lease: timedelta
+) -> list[CloudCall]:
+    """Lease up to ``limit`` due calls, each the oldest pending call of its instance (so an
+    instance's calls are made in the order they were asked for). ``SKIP LOCKED`` shares them
+    among replicas; the lease keeps a call from being taken twice until it runs out."""
+    rows = await pool.fetch(
+        """UPDATE cloud_calls c SET attempts = attempts + 1, lease_until = $1 + $3::interval,
+               updated_at = $1
+           WHERE c.id IN (
+               SELECT id FROM cloud_calls d
+               WHERE status = 'pending' AND not_before <= $1
+                 AND (lease_until IS NULL OR lease_until < $1)
+                 AND NOT EXISTS (SELECT 1 FROM cloud_calls e
+                                 WHERE e.instance_id = d.instance_id AND e.status = 'pending'
+                                   AND e.id < d.id)
+               ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+           RETURNING *""",
+        now,
+        limit,
+        lease,
+    )
+    return sorted((_call(r) for r in rows), key=lambda c: c.id)
+
+
+async def renew_leases(pool: asyncpg.Pool, call_ids: list[int], until: datetime) -> None:
+    if call_ids:
+        await pool.execute(
+            """UPDATE cloud_calls SET lease_until = $2
+               WHERE id = ANY($1) AND status = 'pending'""",
+            call_ids,
+            until,
+        )
+
+
+async def reserve(
+    pool: asyncpg.Pool, call: CloudCall, account_id: str, max_instances: int | None
+) -> bool:
+    """Before a create: room on the account (False if it has none left), and the account
+    noted on the call, so a retry after a crash knows where a node may already be."""
+    async with pool.acquire() as conn, conn.transaction():
+        room = await conn.fetchval(
+            """UPDATE accounts SET load = load + 1
+               WHERE id = $1 AND ($2::int IS NULL OR load < $2) RETURNING true""",
+            account_id,
+            max_instances,
+        )
+        if not room:
+            return False
+        await record(
+            conn, call.instance_id, owner=call.owner, status="launching", account_id=account_id
+        )
+        await conn.execute(
+            """UPDATE cloud_calls SET tried = CASE WHEN $2 = ANY(tried) THEN tried
+                                                   ELSE array_append(tried, $2) END
+               WHERE id = $1""",
+            call.id,
+            account_id,
+        )
+    return True
+
+
+async def release(pool: asyncpg.Pool, call: CloudCall, account_id: str) -> None:
+    """The create failed: give the room back."""
+    async with pool.acquire() as conn, conn.transaction():
+        released = await conn.fetchval(
+            """DELETE FROM placements WHERE instance_id = $1 AND status = 'launching'
+               RETURNING true""",
+            call.instance_id,
+        )
+        if released:
+            await conn.execute("UPDATE accounts SET load = load - 1 WHERE id = $1", account_id)
+
+
+async def adopt(conn: asyncpg.Connection, call: CloudCall, account_id: str) -> None:
+    """A node found by its tag after a crash: count it on its account like a fresh create."""
+    held = await conn.fetchval(
+        "SELECT account_id FROM placements WHERE instance_id = $1 AND status = 'launching'",
+        call.instance_id,
+    )
+    if held == account_id:
+        return
+    if held is not None:
+        await conn.execute("UPDATE accounts SET load = load - 1 WHERE id = $1", held)
+    await conn.execute("UPDATE accounts SET load = load + 1 WHERE id = $1", account_id)
+
+
+async def finish_call(conn: asyncpg.Connection | asyncpg.Pool, call_id: int, status: str) -> None:
+    await conn.execute(
+        """UPDATE cloud_calls SET status = $2, lease_until = NULL, updated_at = now()
+           WHERE id = $1""",
+        call_id,
+        status,
+    )
+
+
+async def postpone(pool: asyncpg.Pool, call_id: int, until: datetime) -> None:
+    """Try again later (the clouds throttled it): not a failure, and not an attempt."""
+    await pool.execute(
+        """UPDATE cloud_calls SET not_before = $2, lease_until = NULL, updated_at = now()
+           WHERE id = $1""",
+        call_id,
+        until,
+    )
+
+
+async def repair_loads(pool: asyncpg.Pool) -> int:
+    """Recount every account's load from its placements; returns how many were wrong."""
+    status = await pool.execute(
+        """UPDATE accounts a SET load = c.n
+           FROM (SELECT a2.id, count(p.instance_id) AS n FROM accounts a2
+                 LEFT JOIN placements p ON p.account_id = a2.id
+                      AND p.status IN ('launching', 'placed')
+                 GROUP BY a2.id) c
+           WHERE c.id = a.id AND a.load <> c.n"""
+    )
+    return int(status.split()[-1])
+
+
+async def prune_calls(pool: asyncpg.Pool, before: datetime) -> None:
+    await pool.execute(
+        "DELETE FROM cloud_calls WHERE status <> 'pending' AND updated_at < $1", before
     )

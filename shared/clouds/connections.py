@@ -1,41 +1,109 @@
-"""Drivers for provider accounts, opened on demand and cached per account revision.
+"""Calls to provider accounts: drivers opened on demand, within each account's call budget.
 
-Credentials are opened in memory (never stored in clear) and the driver kept while the account's
-revision stays the same; a new revision (grants, config or key rotation) builds a new one.
+Credentials are opened in memory (never stored in clear) when a driver is built. libcloud drivers
+are not safe to share between threads, so each account keeps a small pool of drivers, one per
+call in flight, rebuilt when the account's revision changes (grants, config or key rotation).
+Calls run on a thread pool of their own (libcloud is synchronous), so slow clouds never starve
+the event loop's default executor, and each account's :class:`~shared.clouds.budget.CallBudget`
+caps what Boreas asks of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import concurrent.futures
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from libcloud.compute.base import NodeDriver
 
+from shared.clouds.budget import CallBudget, is_throttle
 from shared.clouds.registry import build_driver
 from shared.credentials import CredentialCipher, SealedCredentials
 
+T = TypeVar("T")
+
+
+class CloudThrottled(Exception):
+    """The cloud refused a call as one too many: try later or elsewhere, it is no failure."""
+
+
+@dataclass
+class _Account:
+    revision: int
+    budget: CallBudget
+    idle: list[NodeDriver] = field(default_factory=list)
+
 
 class CloudConnections:
-    def __init__(self, cipher: CredentialCipher, *, simulator_url: str | None = None) -> None:
+    def __init__(
+        self,
+        cipher: CredentialCipher,
+        *,
+        simulator_url: str | None = None,
+        threads: int = 64,
+        calls_in_flight: int = 16,
+        calls_per_second: float = 50.0,
+    ) -> None:
         self._cipher = cipher
         self._simulator_url = simulator_url
-        self._drivers: dict[str, tuple[int, NodeDriver]] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads, "cloud-call")
+        self._calls_in_flight = calls_in_flight
+        self._calls_per_second = calls_per_second
+        self._accounts: dict[str, _Account] = {}
 
-    async def driver(self, account: dict[str, Any]) -> NodeDriver:
-        cached = self._drivers.get(account["id"])
-        if cached and cached[0] == account["revision"]:
-            return cached[1]
+    def budget(self, account: Mapping[str, Any]) -> CallBudget:
+        """The account's budget; an account's config may set ``api_concurrency`` and
+        ``api_rate`` (calls per second) below or above the service's defaults."""
+        known = self._accounts.get(account["id"])
+        if known is None or known.revision != account["revision"]:
+            config = account.get("config") or {}
+            known = _Account(
+                account["revision"],
+                CallBudget(
+                    int(config.get("api_concurrency") or self._calls_in_flight),
+                    float(config.get("api_rate") or self._calls_per_second),
+                ),
+            )
+            self._accounts[account["id"]] = known
+        return known.budget
+
+    async def call(self, account: Mapping[str, Any], operation: Callable[[NodeDriver], T]) -> T:
+        """Run ``operation(driver)`` on a thread, within the account's budget. Raises
+        :class:`CloudThrottled` when the cloud says too many; other errors as they come."""
+        budget = self.budget(account)
+        line = self._accounts[account["id"]]
+        loop = asyncio.get_running_loop()
+        async with budget.call():
+            driver = line.idle.pop() if line.idle else None
+            try:
+                if driver is None:
+                    driver = await loop.run_in_executor(self._executor, self._build, account)
+                result = await loop.run_in_executor(self._executor, operation, driver)
+            except Exception as error:
+                if is_throttle(error):
+                    pause = budget.throttled()
+                    raise CloudThrottled(f"{error} (calls paused {pause:g} s)") from error
+                raise
+            finally:
+                if driver is not None and self._accounts.get(account["id"]) is line:
+                    line.idle.append(driver)
+            budget.succeeded()
+            return result
+
+    def _build(self, account: Mapping[str, Any]) -> NodeDriver:
         sealed = SealedCredentials.model_validate(account["credentials"])
         credentials = self._cipher.open(account["id"], sealed)
-        driver = await asyncio.to_thread(
-            build_driver,
+        return build_driver(
             account["provider"],
             credentials,
             account["config"],
             simulator_url=self._simulator_url,
         )
-        self._drivers[account["id"]] = (account["revision"], driver)
-        return driver
 
     def forget(self, account_id: str) -> None:
-        self._drivers.pop(account_id, None)
+        self._accounts.pop(account_id, None)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

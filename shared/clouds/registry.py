@@ -68,6 +68,18 @@ def build_driver(
     return driver_class(**credentials, **config.get("driver_args", {}))
 
 
+def nodes_tagged(driver: NodeDriver, key: str, value: str) -> list[Node]:
+    """Nodes whose tag ``key`` is ``value``, asking the cloud to filter where it can (the
+    simulated cloud and EC2 can), so the answer does not grow with the account. Blocking."""
+    if isinstance(driver, SimulatorNodeDriver):
+        nodes = driver.ex_list_nodes_tagged(key, value)
+    elif isinstance(driver, CompatibleEC2NodeDriver):
+        nodes = driver.list_nodes(ex_filters={f"tag:{key}": value})
+    else:
+        nodes = driver.list_nodes()
+    return [n for n in nodes if tags_of(n).get(key) == value]
+
+
 def tags_of(node: Node) -> dict[str, str]:
     return node.extra.get("tags") or node.extra.get("metadata") or {}
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from services.poller.handlers import subscriptions as poller_subscriptions
 from services.poller.polling import Poller
 from services.quota.handlers import SUBSCRIPTIONS
-from services.scheduler.handlers import subscriptions as scheduler_subscriptions
-from shared.clouds.connections import CloudConnections
-from shared.config import PollerSettings
+from services.scheduler.wiring import scheduler_parts
+from shared.config import PollerSettings, SchedulerSettings
 from shared.db import service_migrations
 from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
@@ -23,14 +22,16 @@ FAST = {"boot": 0.3, "stop": 0.3, "reboot": 0.3, "terminate": 0.3}
 POLL_INTERVAL = 0.5
 
 
-def scheduler_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
-    settings = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
-    clouds = CloudConnections(settings.credential_cipher())
+def scheduler_runtime(amqp_url: str, database_url: str, **overrides: object) -> ServiceRuntime:
+    base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
+    settings = SchedulerSettings(**{**base.model_dump(), "secret_key": SESSION_KEY, **overrides})
+    handlers, loops = scheduler_parts(settings)
     return ServiceRuntime(
         "scheduler",
         settings,
         service_migrations(ROOT / "services" / "scheduler"),
-        subscriptions=lambda _rt: scheduler_subscriptions(clouds=clouds),
+        subscriptions=handlers,
+        background=loops,
     )
 
 
@@ -53,7 +54,7 @@ def poller_runtime(amqp_url: str, database_url: str, replica: str = "") -> Servi
             "replica_id": replica or f"poller-{uuid.uuid4().hex[:6]}",
         }
     )
-    clouds = CloudConnections(settings.credential_cipher())
+    clouds = settings.cloud_connections()
     return ServiceRuntime(
         "poller",
         settings,

@@ -1,0 +1,360 @@
+"""The cloud worker: makes the calls the scheduler's handlers recorded, outside any transaction.
+
+A handler only records what is owed (``cloud_calls``) and commits. This worker leases due calls
+(the oldest pending one per instance, so an instance's calls keep their order), makes many at
+once within each account's call budget, and records each outcome with its event in one
+transaction. The sequence for a launch is: choose offers (catalogs from memory, loads from the
+database), reserve room on an account and note it on the call (commit), create the node (cloud),
+record the placement and ``instance.placed`` (commit). A crash anywhere leaves the call pending;
+once its lease runs out it is taken again and first looks, by tag, for a node created on any
+account it was sent to, so an instance is never launched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.scheduler import repository
+from services.scheduler.catalogs import CatalogCache
+from services.scheduler.cloud_calls import act_on_node, describe, find_launched, launch_node
+from services.scheduler.placement import (
+    Account,
+    Offer,
+    Request,
+    eligible_accounts,
+    explain,
+    offer_for,
+    rank,
+)
+from services.scheduler.repository import CloudCall
+from shared.clouds.connections import CloudConnections, CloudThrottled
+from shared.db import TRANSIENT_DB_ERRORS
+from shared.events import InstanceFailed, InstancePlaced
+from shared.outbox import add_to_outbox
+from shared.runtime import Clock
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "boreas/scheduler"
+POLL_SECONDS = 1.0
+# Throttled everywhere: try again after this long (or the longest pause an account asked for).
+THROTTLED_WAIT = 1.0
+# A launch whose earlier node cannot be looked for (the cloud errs) waits this many tries
+# before it launches anyway, rather than risk a second node.
+LOOKUP_PATIENCE = 5
+
+
+@dataclass
+class AccountBook:
+    """The scheduler's accounts in memory. Re-read after a change recorded here, and at most
+    ``max_age`` seconds after one recorded by another replica."""
+
+    pool: asyncpg.Pool
+    max_age: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    _rows: dict[str, dict[str, Any]] | None = None
+    _read_at: float = 0.0
+
+    async def accounts(self) -> dict[str, dict[str, Any]]:
+        if self._rows is None or self.clock() - self._read_at > self.max_age:
+            self._rows = {r["id"]: r for r in await repository.all_accounts(self.pool)}
+            self._read_at = self.clock()
+        return self._rows
+
+    def forget(self) -> None:
+        self._rows = None
+
+
+def _account(row: Mapping[str, Any]) -> Account:
+    return Account(row["id"], row["name"], row["provider"], frozenset(row["grants"]), row["config"])
+
+
+def _max_instances(account: Account) -> int | None:
+    limit = account.config.get("max_instances")
+    return limit if isinstance(limit, int) else None
+
+
+@dataclass
+class CloudWorker:
+    pool: asyncpg.Pool
+    clouds: CloudConnections
+    catalogs: CatalogCache
+    book: AccountBook
+    clock: Clock
+    concurrency: int = 64
+    lease: float = 15.0
+    on_commit: Callable[[], None] = lambda: None  # wakes the outbox relay
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _in_flight: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
+
+    def wake(self) -> None:
+        """Calls were recorded: take them now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        renewed = time.monotonic()
+        try:
+            while True:
+                self._wake.clear()
+                free = self.concurrency - len(self._in_flight)
+                claimed: list[CloudCall] = []
+                if free > 0:
+                    try:
+                        claimed = await repository.claim_calls(
+                            self.pool,
+                            now=self.clock(),
+                            limit=free,
+                            lease=timedelta(seconds=self.lease),
+                        )
+                    except TRANSIENT_DB_ERRORS as exc:
+                        log.warning("cloud_calls_unreachable", error=repr(exc))
+                for call in claimed:
+                    task = asyncio.create_task(self._carry_out(call), name=f"cloud-call-{call.id}")
+                    self._in_flight[call.id] = task
+                    task.add_done_callback(lambda _t, i=call.id: self._done(i))
+                if time.monotonic() - renewed > self.lease / 3:
+                    renewed = time.monotonic()
+                    with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                        await repository.renew_leases(
+                            self.pool,
+                            list(self._in_flight),
+                            self.clock() + timedelta(seconds=self.lease),
+                        )
+                if len(claimed) < free or free <= 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+        finally:
+            await self._finish_in_flight()
+
+    def _done(self, call_id: int) -> None:
+        self._in_flight.pop(call_id, None)
+        self._wake.set()
+
+    async def _finish_in_flight(self, grace: float = 5.0) -> None:
+        """Stopping: let calls in progress finish; a call cut short is taken again later."""
+        tasks = list(self._in_flight.values())
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _carry_out(self, call: CloudCall) -> None:
+        with structlog.contextvars.bound_contextvars(
+            instance_id=str(call.instance_id), cloud_call=call.action, attempt=call.attempts
+        ):
+            try:
+                if call.action == "launch":
+                    await self._launch(call)
+                else:
+                    await self._act(call)
+            except TRANSIENT_DB_ERRORS as exc:
+                # The outcome could not be recorded: the lease runs out and the call is taken
+                # again, finding its node by tag if the cloud had made it.
+                log.warning("cloud_call_not_recorded", error=repr(exc))
+            except Exception:
+                log.exception("cloud_call_crashed")
+
+    # -- launches -------------------------------------------------------------------------
+
+    async def _launch(self, call: CloudCall) -> None:
+        request = Request(owner=call.owner, **call.request)
+        rows = await self.book.accounts()
+        if call.tried and await self._adopt_earlier_node(call, rows):
+            return
+        eligible = eligible_accounts([_account(r) for r in rows.values()], request)
+        loads = await repository.loads(self.pool, [a.id for a in eligible])
+        attempts: list[str] = []
+        throttled: list[str] = []
+        offers: list[Offer] = []
+        catalogs = {}
+        for account in eligible:
+            try:
+                catalogs[account.id] = await self.catalogs.get(rows[account.id])
+            except CloudThrottled as error:
+                throttled.append(f"{account.name}: {error}")
+                continue
+            except Exception as error:
+                attempts.append(f"{account.name}: {describe(error)}")
+                continue
+            load = loads.get(account.id, 0)
+            limit = _max_instances(account)
+            headroom = limit - load if limit is not None else None
+            offer = offer_for(
+                account, catalogs[account.id].catalog, request, load=load, headroom=headroom
+            )
+            (attempts.append if isinstance(offer, str) else offers.append)(offer)
+
+        ranked = rank(offers)
+        for tried, offer in enumerate(ranked, 1):
+            account = offer.account
+            if not await repository.reserve(self.pool, call, account.id, _max_instances(account)):
+                attempts.append(f"{account.name}: no headroom left")
+                continue
+            try:
+                node = await self.clouds.call(
+                    rows[account.id],
+                    lambda driver, offer=offer: launch_node(
+                        driver,
+                        catalogs[offer.account.id],
+                        offer,
+                        call.instance_id,
+                        f"boreas-{str(call.instance_id)[:8]}",
+                        offer.account.config.get("metadata"),
+                    ),
+                )
+            except CloudThrottled as error:
+                await repository.release(self.pool, call, account.id)
+                throttled.append(f"{account.name}: {error}")
+                continue
+            except Exception as error:
+                await repository.release(self.pool, call, account.id)
+                self.catalogs.forget(account.id)
+                attempts.append(f"{account.name}: {describe(error)}")
+                log.warning("launch_attempt_failed", account=account.name, error=describe(error))
+                continue
+            await self._placed(
+                call,
+                account,
+                str(node.id),
+                offer.region,
+                explain(offer, tried, len(ranked)),
+            )
+            return
+
+        if throttled:
+            # Some account could still take it once the cloud lets us: wait, do not fail.
+            wait = max([THROTTLED_WAIT] + [self.clouds.budget(rows[a.id]).pause for a in eligible])
+            await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
+            log.info("launch_waiting_for_cloud", throttled=throttled, retry_in=round(wait, 1))
+            self.wake()
+            return
+        reason = (
+            "no candidate account could launch it"
+            if eligible
+            else "no account granted to the owner matches the placement"
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await repository.record(conn, call.instance_id, owner=call.owner, status="failed")
+            await repository.finish_call(conn, call.id, "failed")
+            await add_to_outbox(
+                conn,
+                InstanceFailed(
+                    instance_id=call.instance_id, owner=call.owner, reason=reason, attempts=attempts
+                ),
+                source=SOURCE,
+            )
+        self.on_commit()
+        log.info("launch_failed", reason=reason, attempts=attempts)
+
+    async def _adopt_earlier_node(self, call: CloudCall, rows: dict[str, dict[str, Any]]) -> bool:
+        """An earlier take of this call sent creates to ``call.tried``: a node may exist."""
+        for account_id in call.tried:
+            row = rows.get(account_id)
+            if row is None:
+                continue
+            try:
+                node = await self.clouds.call(
+                    row, lambda driver: find_launched(driver, call.instance_id)
+                )
+            except Exception as error:
+                if call.attempts < LOOKUP_PATIENCE:
+                    wait = THROTTLED_WAIT * call.attempts
+                    await repository.postpone(
+                        self.pool, call.id, self.clock() + timedelta(seconds=wait)
+                    )
+                    log.warning("earlier_node_lookup_failed", error=describe(error))
+                    return True
+                log.error("earlier_node_lookup_gave_up", error=describe(error))
+                continue
+            if node is not None:
+                account = _account(row)
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await repository.adopt(conn, call, account.id)
+                await self._placed(
+                    call,
+                    account,
+                    str(node.id),
+                    node.extra.get("region") or call.request.get("region"),
+                    f"found {node.id} on {account.name}, created by an earlier attempt",
+                )
+                log.info("earlier_node_adopted", account=account.name, node=str(node.id))
+                return True
+        return False
+
+    async def _placed(
+        self,
+        call: CloudCall,
+        account: Account,
+        provider_instance_id: str,
+        region: str | None,
+        reason: str,
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await repository.record(
+                conn,
+                call.instance_id,
+                owner=call.owner,
+                status="placed",
+                account_id=account.id,
+                provider_instance_id=provider_instance_id,
+            )
+            await repository.finish_call(conn, call.id, "done")
+            await add_to_outbox(
+                conn,
+                InstancePlaced(
+                    instance_id=call.instance_id,
+                    owner=call.owner,
+                    account_id=account.id,
+                    provider=account.provider,
+                    provider_instance_id=provider_instance_id,
+                    region=region,
+                    reason=reason,
+                    cpus=call.request["cpus"],
+                    memory_mb=call.request["memory_mb"],
+                ),
+                source=SOURCE,
+            )
+        self.on_commit()
+
+    # -- actions --------------------------------------------------------------------------
+
+    async def _act(self, call: CloudCall) -> None:
+        async with self.pool.acquire() as conn:
+            placement = await conn.fetchrow(
+                "SELECT * FROM placements WHERE instance_id = $1", call.instance_id
+            )
+        if placement is None or placement["status"] != "placed":
+            # Never placed (failed or cancelled): nothing on any cloud to act on.
+            await repository.finish_call(self.pool, call.id, "done")
+            return
+        row = (await self.book.accounts()).get(placement["account_id"])
+        if row is None:
+            log.error("action_on_unknown_account", account_id=placement["account_id"])
+            await repository.finish_call(self.pool, call.id, "failed")
+            return
+        try:
+            await self.clouds.call(
+                row,
+                lambda driver: act_on_node(driver, placement["provider_instance_id"], call.action),
+            )
+        except CloudThrottled as error:
+            wait = max(THROTTLED_WAIT, self.clouds.budget(row).pause)
+            await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
+            log.info("action_waiting_for_cloud", error=str(error), retry_in=round(wait, 1))
+            self.wake()
+            return
+        except Exception as error:
+            # The poller reports what really happened; a refused action is logged, not retried
+            # for ever (e.g. stopping a node that has just died).
+            log.warning("action_refused_by_cloud", action=call.action, error=describe(error))
+        await repository.finish_call(self.pool, call.id, "done")
