@@ -115,12 +115,24 @@ class SchedulerSettings(CloudSettings):
 
 
 class PollerSettings(CloudSettings):
-    # Seconds between two polls of one account, unless its config sets "poll_interval".
+    # Seconds between two polls of an account while something on it changes (an instance in
+    # transition, an action just asked for), unless its config sets "poll_interval".
     poll_interval: float = Field(default=10.0, gt=0)
+    # Seconds between two polls of an account where everything is settled (the drift check),
+    # unless its config sets "poll_idle_interval". Unset: ten times the poll interval.
+    poll_idle_interval: float | None = Field(default=None, gt=0)
+    # Seconds after an action during which its account is polled fast, unless its effect shows.
+    poll_after_action: float = Field(default=600.0, gt=0)
     # Ceiling of the exponential backoff after provider errors.
     poll_backoff_max: float = Field(default=300.0, gt=0)
     # Accounts one replica polls at the same time.
-    poll_concurrency: int = Field(default=8, ge=1, le=256)
+    poll_concurrency: int = Field(default=16, ge=1, le=256)
+
+    def intervals(self, config: dict) -> tuple[float, float]:
+        """An account's (fast, idle) poll intervals, in seconds."""
+        fast = float(config.get("poll_interval") or self.poll_interval)
+        idle = config.get("poll_idle_interval") or self.poll_idle_interval or 10 * fast
+        return fast, max(fast, float(idle))
 
 
 class QuotaSettings(ServiceSettings):

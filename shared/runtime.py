@@ -26,6 +26,7 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
+from shared.balancer import balance_forever
 from shared.bus import TRANSIENT_BUS_ERRORS, Bus
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, ConsumerSettings, Subscription
@@ -111,10 +112,18 @@ class ServiceRuntime:
             on_commit=self.outbox.wake,
         )
         await self.consumers.start()
+        consumers = self.consumers
         loops: Loops = {
             "outbox_relay": self.outbox.run,
             "heartbeat": self._heartbeat,
             "inbox_pruning": self._prune_inbox,
+            "partition_balancing": lambda: balance_forever(
+                self.pool,
+                consumers,
+                replica=s.replica_id,
+                interval=s.heartbeat_interval,
+                clock=self.clock,
+            ),
             **self.background(self),
         }
         for name, start in loops.items():

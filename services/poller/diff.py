@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 FINAL = frozenset({"terminated"})
+# States a node leaves on its own, soon: while one is in them, its account is polled fast.
+TRANSITIONAL = frozenset({"pending", "rebooting", "terminating"})
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,9 @@ def diff(known: Iterable[Known], seen: Iterable[Seen], managed_ids: Mapping[str,
         )
     )
     return Diff(tuple(transitions), unmanaged)
+
+
+def changing(states: Iterable[str], expecting_change: bool) -> bool:
+    """Whether an account needs its fast interval: an instance is in transition, or an action
+    was asked for whose effect has not shown yet."""
+    return expecting_change or any(state in TRANSITIONAL for state in states)

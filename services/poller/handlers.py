@@ -1,28 +1,52 @@
-"""The poller's event handlers: which accounts to poll, which instances to follow."""
+"""The poller's event handlers: which accounts to poll, which instances to follow, and when an
+account needs its fast interval."""
 
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 
 from services.poller import repository
 from shared.clouds.connections import CloudConnections
+from shared.config import PollerSettings
 from shared.consumer import Subscription, UnitOfWork
-from shared.events import InstancePlaced, ProviderAccountChanged
+from shared.events import InstanceActionRequested, InstancePlaced, ProviderAccountChanged
 from shared.ordering import OrderKey
+from shared.runtime import Clock
 
 
 async def record_account(
     event: ProviderAccountChanged, uow: UnitOfWork, *, clouds: CloudConnections
 ) -> None:
     await repository.upsert_account(uow.conn, event)
-    clouds.forget(event.account_id)
+    uow.after_commit(lambda: clouds.forget(event.account_id))
 
 
-async def follow_placement(event: InstancePlaced, uow: UnitOfWork) -> None:
+async def follow_placement(
+    event: InstancePlaced, uow: UnitOfWork, *, settings: PollerSettings, clock: Clock
+) -> None:
     await repository.follow(uow.conn, event)
+    await repository.poke(
+        uow.conn, event.account_id, now=clock(), default_interval=settings.poll_interval
+    )
 
 
-def subscriptions(*, clouds: CloudConnections) -> list[Subscription]:
+async def expect_action(
+    event: InstanceActionRequested, uow: UnitOfWork, *, settings: PollerSettings, clock: Clock
+) -> None:
+    """Poll the instance's account fast until the action shows (or for a while, if it never
+    does: a refused action changes nothing)."""
+    until = clock() + timedelta(seconds=settings.poll_after_action)
+    account_id = await repository.expect_change(uow.conn, event.instance_id, until=until)
+    if account_id is not None:
+        await repository.poke(
+            uow.conn, account_id, now=clock(), default_interval=settings.poll_interval
+        )
+
+
+def subscriptions(
+    *, clouds: CloudConnections, settings: PollerSettings, clock: Clock
+) -> list[Subscription]:
     return [
         Subscription(
             ProviderAccountChanged,
@@ -31,6 +55,15 @@ def subscriptions(*, clouds: CloudConnections) -> list[Subscription]:
             order_by=OrderKey.ACCOUNT,
         ),
         Subscription(
-            InstancePlaced, follow_placement, name="follow_placement", order_by=OrderKey.INSTANCE
+            InstancePlaced,
+            functools.partial(follow_placement, settings=settings, clock=clock),
+            name="follow_placement",
+            order_by=OrderKey.INSTANCE,
+        ),
+        Subscription(
+            InstanceActionRequested,
+            functools.partial(expect_action, settings=settings, clock=clock),
+            name="expect_action",
+            order_by=OrderKey.INSTANCE,
         ),
     ]

@@ -1,4 +1,11 @@
-"""The polling loop: claim due accounts, list each once, publish every state change."""
+"""The polling loop: claim due accounts, list each once, publish every state change.
+
+Cost follows change. An account is polled at its fast interval while something on it changes (an
+instance in transition, an action asked for and not yet seen), and at its idle interval when
+everything is settled (still often enough to see nodes that die or change outside Boreas). A
+placement or an action pokes its account, so the next poll comes within the fast interval. A
+quiet poll reads and writes one row: it locks nothing and publishes nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,13 @@ import asyncpg
 import structlog
 
 from services.poller import repository
-from services.poller.diff import Known, Seen, diff
+from services.poller.diff import FINAL, Known, Seen, changing, diff
 from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
 from shared.db import TRANSIENT_DB_ERRORS
-from shared.events import InstanceState, InstanceStateChanged
-from shared.outbox import add_to_outbox
+from shared.events import Envelope, InstanceState, InstanceStateChanged
+from shared.outbox import add_envelopes
 from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
@@ -42,93 +49,154 @@ class Poller:
         clock: Clock,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
-        self._on_commit = on_commit
         self._pool = pool
         self._clouds = clouds
         self._settings = settings
         self._clock = clock
-        self._slots = asyncio.Semaphore(settings.poll_concurrency)
+        self._on_commit = on_commit
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self.list_calls = 0  # provider list calls made (for benchmarks and tests)
 
     async def run(self) -> None:
         tick = min(0.25, self._settings.poll_interval / 4)
         pruned_at = self._clock()
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    claimed = await repository.claim_due_accounts(
-                        conn,
-                        now=self._clock(),
-                        default_interval=self._settings.poll_interval,
-                        limit=2 * self._settings.poll_concurrency,
-                    )
-                if self._clock() - pruned_at > timedelta(hours=1):
-                    await repository.prune_polls(self._pool, self._clock())
-                    pruned_at = self._clock()
-            except TRANSIENT_DB_ERRORS as exc:
-                log.warning("poller_database_unavailable", error=repr(exc))
-                await asyncio.sleep(1)
-                continue
-            if claimed:
-                await asyncio.gather(*(self._poll_in_slot(a) for a in claimed))
-            else:
-                await asyncio.sleep(tick)
+        try:
+            while True:
+                free = self._settings.poll_concurrency - len(self._in_flight)
+                claimed: list[dict[str, Any]] = []
+                if free > 0:
+                    try:
+                        async with self._pool.acquire() as conn:
+                            claimed = await repository.claim_due_accounts(
+                                conn,
+                                now=self._clock(),
+                                default_interval=self._settings.poll_interval,
+                                limit=free,
+                            )
+                        if self._clock() - pruned_at > timedelta(hours=1):
+                            await repository.prune_polls(self._pool, self._clock())
+                            pruned_at = self._clock()
+                    except TRANSIENT_DB_ERRORS as exc:
+                        log.warning("poller_database_unavailable", error=repr(exc))
+                        await asyncio.sleep(1)
+                        continue
+                for account in claimed:
+                    task = asyncio.create_task(self._poll_logged(account))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._finished)
+                if len(claimed) < free or free <= 0:
+                    # Nothing more due now, or every slot busy: wait for a slot or the next tick.
+                    self._slot_freed.clear()
+                    waiting = asyncio.create_task(self._slot_freed.wait())
+                    await asyncio.wait({waiting}, timeout=tick if free > 0 else None)
+                    waiting.cancel()
+        finally:
+            for task in list(self._in_flight):
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def _poll_in_slot(self, account: dict[str, Any]) -> None:
-        async with self._slots:
-            with structlog.contextvars.bound_contextvars(account_id=account["id"]):
-                try:
-                    await self.poll_account(account)
-                except TRANSIENT_DB_ERRORS as exc:
-                    log.warning("poll_not_recorded", error=repr(exc))
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slot_freed.set()
+
+    async def _poll_logged(self, account: dict[str, Any]) -> None:
+        with structlog.contextvars.bound_contextvars(account_id=account["id"]):
+            try:
+                await self.poll_account(account)
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("poll_not_recorded", error=repr(exc))
+            except Exception:
+                log.exception("poll_crashed")
 
     async def poll_account(self, account: dict[str, Any]) -> None:
-        """One list call for the whole account, then every transition in one transaction."""
-        now = self._clock()
+        """One list call for the whole account; transitions, if any, in one transaction."""
+        began = self._clock()
+        fast, idle = self._settings.intervals(account["config"])
         try:
+            self.list_calls += 1
             nodes = await self._clouds.call(account, lambda driver: driver.list_nodes())
         except Exception as error:
-            await self._back_off(account, error)
+            await self._back_off(account, error, fast)
             return
         seen = [Seen(str(n.id), boreas_instance_of(n), boreas_state(n)) for n in nodes]
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = {
-                str(r["instance_id"]): r for r in await repository.followed(conn, account["id"])
-            }
-            known = [Known(i, r["provider_instance_id"], r["state"]) for i, r in rows.items()]
-            managed = {r["provider_instance_id"]: i for i, r in rows.items()}
-            result = diff(known, seen, managed)
-            for change in result.transitions:
-                row = rows[change.instance_id]
-                await repository.set_state(conn, row["instance_id"], change.new_state, now)
-                await add_to_outbox(
-                    conn,
-                    InstanceStateChanged(
-                        instance_id=row["instance_id"],
-                        owner=row["owner"],
-                        account_id=row["account_id"],
-                        provider=row["provider"],
-                        provider_instance_id=row["provider_instance_id"],
-                        old_state=InstanceState(change.old_state),
-                        new_state=InstanceState(change.new_state),
-                        cpus=row["cpus"],
-                        memory_mb=row["memory_mb"],
-                        observed_at=now,
-                    ),
-                    source=SOURCE,
-                )
-            for node_id in await repository.newly_unmanaged(
-                conn, account["id"], list(result.unmanaged), now
-            ):
-                log.warning("unmanaged_node_found", provider_instance_id=node_id)
-            await repository.clear_failures(conn, account["id"])
-            await repository.log_poll(conn, account["id"], self._settings.replica_id, now, True)
+        now = self._clock()
+        rows = {
+            str(r["instance_id"]): r for r in await repository.followed(self._pool, account["id"])
+        }
+        known = [Known(i, r["provider_instance_id"], r["state"]) for i, r in rows.items()]
+        untagged = [
+            s.provider_instance_id
+            for s in seen
+            if s.boreas_instance is None and s.state not in FINAL
+        ]
+        managed = (
+            await repository.placed_among(self._pool, account["id"], untagged) if untagged else {}
+        )
+        result = diff(known, seen, managed)
+        states = {i: r["state"] for i, r in rows.items()}
         if result.transitions:
-            self._on_commit()
+            states.update(await self._record(result.transitions, now))
+        for node_id in (
+            await repository.newly_unmanaged(self._pool, account["id"], list(result.unmanaged), now)
+            if result.unmanaged
+            else []
+        ):
+            log.warning("unmanaged_node_found", provider_instance_id=node_id)
+        expecting = any(
+            r["expect_change_until"] is not None
+            and r["expect_change_until"] > now
+            and states[i] == r["state"]  # an action's effect shows as a transition
+            for i, r in rows.items()
+        )
+        interval = fast if changing(states.values(), expecting) else idle
+        await repository.polled(
+            self._pool,
+            account["id"],
+            replica=self._settings.replica_id,
+            began=began,
+            next_at=now + timedelta(seconds=interval),
+            fast_next_at=now + timedelta(seconds=fast),
+        )
+        if result.transitions:
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
 
-    async def _back_off(self, account: dict[str, Any], error: Exception) -> None:
-        interval = float(account["config"].get("poll_interval") or self._settings.poll_interval)
-        delay = retry_delay(interval, account["failures"] + 1, self._settings.poll_backoff_max)
+    async def _record(self, transitions: tuple, now: object) -> dict[str, str]:
+        """Each transition with its event, in one transaction; returns the new states."""
+        envelopes: list[Envelope] = []
+        moved: dict[str, str] = {}
+        async with self._pool.acquire() as conn, conn.transaction():
+            for change in transitions:
+                row = await repository.move_state(
+                    conn, change.instance_id, change.old_state, change.new_state, now
+                )
+                if row is None:
+                    continue  # another poll of this account recorded it first
+                moved[change.instance_id] = change.new_state
+                envelopes.append(
+                    Envelope.wrap(
+                        InstanceStateChanged(
+                            instance_id=row["instance_id"],
+                            owner=row["owner"],
+                            account_id=row["account_id"],
+                            provider=row["provider"],
+                            provider_instance_id=row["provider_instance_id"],
+                            old_state=InstanceState(change.old_state),
+                            new_state=InstanceState(change.new_state),
+                            cpus=row["cpus"],
+                            memory_mb=row["memory_mb"],
+                            observed_at=now,
+                        ),
+                        source=SOURCE,
+                    )
+                )
+            await add_envelopes(conn, envelopes)
+        if envelopes:
+            self._on_commit()
+        return moved
+
+    async def _back_off(self, account: dict[str, Any], error: Exception, fast: float) -> None:
+        delay = retry_delay(fast, account["failures"] + 1, self._settings.poll_backoff_max)
         text = f"{type(error).__name__}: {str(error)[:200]}"
         async with self._pool.acquire() as conn, conn.transaction():
             await repository.back_off(

@@ -29,6 +29,7 @@ async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged
 
 
 async def follow(conn: asyncpg.Connection, event: InstancePlaced) -> None:
+    """Follow a placed instance from now on (it is pending: its account is polled fast)."""
     await conn.execute(
         """INSERT INTO instances (instance_id, owner, account_id, provider, provider_instance_id,
                                   cpus, memory_mb, state)
@@ -81,6 +82,60 @@ async def back_off(
     )
 
 
+async def poke(
+    conn: asyncpg.Connection, account_id: str, *, now: datetime, default_interval: float
+) -> None:
+    """Something changes on the account: poll it within its fast interval."""
+    await conn.execute(
+        """UPDATE accounts SET poked_at = $2,
+               next_poll_at = least(next_poll_at, $2::timestamptz + make_interval(
+                   secs => coalesce((config->>'poll_interval')::float8, $3)))
+           WHERE id = $1""",
+        account_id,
+        now,
+        default_interval,
+    )
+
+
+async def expect_change(
+    conn: asyncpg.Connection, instance_id: object, *, until: datetime
+) -> str | None:
+    """An action was asked for: its account is polled fast until its effect shows (or
+    ``until``). Returns the instance's account, None for an instance not followed."""
+    return await conn.fetchval(
+        """UPDATE instances SET expect_change_until = $2
+           WHERE instance_id = $1 AND state <> 'terminated' RETURNING account_id""",
+        instance_id,
+        until,
+    )
+
+
+async def polled(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    account_id: str,
+    *,
+    replica: str,
+    began: datetime,
+    next_at: datetime,
+    fast_next_at: datetime,
+) -> None:
+    """A poll succeeded: record it and when the next is due (``fast_next_at`` instead of
+    ``next_at`` if something asked for a prompt poll after this one began)."""
+    await conn.execute(
+        """WITH account AS (
+               UPDATE accounts SET failures = 0, last_error = NULL, last_poll_at = $3,
+                   next_poll_at = CASE WHEN poked_at >= $3 THEN least($5::timestamptz, $4)
+                                       ELSE $4::timestamptz END
+               WHERE id = $1)
+           INSERT INTO polls (account_id, replica, at, ok) VALUES ($1, $2, $3, true)""",
+        account_id,
+        replica,
+        began,
+        next_at,
+        fast_next_at,
+    )
+
+
 async def failures(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> int:
     return await conn.fetchval("SELECT failures FROM accounts WHERE id = $1", account_id) or 0
 
@@ -92,17 +147,41 @@ async def clear_failures(conn: asyncpg.Connection, account_id: str) -> None:
     )
 
 
-async def followed(conn: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM instances WHERE account_id = $1 FOR UPDATE", account_id)
+async def followed(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
+) -> list[asyncpg.Record]:
+    """The account's instances still alive as last seen (read without locks: a quiet poll
+    writes nothing)."""
+    return await conn.fetch(
+        """SELECT instance_id, provider_instance_id, state, expect_change_until
+           FROM instances WHERE account_id = $1 AND state <> 'terminated'""",
+        account_id,
+    )
 
 
-async def set_state(
-    conn: asyncpg.Connection, instance_id: object, state: str, observed_at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE instances SET state = $2, observed_at = $3 WHERE instance_id = $1",
+async def placed_among(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str, provider_ids: list[str]
+) -> dict[str, str]:
+    """Which of these nodes Boreas placed (terminated ones included): provider id → instance."""
+    rows = await conn.fetch(
+        """SELECT provider_instance_id, instance_id FROM instances
+           WHERE account_id = $1 AND provider_instance_id = ANY($2)""",
+        account_id,
+        provider_ids,
+    )
+    return {r["provider_instance_id"]: str(r["instance_id"]) for r in rows}
+
+
+async def move_state(
+    conn: asyncpg.Connection, instance_id: object, old: str, new: str, observed_at: datetime
+) -> asyncpg.Record | None:
+    """Record a transition unless another poll recorded it first; the instance's row if so."""
+    return await conn.fetchrow(
+        """UPDATE instances SET state = $3, observed_at = $4, expect_change_until = NULL
+           WHERE instance_id = $1 AND state = $2 RETURNING *""",
         instance_id,
-        state,
+        old,
+        new,
         observed_at,
     )
 

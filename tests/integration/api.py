@@ -25,6 +25,9 @@ def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> G
         "database_url": database_url,
         "heartbeat_interval": 0.5,
         "outbox_poll_interval": 0.2,
+        # Two partitions per ordered handler: enough to show them; every quorum queue costs the
+        # test broker memory and recovery time.
+        "partitions": 2,
         "admin_password": ADMIN_PASSWORD,
         "secret_key": SESSION_KEY,
         "token_requests_per_minute": 10_000,

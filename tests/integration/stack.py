@@ -6,8 +6,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from services.poller.handlers import subscriptions as poller_subscriptions
-from services.poller.polling import Poller
+from services.poller.wiring import poller_parts
 from services.quota.handlers import SUBSCRIPTIONS
 from services.scheduler.wiring import scheduler_parts
 from shared.config import PollerSettings, SchedulerSettings
@@ -20,6 +19,7 @@ from tests.integration.support import settings_for
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"boot": 0.3, "stop": 0.3, "reboot": 0.3, "terminate": 0.3}
 POLL_INTERVAL = 0.5
+IDLE_POLL_INTERVAL = 10 * POLL_INTERVAL  # the poller's default: ten times the fast one
 
 
 def scheduler_runtime(amqp_url: str, database_url: str, **overrides: object) -> ServiceRuntime:
@@ -44,7 +44,9 @@ def quota_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
     )
 
 
-def poller_runtime(amqp_url: str, database_url: str, replica: str = "") -> ServiceRuntime:
+def poller_runtime(
+    amqp_url: str, database_url: str, replica: str = "", **overrides: object
+) -> ServiceRuntime:
     base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
     settings = PollerSettings(
         **{
@@ -52,17 +54,16 @@ def poller_runtime(amqp_url: str, database_url: str, replica: str = "") -> Servi
             "secret_key": SESSION_KEY,
             "poll_interval": POLL_INTERVAL,
             "replica_id": replica or f"poller-{uuid.uuid4().hex[:6]}",
+            **overrides,
         }
     )
-    clouds = settings.cloud_connections()
+    handlers, loops = poller_parts(settings)
     return ServiceRuntime(
         "poller",
         settings,
         service_migrations(ROOT / "services" / "poller"),
-        subscriptions=lambda _rt: poller_subscriptions(clouds=clouds),
-        background=lambda rt: {
-            "polling": Poller(rt.pool, clouds, settings, rt.clock, rt.outbox.wake).run
-        },
+        subscriptions=handlers,
+        background=loops,
     )
 
 

@@ -25,6 +25,9 @@ def settings_for(amqp_url: str, database_url: str, **overrides: object) -> Servi
         "database_url": database_url,
         "heartbeat_interval": 0.5,
         "outbox_poll_interval": 0.2,
+        # Two partitions per ordered handler: enough to show them; every quorum queue costs the
+        # test broker memory and recovery time.
+        "partitions": 2,
         "max_deliveries": 3,
         "shutdown_grace": 5.0,
     }

@@ -213,7 +213,7 @@ async def test_ordered_handler_gets_a_headers_router_and_single_active_partition
     async with connection:
         channel = await connection.channel()
         # Passive declarations fail unless the queue and exchange exist as described.
-        for partition in range(4):
+        for partition in range(settings_for(amqp_url, "").partitions):
             await channel.declare_queue(f"co_{unique}.record.{partition}", passive=True)
         await channel.declare_exchange(f"co_{unique}.record", passive=True)
         await channel.declare_exchange(f"co_{unique}.record.unkeyed", passive=True)

@@ -50,8 +50,13 @@ async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
         quota_runtime(amqp_url, database_url),
         scheduler_runtime(amqp_url, database_url) as scheduler,
     ):
-        first = poller_runtime(amqp_url, database_url, replica="replica-a")
-        second = poller_runtime(amqp_url, database_url, replica="replica-b")
+        # Every account at one interval, busy or idle: this is about sharing, not adapting.
+        first = poller_runtime(
+            amqp_url, database_url, replica="replica-a", poll_idle_interval=POLL_INTERVAL
+        )
+        second = poller_runtime(
+            amqp_url, database_url, replica="replica-b", poll_idle_interval=POLL_INTERVAL
+        )
         await first.start()
         try:
             async with second:

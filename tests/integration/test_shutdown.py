@@ -12,10 +12,9 @@ from pathlib import Path
 import asyncpg
 
 from shared.bus import Bus
-from shared.config import ServiceSettings
 from shared.ordering import OrderKey, partition_of
 from shared.testing import wait_until
-from tests.integration.support import rejection
+from tests.integration.support import rejection, settings_for
 
 SLOW_SERVICE = textwrap.dedent(
     """
@@ -88,7 +87,8 @@ async def test_sigterm_finishes_the_message_in_hand_and_returns_the_rest(
         assert notes == [in_hand.reason], "the message in hand is finished; the queued one is not"
 
         channel = await bus.connection.channel()
-        partition = partition_of(OrderKey.OWNER, queued.owner, ServiceSettings().partitions)
+        partitions = settings_for(amqp_url, database_url).partitions
+        partition = partition_of(OrderKey.OWNER, queued.owner, partitions)
         queue = await channel.declare_queue(f"{schema}.slow.{partition}", passive=True)
         assert queue.declaration_result.message_count == 1, "the queued message went back"
     finally:

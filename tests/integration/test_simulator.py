@@ -1,16 +1,22 @@
-"""The simulated cloud through its libcloud driver: lifecycle, auth, capacity, failures."""
+"""The simulated cloud through its libcloud driver: lifecycle, auth, capacity, failures,
+latency, throttling, lookups by tag."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import asyncpg
+import httpx
 import pytest
 from libcloud.common.types import InvalidCredsError
 from libcloud.compute.types import NodeState
 
 from shared.clouds.simulator.driver import SimulatorError, SimulatorNodeDriver
+from shared.clouds.simulator.listing import sql_isoformat
 from shared.testing import wait_until
 from tests.integration.simulator import simulator_process
 
@@ -119,3 +125,100 @@ async def test_state_is_shared_and_survives_a_restart(database_url: str) -> None
     with simulator_process(database_url) as second:
         again = SimulatorNodeDriver(driver.key, "secret", endpoint=second)
         assert node.id in {n.id for n in again.list_nodes()}
+
+
+async def test_every_call_waits_the_latency_without_holding_a_connection(
+    simulator_url: str,
+) -> None:
+    latency, calls = 0.5, 100
+    driver = account(simulator_url, api_latency=latency)
+    paths = ["/v1/nodes", "/v1/sizes", "/v1/images", "/v1/regions"]
+    async with httpx.AsyncClient(
+        base_url=simulator_url, auth=(driver.key, "secret"), timeout=30
+    ) as client:
+        began = time.monotonic()
+        answers = await asyncio.gather(*(client.get(paths[i % 4]) for i in range(calls)))
+        took = time.monotonic() - began
+    assert {a.status_code for a in answers} == {200}
+    assert took >= latency
+    assert took < calls * latency / 2
+    # Waiting with a connection of the pool (10) would serve them ten at a time.
+    assert took < 5 * latency
+
+    began = time.monotonic()
+    node = driver.create_node("slow", driver.list_sizes()[0], driver.list_images()[0])
+    driver.destroy_node(node)
+    assert time.monotonic() - began >= 4 * latency
+
+
+async def test_calls_beyond_the_rate_are_refused_at_once(simulator_url: str) -> None:
+    driver = account(simulator_url, api_rate=0.001, api_burst=3, api_latency=1.0)
+    await asyncio.gather(*(asyncio.to_thread(driver.list_sizes) for _ in range(3)))
+
+    began = time.monotonic()
+    with pytest.raises(SimulatorError) as refused:
+        driver.list_nodes()
+    assert time.monotonic() - began < 0.5  # not delayed by the latency
+    assert (refused.value.code, refused.value.status) == ("RequestLimitExceeded", 503)
+    assert "Request limit exceeded." in str(refused.value)
+
+    driver.ex_ensure_account({**FAST, "api_rate": None})  # lifted at once
+    assert driver.list_nodes() == []
+
+
+def test_a_node_is_found_by_its_tag_alone(simulator_url: str) -> None:
+    driver, other = account(simulator_url), account(simulator_url)
+    size, image = driver.list_sizes()[0], driver.list_images()[0]
+    nodes = [
+        driver.create_node(f"n{i}", size, image, ex_metadata={"boreas-instance": f"i-{i}"})
+        for i in range(3)
+    ]
+    driver.create_node("team", size, image, ex_metadata={"team": "blue", "x": "i-1"})
+    other.create_node("look-alike", size, image, ex_metadata={"boreas-instance": "i-1"})
+
+    found = driver.ex_list_nodes_tagged("boreas-instance", "i-1")
+    assert [n.id for n in found] == [nodes[1].id]
+    assert found[0].extra["tags"] == {"boreas-instance": "i-1"}
+    assert [n.name for n in driver.ex_list_nodes_tagged("team", "blue")] == ["team"]
+    assert driver.ex_list_nodes_tagged("boreas-instance", "i-9") == []
+
+    driver.ex_kill_node(nodes[1])  # terminated nodes stay findable, as they stay listed
+    assert [n.extra["state"] for n in driver.ex_list_nodes_tagged("boreas-instance", "i-1")] == [
+        "terminated"
+    ]
+
+
+async def test_the_tag_lookup_is_an_index_lookup(simulator_url: str, database_url: str) -> None:
+    key = account(simulator_url).key
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "simulator"})
+    try:
+        await conn.execute(
+            """INSERT INTO nodes (id, api_key, name, size_id, image_id, region, tags, state,
+                                  since, created_at)
+               SELECT $1 || '-' || g, $1, 'n', 'sim.small', 'img-debian-12', 'north',
+                      jsonb_build_object('boreas-instance', 'i-' || g), 'running', now(), now()
+               FROM generate_series(1, 20000) g""",
+            key,
+        )
+        await conn.execute("ANALYZE nodes")
+        plan = await conn.fetchval(
+            f"""EXPLAIN SELECT id FROM nodes
+                WHERE api_key = '{key}' AND tags->>'boreas-instance' = 'i-77'"""
+        )
+    finally:
+        await conn.close()
+    assert "nodes_boreas_instance" in plan
+
+
+@pytest.mark.parametrize("microsecond", [0, 5, 123456])
+async def test_postgresql_writes_timestamps_as_python_does(
+    database_url: str, microsecond: int
+) -> None:
+    moment = datetime(2026, 3, 4, 5, 6, 7, microsecond, tzinfo=UTC)
+    # Whatever the session's time zone.
+    conn = await asyncpg.connect(database_url, server_settings={"timezone": "Asia/Kolkata"})
+    try:
+        text = await conn.fetchval(f"SELECT {sql_isoformat('$1::timestamptz')}", moment)
+    finally:
+        await conn.close()
+    assert text == moment.isoformat()

@@ -132,6 +132,7 @@ def notifier_settings(amqp_url: str, database_url: str, **overrides: object) -> 
         "secret_key": SESSION_KEY,
         "heartbeat_interval": 0.5,
         "outbox_poll_interval": 0.2,
+        "partitions": 2,
         "max_deliveries": 3,
         "shutdown_grace": 5.0,
         "webhook_timeout": 2.0,

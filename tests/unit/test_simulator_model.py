@@ -1,10 +1,19 @@
-"""The simulated cloud's state rules, with no I/O and a clock the test chooses."""
+"""The simulated cloud's state rules and how it renders nodes, with no I/O and a clock the test
+chooses."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.clouds.simulator.model import IncorrectState, Timings, effective_state, next_state
+from shared.clouds.simulator.listing import node_json, nodes_json
+from shared.clouds.simulator.model import (
+    AccountSettings,
+    IncorrectState,
+    Timings,
+    effective_state,
+    next_state,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TIMINGS = Timings(boot=5, stop=2, reboot=3, terminate=4)
@@ -80,3 +89,74 @@ def test_without_a_death_rate_nodes_live_on() -> None:
         effective_state("stopped", T0, at(10**7), TIMINGS, node_id="s", deaths_per_hour=3600)[0]
         == "stopped"
     )
+
+
+def row(state: str, since: datetime, *, name: str = "web-1", node_id: str = "sim-1") -> dict:
+    """A row as PostgreSQL gives it for listing.NODE_COLUMNS."""
+    return {
+        "id": node_id,
+        "name": name,
+        "state": state,
+        "since": since,
+        "size_id": "sim.small",
+        "image_id": "img-debian-12",
+        "region": "north",
+        "tags": '{"boreas-instance": "i-1"}',
+        "since_text": since.isoformat(),
+        "created_at_text": T0.isoformat(),
+        "address_byte": 7,
+    }
+
+
+def listed(rows: list[dict], now: datetime, **settings: object) -> list[dict]:
+    return json.loads(nodes_json(rows, AccountSettings.model_validate(settings), now))
+
+
+def test_a_listed_node_has_the_api_shape() -> None:
+    assert listed([row("running", at(3))], at(60)) == [
+        {
+            "id": "sim-1",
+            "name": "web-1",
+            "state": "running",
+            "since": at(3).isoformat(),
+            "size": "sim.small",
+            "image": "img-debian-12",
+            "region": "north",
+            "tags": {"boreas-instance": "i-1"},
+            "created_at": T0.isoformat(),
+            "public_ips": ["198.51.100.7"],
+        }
+    ]
+
+
+def test_listing_shows_states_as_they_are_now() -> None:
+    nodes = listed(
+        [row("pending", T0), row("terminating", T0, node_id="sim-2")],
+        at(60),
+        timings={"boot": 5, "terminate": 4},
+    )
+    assert [(n["state"], n["since"]) for n in nodes] == [
+        ("running", at(5).isoformat()),
+        ("terminated", at(4).isoformat()),
+    ]
+    assert [n["public_ips"] for n in nodes] == [["198.51.100.7"], []]
+
+
+def test_terminated_nodes_are_listed_for_the_retention_only() -> None:
+    rows = [row("terminated", at(10)), row("terminating", T0, node_id="sim-2")]
+    settings = {"terminated_retention": 100, "timings": {"terminate": 1}}
+    assert [n["id"] for n in listed(rows, at(105), **settings)] == ["sim-1"]
+    assert listed(rows, at(111), **settings) == []
+    one = node_json(rows[0], AccountSettings(terminated_retention=100), at(111))
+    assert json.loads(one)["state"] == "terminated"
+
+
+def test_random_deaths_show_in_listings() -> None:
+    nodes = listed([row("running", T0)], at(600), deaths_per_hour=3600.0)  # ~1 s to live
+    assert nodes[0]["state"] == "terminated"
+    assert nodes[0]["public_ips"] == []
+
+
+def test_any_name_renders_as_valid_json() -> None:
+    name = 'a "quoted" \\ name\nwith ünïcode \u2028 and \x01'
+    assert listed([row("running", T0, name=name)], at(1))[0]["name"] == name

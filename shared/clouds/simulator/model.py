@@ -70,6 +70,11 @@ class AccountSettings(BaseModel):
     deaths_per_hour: float = Field(default=0.0, ge=0)
     # How long terminated nodes stay listed, as on EC2.
     terminated_retention: float = Field(default=3600.0, ge=0)
+    # Seconds every cloud API call waits before it answers.
+    api_latency: float = Field(default=0.0, ge=0)
+    # Calls per second the account may make (a token bucket holding api_burst); None: no limit.
+    api_rate: float | None = Field(default=None, gt=0)
+    api_burst: int = Field(default=10, ge=1)
 
 
 LIVE = frozenset(
