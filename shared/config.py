@@ -159,6 +159,8 @@ class NotifierSettings(ServiceSettings):
 class GatewaySettings(ServiceSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
+    # Worker processes serving HTTP (each a replica of the gateway service).
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     # A service is shown alive while its last heartbeat is younger than this many intervals.
     alive_after_missed_heartbeats: float = Field(default=3.0, gt=1)
 

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import asyncpg
 import structlog
+import uvloop
 
 from shared.balancer import balance_forever
 from shared.bus import TRANSIENT_BUS_ERRORS, Bus
@@ -276,4 +277,5 @@ def serve(
         **({"subscriptions": subscriptions} if subscriptions else {}),
         **({"background": background} if background else {}),
     )
-    sys.exit(asyncio.run(run_until_signalled(runtime)))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(run_until_signalled(runtime)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +31,7 @@ from services.gateway.routes import (
 )
 from shared.config import GatewaySettings
 from shared.db import service_migrations
+from shared.logging import configure_logging
 from shared.runtime import Clock, ServiceRuntime, utcnow
 from shared.webhooks.targets import Resolver
 
@@ -50,9 +54,11 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
             await ensure_admin(runtime.pool, settings)
+            watcher = asyncio.create_task(_exit_when_fatal(runtime))
             try:
                 yield
             finally:
+                watcher.cancel()
                 gateway.resolver.close()
 
     app = FastAPI(
@@ -70,4 +76,17 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     return app
 
 
-__all__ = ["create_app"]
+async def _exit_when_fatal(runtime: ServiceRuntime) -> None:
+    """A background loop gave up: stop serving (as on SIGTERM) so the process exits."""
+    await runtime.fatal.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker process, configured from the environment."""
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level)
+    return create_app(settings)
+
+
+__all__ = ["app_from_environment", "create_app"]

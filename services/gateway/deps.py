@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -45,6 +46,16 @@ def get_gateway(request: Request) -> Gateway:
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
+
+async def request_connection(gw: GatewayDep) -> AsyncIterator[asyncpg.Connection]:
+    """One pooled connection for the whole request (authentication included), given back as
+    soon as the route returns: before a streamed response starts streaming."""
+    async with gw.pool.acquire() as conn:
+        yield conn
+
+
+Db = Annotated[asyncpg.Connection, Depends(request_connection, scope="function")]
+
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
 
 
@@ -62,8 +73,10 @@ async def bearer_token(
     return credentials.credentials
 
 
-async def current_user(gw: GatewayDep, token: Annotated[str, Depends(bearer_token)]) -> User:
-    user = await identity.user_of_token(gw.pool, security.token_digest(token), gw.clock())
+async def current_user(
+    gw: GatewayDep, db: Db, token: Annotated[str, Depends(bearer_token)]
+) -> User:
+    user = await identity.user_of_token(db, security.token_digest(token), gw.clock())
     if user is None:
         raise _unauthorized("The token is unknown, expired or revoked.")
     return user

@@ -93,6 +93,32 @@ async def visible_accounts(
     return [_public(r) for r in rows]
 
 
+async def placement_possible(
+    conn: asyncpg.Connection,
+    *,
+    username: str,
+    provider: str | None,
+    account: str | None,
+    region: str | None,
+) -> bool:
+    """Whether some account granted to ``username`` fits the placement: the question every
+    launch asks, answered by an index lookup rather than by reading every account (the same
+    rules as ``placement_check``, which says *why* when this is false)."""
+    return await conn.fetchval(
+        """SELECT EXISTS (
+               SELECT 1 FROM account_grants g JOIN provider_accounts a ON a.id = g.account_id
+               WHERE g.grantee IN ($1, '*')
+                 AND ($2::text IS NULL OR a.provider = $2)
+                 AND ($3::text IS NULL OR a.id = $3 OR a.name = $3)
+                 AND ($4::text IS NULL OR jsonb_typeof(a.config->'regions') IS DISTINCT FROM 'array'
+                      OR a.config->'regions' ? $4))""",
+        username,
+        provider,
+        account,
+        region,
+    )
+
+
 def _public(row: asyncpg.Record) -> dict[str, Any]:
     account = dict(row)
     account["config"] = json.loads(account["config"])

@@ -9,7 +9,7 @@ import structlog
 from fastapi import APIRouter, HTTPException
 
 from services.gateway.account_events import announce_account
-from services.gateway.deps import AdminUser, CurrentUser, GatewayDep
+from services.gateway.deps import AdminUser, CurrentUser, Db, GatewayDep
 from services.gateway.repository import accounts, audit, identity
 from services.gateway.schemas import (
     Grants,
@@ -31,11 +31,11 @@ async def _check_grantees(conn: asyncpg.Connection, grantees: list[str]) -> None
 
 @router.post("", status_code=201, response_model=ProviderAccountOut, responses={403: {}, 409: {}})
 async def register_account(
-    body: NewProviderAccount, admin: AdminUser, gw: GatewayDep
+    body: NewProviderAccount, admin: AdminUser, db: Db, gw: GatewayDep
 ) -> ProviderAccountOut:
     account_id = str(uuid.uuid4())
     sealed = gw.cipher.seal(account_id, body.credentials)
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
+    async with gw.outbox.transaction(db) as conn:
         await _check_grantees(conn, body.grants)
         created = await accounts.create_account(
             conn,
@@ -68,18 +68,16 @@ async def register_account(
 
 
 @router.get("", response_model=ProviderAccountPage)
-async def list_accounts(user: CurrentUser, gw: GatewayDep) -> ProviderAccountPage:
-    rows = await accounts.visible_accounts(
-        gw.pool, username=user.username, everything=user.is_admin
-    )
+async def list_accounts(user: CurrentUser, db: Db, gw: GatewayDep) -> ProviderAccountPage:
+    rows = await accounts.visible_accounts(db, username=user.username, everything=user.is_admin)
     return ProviderAccountPage(items=[ProviderAccountOut(**r) for r in rows])
 
 
 @router.put("/{account_id}/grants", response_model=ProviderAccountOut, responses={403: {}, 404: {}})
 async def replace_grants(
-    account_id: str, body: Grants, admin: AdminUser, gw: GatewayDep
+    account_id: str, body: Grants, admin: AdminUser, db: Db, gw: GatewayDep
 ) -> ProviderAccountOut:
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
+    async with gw.outbox.transaction(db) as conn:
         if not await accounts.lock_account(conn, account_id):
             raise HTTPException(404, "There is no such provider account.")
         await _check_grantees(conn, body.grants)

@@ -7,9 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
-from services.gateway.deps import CurrentUser, Gateway, GatewayDep
+from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.repository import accounts, audit, instances
@@ -52,17 +53,21 @@ def _digest(body: LaunchRequest) -> str:
 async def launch(
     body: LaunchRequest,
     user: CurrentUser,
+    db: Db,
     gw: GatewayDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> InstanceOut:
-    granted = await accounts.visible_accounts(gw.pool, username=user.username, everything=False)
-    try:
-        check_placement(body.placement, granted)
-    except PlacementRefused as refused:
-        raise HTTPException(422, str(refused)) from None
+    if not await accounts.placement_possible(
+        db, username=user.username, **body.placement.model_dump()
+    ):
+        granted = await accounts.visible_accounts(db, username=user.username, everything=False)
+        try:
+            check_placement(body.placement, granted)
+        except PlacementRefused as refused:
+            raise HTTPException(422, str(refused)) from None
     digest = _digest(body)
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
+    async with gw.outbox.transaction(db) as conn:
         if idempotency_key is not None:
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key)
             if earlier is not None:
@@ -117,6 +122,7 @@ def _replay(earlier: tuple[dict[str, Any], str], digest: str, response: Response
 @router.get("", response_model=InstancePage, responses={400: {"description": "bad cursor"}})
 async def list_instances(
     user: CurrentUser,
+    db: Db,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: CursorParam = None,
@@ -127,7 +133,7 @@ async def list_instances(
             return InstancePage(items=[], next_cursor=None)
         owner = user.username
     before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
-    rows = await instances.page(gw.pool, owner=owner, limit=limit + 1, before=before)
+    rows = await instances.page(db, owner=owner, limit=limit + 1, before=before)
     rows, next_cursor = split_page(rows, limit, lambda r: (r["created_at"].isoformat(), r["id"]))
     return InstancePage(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
@@ -140,9 +146,9 @@ def _parse_id(instance_id: str) -> uuid.UUID:
 
 
 @router.get("/{instance_id}", response_model=InstanceOut, responses=NOT_FOUND)
-async def get_instance(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
+async def get_instance(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
     found = await instances.visible_instance(
-        gw.pool, _parse_id(instance_id), viewer=user.username, everything=user.is_admin
+        db, _parse_id(instance_id), viewer=user.username, everything=user.is_admin
     )
     if found is None:
         raise HTTPException(404, "There is no such instance.")
@@ -158,8 +164,10 @@ _ACTIONS: dict[InstanceAction, tuple[set[InstanceState], InstanceState | None]] 
 _FINISHED = {InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.TERMINATING}
 
 
-async def _act(instance_id: str, action: InstanceAction, user: User, gw: Gateway) -> InstanceOut:
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
+async def _act(
+    instance_id: str, action: InstanceAction, user: User, db: asyncpg.Connection, gw: Gateway
+) -> InstanceOut:
+    async with gw.outbox.transaction(db) as conn:
         found = await instances.visible_instance(
             conn,
             _parse_id(instance_id),
@@ -210,24 +218,24 @@ ACTION_RESPONSES = {**NOT_FOUND, 409: {"description": "not possible in the insta
 @router.post(
     "/{instance_id}/stop", status_code=202, response_model=InstanceOut, responses=ACTION_RESPONSES
 )
-async def stop(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
-    return await _act(instance_id, InstanceAction.STOP, user, gw)
+async def stop(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.STOP, user, db, gw)
 
 
 @router.post(
     "/{instance_id}/start", status_code=202, response_model=InstanceOut, responses=ACTION_RESPONSES
 )
-async def start(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
-    return await _act(instance_id, InstanceAction.START, user, gw)
+async def start(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.START, user, db, gw)
 
 
 @router.post(
     "/{instance_id}/reboot", status_code=202, response_model=InstanceOut, responses=ACTION_RESPONSES
 )
-async def reboot(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
-    return await _act(instance_id, InstanceAction.REBOOT, user, gw)
+async def reboot(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.REBOOT, user, db, gw)
 
 
 @router.delete("/{instance_id}", status_code=202, response_model=InstanceOut, responses=NOT_FOUND)
-async def terminate(instance_id: str, user: CurrentUser, gw: GatewayDep) -> InstanceOut:
-    return await _act(instance_id, InstanceAction.TERMINATE, user, gw)
+async def terminate(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
+    return await _act(instance_id, InstanceAction.TERMINATE, user, db, gw)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from services.gateway.deps import AdminUser, CurrentUser, GatewayDep
+from services.gateway.deps import AdminUser, CurrentUser, Db, GatewayDep
 from services.gateway.repository import audit, identity, quotas
 from services.gateway.schemas import NO_NUL, Strict
 from shared.events import QuotaLimitsSet, ResourceUsage
@@ -32,8 +32,10 @@ class Quota(BaseModel):
 
 
 @router.put("/v1/quotas/{username}", response_model=Quota, responses={403: {}, 404: {}})
-async def set_quota(username: str, body: QuotaLimits, admin: AdminUser, gw: GatewayDep) -> Quota:
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
+async def set_quota(
+    username: str, body: QuotaLimits, admin: AdminUser, db: Db, gw: GatewayDep
+) -> Quota:
+    async with gw.outbox.transaction(db) as conn:
         if not await identity.user_exists(conn, username):
             raise HTTPException(404, f"There is no user named {username!r}.")
         limits = body.model_dump()
@@ -50,10 +52,10 @@ async def set_quota(username: str, body: QuotaLimits, admin: AdminUser, gw: Gate
 
 
 @router.get("/v1/quotas/{username}", response_model=Quota, responses={404: {}})
-async def get_quota(username: str, user: CurrentUser, gw: GatewayDep) -> Quota:
+async def get_quota(username: str, user: CurrentUser, db: Db, gw: GatewayDep) -> Quota:
     if not user.is_admin and user.username != username:
         raise HTTPException(404, f"There is no quota of {username!r} for you to see.")
-    return Quota(**await quotas.view(gw.pool, username))
+    return Quota(**await quotas.view(db, username))
 
 
 class AccountUsage(BaseModel):
@@ -85,6 +87,7 @@ class UsageReport(BaseModel):
 )
 async def usage_report(
     user: CurrentUser,
+    db: Db,
     gw: GatewayDep,
     start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
@@ -100,7 +103,7 @@ async def usage_report(
         if owner not in (None, user.username):
             raise HTTPException(404, f"There is no usage of {owner!r} for you to see.")
         owner = user.username
-    rows = await quotas.usage_report(gw.pool, start=start, end=end, now=now, owner=owner)
+    rows = await quotas.usage_report(db, start=start, end=end, now=now, owner=owner)
     by_owner: dict[str, list[Any]] = {}
     for row in rows:
         by_owner.setdefault(row["owner"], []).append(row)

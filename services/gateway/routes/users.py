@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException
 
 from services.gateway import security
-from services.gateway.deps import AdminUser, CurrentUser, GatewayDep
+from services.gateway.deps import AdminUser, CurrentUser, Db, GatewayDep
 from services.gateway.repository import audit, identity
 from services.gateway.schemas import NewUser, UserOut
 
@@ -15,16 +15,16 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
 @router.post("", status_code=201, response_model=UserOut, responses={403: {}, 409: {}})
-async def create_user(body: NewUser, admin: AdminUser, gw: GatewayDep) -> UserOut:
+async def create_user(body: NewUser, admin: AdminUser, db: Db, gw: GatewayDep) -> UserOut:
     password_hash = await asyncio.to_thread(security.hash_password, body.password)
-    async with gw.pool.acquire() as conn, conn.transaction():
+    async with db.transaction():
         user = await identity.create_user(
-            conn, username=body.username, password_hash=password_hash, role=body.role
+            db, username=body.username, password_hash=password_hash, role=body.role
         )
         if user is None:
             raise HTTPException(409, f"The username {body.username!r} is taken.")
         await audit.record(
-            conn,
+            db,
             actor=admin.username,
             action="user_created",
             target=user.username,

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 
-from services.gateway.deps import CurrentUser, Gateway, GatewayDep
+from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.repository import audit, webhooks
 from services.gateway.repository.identity import User
@@ -78,7 +78,7 @@ def _parse_id(webhook_id: str) -> uuid.UUID:
     },
 )
 async def register_webhook(
-    body: NewWebhook, user: CurrentUser, gw: GatewayDep, response: Response
+    body: NewWebhook, user: CurrentUser, db: Db, gw: GatewayDep, response: Response
 ) -> WebhookWithSecret:
     """The response carries the signing secret; it is not shown again (rotate to get a new one)."""
     scope = body.scope or ("all" if user.is_admin else "own")
@@ -92,7 +92,7 @@ async def register_webhook(
         )
     await _check_target(body.url, gw)
     webhook_id, secret, now = uuid.uuid4(), signing.new_secret(), gw.clock()
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
+    async with gw.outbox.transaction(db) as conn:
         # One owner's registrations are serialised, so the limit holds under concurrency.
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))", user.username
@@ -128,6 +128,7 @@ async def register_webhook(
 @router.get("", response_model=WebhookPage, responses={400: {"description": "bad cursor"}})
 async def list_webhooks(
     user: CurrentUser,
+    db: Db,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: CursorParam = None,
@@ -139,21 +140,21 @@ async def list_webhooks(
             return WebhookPage(items=[], next_cursor=None)
         owner = user.username
     before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
-    rows = await webhooks.page(gw.pool, owner=owner, limit=limit + 1, before=before)
+    rows = await webhooks.page(db, owner=owner, limit=limit + 1, before=before)
     rows, next_cursor = split_page(rows, limit, lambda r: (r["created_at"].isoformat(), r["id"]))
     return WebhookPage(items=[WebhookOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 async def _visible(
-    gw: Gateway, user: User, webhook_id: str, conn: asyncpg.Connection | None = None
+    conn: asyncpg.Connection, user: User, webhook_id: str, *, lock: bool = False
 ) -> dict[str, Any]:
-    """The webhook if the caller may see it, locked when ``conn`` is given; 404 otherwise."""
+    """The webhook if the caller may see it (locked with ``lock``); 404 otherwise."""
     found = await webhooks.visible(
-        conn or gw.pool,
+        conn,
         _parse_id(webhook_id),
         viewer=user.username,
         everything=user.is_admin,
-        for_update=conn is not None,
+        for_update=lock,
     )
     if found is None:
         raise HTTPException(404, "There is no such webhook.")
@@ -161,15 +162,15 @@ async def _visible(
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut, responses=NOT_FOUND)
-async def get_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> WebhookOut:
-    return WebhookOut(**await _visible(gw, user, webhook_id))
+async def get_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> WebhookOut:
+    return WebhookOut(**await _visible(db, user, webhook_id))
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=NOT_FOUND)
-async def delete_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> Response:
+async def delete_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> Response:
     """Deliveries stop; those still waiting are dropped."""
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
-        found = await _visible(gw, user, webhook_id, conn)
+    async with gw.outbox.transaction(db) as conn:
+        found = await _visible(conn, user, webhook_id, lock=True)
         await webhooks.mark_deleted(conn, found["id"], gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_deleted", target=webhook_id)
         await announce_webhook(conn, found["id"])
@@ -184,6 +185,7 @@ async def delete_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> 
 async def rotate_secret(
     webhook_id: str,
     user: CurrentUser,
+    db: Db,
     gw: GatewayDep,
     body: Annotated[SecretRotation | None, Body()] = None,
 ) -> WebhookWithSecret:
@@ -191,8 +193,8 @@ async def rotate_secret(
     carry two signatures (new and previous), so receivers can switch without losing any."""
     overlap = timedelta(seconds=(body or SecretRotation()).previous_secret_valid_seconds)
     secret, now = signing.new_secret(), gw.clock()
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
-        found = await _visible(gw, user, webhook_id, conn)
+    async with gw.outbox.transaction(db) as conn:
+        found = await _visible(conn, user, webhook_id, lock=True)
         current = await webhooks.by_id(conn, found["id"])
         assert current is not None
         kept = [
@@ -216,10 +218,10 @@ async def rotate_secret(
 
 
 @router.post("/{webhook_id}/enable", response_model=WebhookOut, responses=NOT_FOUND)
-async def enable_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> WebhookOut:
+async def enable_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> WebhookOut:
     """Deliver again to a webhook disabled by a 410 Gone (events from now on)."""
-    async with gw.pool.acquire() as conn, gw.outbox.transaction(conn):
-        found = await _visible(gw, user, webhook_id, conn)
+    async with gw.outbox.transaction(db) as conn:
+        found = await _visible(conn, user, webhook_id, lock=True)
         if found["state"] == "active":
             return WebhookOut(**found)
         await _check_target(found["url"], gw)
@@ -239,16 +241,17 @@ async def enable_webhook(webhook_id: str, user: CurrentUser, gw: GatewayDep) -> 
 async def delivery_log(
     webhook_id: str,
     user: CurrentUser,
+    db: Db,
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: CursorParam = None,
     message_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> DeliveryAttemptPage:
     """Every delivery attempt, newest first; ``message_id`` (the event id) narrows to one event."""
-    found = await _visible(gw, user, webhook_id)
+    found = await _visible(db, user, webhook_id)
     before = decode_cursor(cursor, datetime.fromisoformat, str)
     rows = await webhooks.attempts_page(
-        gw.pool, found["id"], limit=limit + 1, before=before, message_id=message_id
+        db, found["id"], limit=limit + 1, before=before, message_id=message_id
     )
     rows, next_cursor = split_page(
         rows, limit, lambda r: (r["attempted_at"].isoformat(), r["report_id"])
