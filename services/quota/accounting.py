@@ -9,6 +9,7 @@ without asking quota; chargeback, by contrast, counts running time only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,6 +55,31 @@ def refusal(usage: Amounts, limits: Limits, request: Amounts) -> str | None:
                 f"reserved, this launch needs {getattr(request, resource)} more"
             )
     return None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A launch to decide: who asks, for what."""
+
+    key: str  # the instance id
+    owner: str
+    amounts: Amounts
+
+
+def decide(
+    asks: Sequence[Ask], usage: Mapping[str, Amounts], limits: Mapping[str, Limits]
+) -> tuple[list[str | None], dict[str, Amounts]]:
+    """Decide ``asks`` in order, each against its owner's usage with the launches admitted
+    before it: the refusal of each (None: admitted), and every owner's usage afterwards."""
+    after = dict(usage)
+    refusals: list[str | None] = []
+    for ask in asks:
+        held = after.get(ask.owner, Amounts())
+        reason = refusal(held, limits.get(ask.owner, Limits()), ask.amounts)
+        if reason is None:
+            after[ask.owner] = held + ask.amounts
+        refusals.append(reason)
+    return refusals, after
 
 
 class Status(StrEnum):

@@ -9,16 +9,18 @@ import structlog
 from services.quota import repository
 from services.quota.accounting import (
     Amounts,
+    Ask,
     Limits,
     Status,
     after_end,
     after_placement,
+    decide,
     one_instance,
-    refusal,
     usage_delta,
 )
-from shared.consumer import Subscription, UnitOfWork
+from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
+    Envelope,
     InstanceFailed,
     InstanceLaunchAdmitted,
     InstanceLaunchRequested,
@@ -45,25 +47,60 @@ def usage_event(owner: str, usage: Amounts, limits: Limits) -> QuotaUsageChanged
     )
 
 
-async def decide_launch(event: InstanceLaunchRequested, uow: UnitOfWork) -> None:
-    usage = await repository.lock_usage(uow.conn, event.owner)
-    if await repository.entry(uow.conn, event.instance_id) is not None:
-        return  # decided already
-    limits = await repository.limits_of(uow.conn, event.owner)
-    amounts = one_instance(event.cpus, event.memory_mb)
-    reason = refusal(usage, limits, amounts)
-    if reason is not None:
-        await repository.record(uow.conn, event.instance_id, event.owner, amounts, Status.REJECTED)
-        await uow.publish(
-            InstanceRejected(instance_id=event.instance_id, owner=event.owner, reason=reason)
-        )
-        return
-    await repository.record(uow.conn, event.instance_id, event.owner, amounts, Status.RESERVED)
-    usage = await repository.add_usage(uow.conn, event.owner, amounts)
-    await uow.publish(
-        InstanceLaunchAdmitted(**event.model_dump(exclude={"placement"}), placement=event.placement)
+def _status(refusal: str | None) -> Status:
+    return Status.REJECTED if refusal else Status.RESERVED
+
+
+async def decide_launches(received: list[Received], uow: BatchUnitOfWork) -> None:
+    """Decide a batch of launches in one transaction: lock the owners' usage, decide each in
+    order (pure), write the ledger and usage in bulk, and say what happened. One
+    ``quota.usage_changed`` per owner per batch, carrying the usage after it."""
+    requests: dict[str, Received] = {}
+    for item in received:
+        requests.setdefault(str(item.event.instance_id), item)  # a redelivery within the batch
+    owners = sorted({r.event.owner for r in requests.values()})
+    usage = await repository.lock_usages(uow.conn, owners)
+    decided = await repository.decided_among(
+        uow.conn, [r.event.instance_id for r in requests.values()]
     )
-    await uow.publish(usage_event(event.owner, usage, limits))
+    fresh = [r for key, r in requests.items() if key not in decided]
+    if not fresh:
+        return
+    limits = await repository.limits_for(uow.conn, owners)
+    asks = [
+        Ask(str(r.event.instance_id), r.event.owner, one_instance(r.event.cpus, r.event.memory_mb))
+        for r in fresh
+    ]
+    refusals, after = decide(asks, usage, limits)
+    await repository.record_many(
+        uow.conn,
+        [
+            (r.event.instance_id, ask.owner, ask.amounts, _status(reason))
+            for r, ask, reason in zip(fresh, asks, refusals, strict=True)
+        ],
+    )
+    moved = {o: after[o] for o in owners if after[o] != usage[o]}
+    await repository.set_usages(uow.conn, moved)
+    last_cause: dict[str, Envelope] = {}
+    for item, reason in zip(fresh, refusals, strict=True):
+        event: InstanceLaunchRequested = item.event
+        if reason is None:
+            uow.publish(
+                InstanceLaunchAdmitted(
+                    **event.model_dump(exclude={"placement"}), placement=event.placement
+                ),
+                cause=item.envelope,
+            )
+            last_cause[event.owner] = item.envelope
+        else:
+            uow.publish(
+                InstanceRejected(instance_id=event.instance_id, owner=event.owner, reason=reason),
+                cause=item.envelope,
+            )
+    for owner, usage_now in moved.items():
+        uow.publish(
+            usage_event(owner, usage_now, limits.get(owner, Limits())), cause=last_cause[owner]
+        )
 
 
 async def _move(uow: UnitOfWork, instance_id: uuid.UUID, transition) -> None:
@@ -108,7 +145,10 @@ async def apply_limits(event: QuotaLimitsSet, uow: UnitOfWork) -> None:
 # its owner's usage row, so two of one owner never interleave, whatever their order).
 SUBSCRIPTIONS = [
     Subscription(
-        InstanceLaunchRequested, decide_launch, name="decide_launch", order_by=OrderKey.OWNER
+        InstanceLaunchRequested,
+        batch_handler=decide_launches,
+        name="decide_launch",
+        order_by=OrderKey.OWNER,
     ),
     Subscription(
         InstancePlaced, follow_placement, name="follow_placement", order_by=OrderKey.INSTANCE

@@ -19,6 +19,64 @@ async def lock_usage(conn: asyncpg.Connection, owner: str) -> Amounts:
     return Amounts(row["instances"], row["cpus"], row["memory_mb"])
 
 
+async def lock_usages(conn: asyncpg.Connection, owners: list[str]) -> dict[str, Amounts]:
+    """Several owners' usage, locked until the transaction ends (in owner order, so two
+    transactions locking overlapping sets cannot deadlock)."""
+    await conn.execute(
+        "INSERT INTO usage (owner) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", owners
+    )
+    rows = await conn.fetch(
+        """SELECT owner, instances, cpus, memory_mb FROM usage WHERE owner = ANY($1)
+           ORDER BY owner FOR UPDATE""",
+        owners,
+    )
+    return {r["owner"]: Amounts(r["instances"], r["cpus"], r["memory_mb"]) for r in rows}
+
+
+async def limits_for(conn: asyncpg.Connection, owners: list[str]) -> dict[str, Limits]:
+    rows = await conn.fetch(
+        "SELECT owner, instances, cpus, memory_mb FROM limits WHERE owner = ANY($1)", owners
+    )
+    return {r["owner"]: Limits(r["instances"], r["cpus"], r["memory_mb"]) for r in rows}
+
+
+async def set_usages(conn: asyncpg.Connection, usage: dict[str, Amounts]) -> None:
+    if not usage:
+        return
+    owners = list(usage)
+    await conn.execute(
+        """UPDATE usage u SET instances = v.instances, cpus = v.cpus, memory_mb = v.memory_mb
+           FROM unnest($1::text[], $2::int[], $3::int[], $4::int[])
+                AS v(owner, instances, cpus, memory_mb)
+           WHERE u.owner = v.owner""",
+        owners,
+        [usage[o].instances for o in owners],
+        [usage[o].cpus for o in owners],
+        [usage[o].memory_mb for o in owners],
+    )
+
+
+async def decided_among(conn: asyncpg.Connection, instance_ids: list[uuid.UUID]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT instance_id FROM ledger WHERE instance_id = ANY($1::uuid[])", instance_ids
+    )
+    return {str(r["instance_id"]) for r in rows}
+
+
+async def record_many(
+    conn: asyncpg.Connection, entries: list[tuple[uuid.UUID, str, Amounts, Status]]
+) -> None:
+    await conn.execute(
+        """INSERT INTO ledger (instance_id, owner, cpus, memory_mb, status)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[])""",
+        [e[0] for e in entries],
+        [e[1] for e in entries],
+        [e[2].cpus for e in entries],
+        [e[2].memory_mb for e in entries],
+        [e[3].value for e in entries],
+    )
+
+
 async def add_usage(conn: asyncpg.Connection, owner: str, delta: Amounts) -> Amounts:
     row = await conn.fetchrow(
         """UPDATE usage SET instances = instances + $2, cpus = cpus + $3,

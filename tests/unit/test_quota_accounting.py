@@ -4,16 +4,18 @@ redelivery that checks the invariants the quota service relies on."""
 from __future__ import annotations
 
 import hypothesis.strategies as st
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from services.quota.accounting import (
     HOLDS,
     Amounts,
+    Ask,
     Limits,
     Status,
     after_end,
     after_placement,
+    decide,
     one_instance,
     refusal,
     usage_delta,
@@ -105,3 +107,39 @@ class QuotaLedger(RuleBasedStateMachine):
 
 TestQuotaLedger = QuotaLedger.TestCase
 TestQuotaLedger.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+def test_a_batch_is_decided_in_order_each_ask_seeing_those_admitted_before_it() -> None:
+    asks = [Ask(f"i{n}", "alice", one_instance(2, 1024)) for n in range(4)]
+    refusals, after = decide(asks, {"alice": Amounts(1, 2, 1024)}, {"alice": Limits(instances=3)})
+    assert [r is None for r in refusals] == [True, True, False, False]
+    assert after["alice"] == Amounts(3, 6, 3072)
+
+
+def test_owners_in_one_batch_do_not_share_limits() -> None:
+    asks = [Ask("a", "alice", one_instance(1, 1)), Ask("b", "bob", one_instance(1, 1))]
+    refusals, after = decide(asks, {}, {"alice": Limits(instances=0)})
+    assert refusals[0] is not None and refusals[1] is None
+    assert after == {"bob": Amounts(1, 1, 1)}
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["alice", "bob"]), st.integers(1, 8), st.integers(1, 4096)),
+        max_size=40,
+    ),
+    st.integers(0, 10),
+    st.integers(0, 40),
+)
+def test_no_batch_admits_past_a_limit(
+    wanted: list[tuple[str, int, int]], max_instances: int, max_cpus: int
+) -> None:
+    asks = [Ask(str(n), o, one_instance(c, m)) for n, (o, c, m) in enumerate(wanted)]
+    limits = {o: Limits(instances=max_instances, cpus=max_cpus) for o in ("alice", "bob")}
+    refusals, after = decide(asks, {}, limits)
+    for owner, held in after.items():
+        assert held.instances <= max_instances and held.cpus <= max_cpus
+        admitted = [
+            a for a, r in zip(asks, refusals, strict=True) if r is None and a.owner == owner
+        ]
+        assert held == sum((a.amounts for a in admitted), Amounts())
