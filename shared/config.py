@@ -43,8 +43,10 @@ class ServiceSettings(BaseSettings):
     consumer_batch: int = Field(default=32, ge=1, le=500)
     # How many times a message is delivered to a failing handler before it is dead-lettered.
     max_deliveries: int = Field(default=5, ge=1, le=100)
-    # Connections in this process's PostgreSQL pool.
+    # Connections in this process's PostgreSQL pool, and how many of them the consumers may
+    # hold at once (the rest stay free for the outbox relay, background loops and routes).
     db_pool_size: int = Field(default=10, ge=2, le=200)
+    consumer_connections: int = Field(default=6, ge=1, le=200)
     outbox_poll_interval: float = Field(default=1.0, gt=0)
     inbox_retention_days: int = Field(default=7, ge=1)
     shutdown_grace: float = Field(default=8.0, gt=0)
@@ -78,6 +80,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError("BOREAS_ENV=prod refuses the default RabbitMQ guest account")
         if self.env == "prod" and self.secret_key is None:
             raise ValueError("BOREAS_ENV=prod requires BOREAS_SECRET_KEY")
+        if self.consumer_connections >= self.db_pool_size:
+            raise ValueError(
+                "BOREAS_CONSUMER_CONNECTIONS must be below BOREAS_DB_POOL_SIZE: the outbox relay "
+                "and background loops need connections of their own"
+            )
         return self
 
     def credential_cipher(self) -> CredentialCipher:
@@ -157,6 +164,8 @@ class NotifierSettings(ServiceSettings):
 
 
 class GatewaySettings(ServiceSettings):
+    # Requests need connections too: a larger pool than the other services'.
+    db_pool_size: int = Field(default=20, ge=2, le=200)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     # Worker processes serving HTTP (each a replica of the gateway service).

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
@@ -50,7 +51,7 @@ from aio_pika.abc import (
 )
 
 from shared.bus import DEAD_LETTER_EXCHANGE, Bus
-from shared.db import TRANSIENT_DB_ERRORS
+from shared.db import CONFLICT_ERRORS, TRANSIENT_DB_ERRORS
 from shared.events import Envelope, Event, UndecodableEvent, decode, parse_envelope
 from shared.lanes import KeyedLanes
 from shared.ordering import OrderKey, key_value, partition_binding
@@ -125,8 +126,12 @@ class Subscription:
     # False only for handlers that are idempotent by nature (e.g. "last seen = greatest(...)"),
     # where an inbox row per message would be pure cost.
     dedupe: bool = True
-    # Messages per transaction at most (None: the runner's setting).
+    # Messages per transaction at most, and batches at once per replica (None: the runner's).
     max_batch: int | None = None
+    concurrency: int | None = None
+    # Only events for which this is true reach the handler; the others are acknowledged as they
+    # arrive, without a transaction (e.g. a handler that cares about one state of many).
+    when: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):
@@ -169,6 +174,9 @@ class ConsumerSettings:
     partitions: int = 4
     concurrency: int = 16  # batches in progress per subscription and replica
     max_batch: int = 32
+    # Transactions all of a replica's handlers may have open at once: the share of its pool
+    # connections the consumers may take, so the rest (routes, loops) never wait behind them.
+    connections: int = 6
 
 
 @dataclass(eq=False)
@@ -191,6 +199,7 @@ class _Delivery:
     source: Source
     envelope: Envelope
     event: Event
+    key: str
     tries: int = 0
 
     @property
@@ -233,6 +242,7 @@ class ConsumerRunner:
         self._consumers: list[_Consumer] = []
         self._stopping = False
         self._settled = asyncio.Event()  # set whenever a batch is done with
+        self._connections = asyncio.Semaphore(self._settings.connections)
 
     @property
     def consumers(self) -> Sequence[_Consumer]:
@@ -243,7 +253,7 @@ class ConsumerRunner:
             consumer = _Consumer(subscription, queue_name(self._service, subscription))
             self._consumers.append(consumer)
             await self._attach(consumer)
-            concurrency = self._settings.concurrency
+            concurrency = subscription.concurrency or self._settings.concurrency
             consumer.workers = [
                 asyncio.create_task(self._work(consumer), name=f"consume-{consumer.name}-{i}")
                 for i in range(concurrency)
@@ -386,11 +396,14 @@ class ConsumerRunner:
                 )
                 await _settle(message.reject(requeue=False))
                 return
+            if subscription.when is not None and not subscription.when(event):
+                await _settle(message.ack())
+                return
             key = envelope.id
             if subscription.order_by is not None:
                 key = key_value(subscription.order_by, envelope.data, envelope.subject) or key
             source.in_flight += 1
-            consumer.lanes.put(key, _Delivery(message, source, envelope, event))
+            consumer.lanes.put(key, _Delivery(message, source, envelope, event, key))
 
         return receive
 
@@ -427,10 +440,21 @@ class ConsumerRunner:
         return True
 
     async def _handle(self, consumer: _Consumer, deliveries: list[_Delivery]) -> None:
+        # Different keys may go in any order: sorted, batches that lock rows of their keys
+        # lock them in the same order, and cannot deadlock each other.
+        deliveries.sort(key=lambda d: d.key)
         outage_backoff = 0.5
         while True:
             try:
                 emitted = await self._run_in_transaction(consumer, deliveries)
+            except CONFLICT_ERRORS as exc:
+                if len(deliveries) > 1:
+                    for delivery in deliveries:  # smaller transactions, fewer locks at once
+                        await self._handle(consumer, [delivery])
+                    return
+                log.info("transaction_conflict_retrying", error=repr(exc))
+                await asyncio.sleep(random.uniform(0.005, 0.05))
+                continue
             except TRANSIENT_DB_ERRORS as exc:
                 if self._stopping:
                     await self._settle_all(deliveries, requeue=True)
@@ -456,7 +480,7 @@ class ConsumerRunner:
     async def _run_in_transaction(self, consumer: _Consumer, deliveries: list[_Delivery]) -> bool:
         subscription = consumer.subscription
         source_name = self._bus.source
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connections, self._pool.acquire() as conn, conn.transaction():
             fresh = deliveries
             if subscription.dedupe:
                 inserted = {

@@ -109,6 +109,7 @@ class ServiceRuntime:
                 partitions=s.partitions,
                 concurrency=s.consumer_concurrency,
                 max_batch=s.consumer_batch,
+                connections=s.consumer_connections,
             ),
             on_commit=self.outbox.wake,
         )

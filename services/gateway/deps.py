@@ -40,7 +40,7 @@ class Gateway:
         return self.runtime.outbox
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 

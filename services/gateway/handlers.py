@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from services.gateway.repository import feed, instances, quotas, webhooks
 from services.gateway.repository import status as repository
@@ -36,47 +40,46 @@ async def record_heartbeat(event: ServiceHeartbeat, uow: UnitOfWork, *, clock: C
     )
 
 
-async def record_rejection(event: InstanceRejected, uow: UnitOfWork, *, clock: Clock) -> None:
+async def record_rejection(
+    event: InstanceRejected, conn: asyncpg.Connection, now: datetime
+) -> None:
     await instances.apply_update(
-        uow.conn,
+        conn,
         event.instance_id,
-        now=clock(),
+        now=now,
         only_from=("requested",),
         state="rejected",
         reason=event.reason,
     )
 
 
-async def record_placement(event: InstancePlaced, uow: UnitOfWork, *, clock: Clock) -> None:
-    await instances.apply_update(
-        uow.conn,
+async def record_placement(event: InstancePlaced, conn: asyncpg.Connection, now: datetime) -> None:
+    await instances.record_placement(
+        conn,
         event.instance_id,
-        now=clock(),
+        now=now,
         account_id=event.account_id,
         provider=event.provider,
         provider_instance_id=event.provider_instance_id,
         region=event.region,
         reason=event.reason,
     )
-    await instances.apply_update(
-        uow.conn, event.instance_id, now=clock(), only_from=("requested",), state="pending"
-    )
 
 
-async def record_failure(event: InstanceFailed, uow: UnitOfWork, *, clock: Clock) -> None:
+async def record_failure(event: InstanceFailed, conn: asyncpg.Connection, now: datetime) -> None:
     await instances.apply_update(
-        uow.conn,
+        conn,
         event.instance_id,
-        now=clock(),
+        now=now,
         only_from=("requested", "pending"),
         state="error",
         reason=event.reason,
     )
     # Terminated before any cloud had it: nothing is left to end.
     await instances.apply_update(
-        uow.conn,
+        conn,
         event.instance_id,
-        now=clock(),
+        now=now,
         only_from=("terminating",),
         state="terminated",
         reason=event.reason,
@@ -84,13 +87,13 @@ async def record_failure(event: InstanceFailed, uow: UnitOfWork, *, clock: Clock
 
 
 async def record_state_change(
-    event: InstanceStateChanged, uow: UnitOfWork, *, clock: Clock
+    event: InstanceStateChanged, conn: asyncpg.Connection, now: datetime
 ) -> None:
     # Observations older than the last applied one are ignored (apply_update checks observed_at).
     applied = await instances.apply_update(
-        uow.conn,
+        conn,
         event.instance_id,
-        now=clock(),
+        now=now,
         observed_at=event.observed_at,
         state=event.new_state.value,
         account_id=event.account_id,
@@ -102,7 +105,7 @@ async def record_state_change(
     # Running spells, for chargeback: only running time counts.
     if event.new_state is InstanceState.RUNNING:
         await quotas.start_run(
-            uow.conn,
+            conn,
             instance_id=event.instance_id,
             owner=event.owner,
             account_id=event.account_id,
@@ -111,17 +114,34 @@ async def record_state_change(
             at=event.observed_at,
         )
     else:
-        await quotas.end_run(uow.conn, event.instance_id, event.observed_at)
+        await quotas.end_run(conn, event.instance_id, event.observed_at)
 
 
-async def record_in_feed(received: list[Received], uow: BatchUnitOfWork) -> None:
-    await feed.append(uow.conn, [r.envelope for r in received])
-
-
-async def record_usage(event: QuotaUsageChanged, uow: UnitOfWork) -> None:
+async def record_usage(event: QuotaUsageChanged, conn: asyncpg.Connection, _now: datetime) -> None:
     await quotas.record_usage(
-        uow.conn, event.owner, event.usage.model_dump(), event.limits.model_dump()
+        conn, event.owner, event.usage.model_dump(), event.limits.model_dump()
     )
+
+
+# How each public event moves the read model (instance.launch_requested: the route wrote it).
+READ_MODEL: dict[type, Callable[[Any, asyncpg.Connection, datetime], Awaitable[None]]] = {
+    InstanceRejected: record_rejection,
+    InstancePlaced: record_placement,
+    InstanceFailed: record_failure,
+    InstanceStateChanged: record_state_change,
+    QuotaUsageChanged: record_usage,
+}
+
+
+async def record_public(received: list[Received], uow: BatchUnitOfWork, *, clock: Clock) -> None:
+    """Every public event: the read model it moves, and its number in the feed of
+    ``GET /v1/events``, in one transaction per batch."""
+    now = clock()
+    for item in received:
+        update = READ_MODEL.get(type(item.event))
+        if update is not None:
+            await update(item.event, uow.conn, now)
+    await feed.append(uow.conn, [r.envelope for r in received])
 
 
 async def record_delivery_attempt(event: WebhookDeliveryAttempted, uow: UnitOfWork) -> None:
@@ -150,29 +170,17 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
             order_by=None,  # "last seen = greatest(...)": any order gives the same result
             dedupe=False,
         ),
+        # The read model and the feed in one queue: an instance's events in order, one
+        # batch at a time (feed appends take turns anyway, see feed.append), as large as they
+        # come.
         Subscription(
-            InstanceRejected,
-            bound(record_rejection),
-            name="record_rejection",
+            PUBLIC,
+            batch_handler=bound(record_public),
+            name="record_public",
             order_by=OrderKey.INSTANCE,
+            concurrency=1,
+            max_batch=500,
         ),
-        Subscription(
-            InstancePlaced,
-            bound(record_placement),
-            name="record_placement",
-            order_by=OrderKey.INSTANCE,
-        ),
-        Subscription(
-            InstanceFailed, bound(record_failure), name="record_failure", order_by=OrderKey.INSTANCE
-        ),
-        Subscription(
-            InstanceStateChanged,
-            bound(record_state_change),
-            name="record_state_change",
-            order_by=OrderKey.INSTANCE,
-        ),
-        # Each carries the owner's whole usage: the last one handled must be the last one sent.
-        Subscription(QuotaUsageChanged, record_usage, name="record_usage", order_by=OrderKey.OWNER),
         # Idempotent by the report's event id (its primary key), and a log: no order needed.
         Subscription(
             WebhookDeliveryAttempted,
@@ -187,14 +195,5 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
             record_webhook_disabled,
             name="record_webhook_disabled",
             order_by=None,
-        ),
-        # The feed numbers events as they come: an instance's must come in order. Idempotent by
-        # event id (unique), so no inbox row per event.
-        Subscription(
-            PUBLIC,
-            batch_handler=record_in_feed,
-            name="record_in_feed",
-            order_by=OrderKey.INSTANCE,
-            dedupe=False,
         ),
     ]

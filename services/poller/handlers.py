@@ -9,7 +9,7 @@ from datetime import timedelta
 from services.poller import repository
 from shared.clouds.connections import CloudConnections
 from shared.config import PollerSettings
-from shared.consumer import Subscription, UnitOfWork
+from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import InstanceActionRequested, InstancePlaced, ProviderAccountChanged
 from shared.ordering import OrderKey
 from shared.runtime import Clock
@@ -22,12 +22,16 @@ async def record_account(
     uow.after_commit(lambda: clouds.forget(event.account_id))
 
 
-async def follow_placement(
-    event: InstancePlaced, uow: UnitOfWork, *, settings: PollerSettings, clock: Clock
+async def follow_placements(
+    received: list[Received], uow: BatchUnitOfWork, *, settings: PollerSettings, clock: Clock
 ) -> None:
-    await repository.follow(uow.conn, event)
+    placed = [r.event for r in received]
+    await repository.follow(uow.conn, placed)
     await repository.poke(
-        uow.conn, event.account_id, now=clock(), default_interval=settings.poll_interval
+        uow.conn,
+        [e.account_id for e in placed],
+        now=clock(),
+        default_interval=settings.poll_interval,
     )
 
 
@@ -40,7 +44,7 @@ async def expect_action(
     account_id = await repository.expect_change(uow.conn, event.instance_id, until=until)
     if account_id is not None:
         await repository.poke(
-            uow.conn, account_id, now=clock(), default_interval=settings.poll_interval
+            uow.conn, [account_id], now=clock(), default_interval=settings.poll_interval
         )
 
 
@@ -56,9 +60,10 @@ def subscriptions(
         ),
         Subscription(
             InstancePlaced,
-            functools.partial(follow_placement, settings=settings, clock=clock),
+            batch_handler=functools.partial(follow_placements, settings=settings, clock=clock),
             name="follow_placement",
             order_by=OrderKey.INSTANCE,
+            dedupe=False,  # following twice is following once; a poke twice, a poke
         ),
         Subscription(
             InstanceActionRequested,

@@ -111,7 +111,6 @@ class Poller:
 
     async def poll_account(self, account: dict[str, Any]) -> None:
         """One list call for the whole account; transitions, if any, in one transaction."""
-        began = self._clock()
         fast, idle = self._settings.intervals(account["config"])
         try:
             self.list_calls += 1
@@ -149,14 +148,14 @@ class Poller:
             and states[i] == r["state"]  # an action's effect shows as a transition
             for i, r in rows.items()
         )
-        interval = fast if changing(states.values(), expecting) else idle
         await repository.polled(
             self._pool,
             account["id"],
             replica=self._settings.replica_id,
-            began=began,
-            next_at=now + timedelta(seconds=interval),
-            fast_next_at=now + timedelta(seconds=fast),
+            at=now,
+            changing=changing(states.values(), expecting),
+            fast=fast,
+            idle=idle,
         )
         if result.transitions:
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))

@@ -28,19 +28,21 @@ async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged
     )
 
 
-async def follow(conn: asyncpg.Connection, event: InstancePlaced) -> None:
-    """Follow a placed instance from now on (it is pending: its account is polled fast)."""
+async def follow(conn: asyncpg.Connection, placed: list[InstancePlaced]) -> None:
+    """Follow placed instances from now on (pending: their accounts are polled fast)."""
     await conn.execute(
         """INSERT INTO instances (instance_id, owner, account_id, provider, provider_instance_id,
                                   cpus, memory_mb, state)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT DO NOTHING""",
-        event.instance_id,
-        event.owner,
-        event.account_id,
-        event.provider,
-        event.provider_instance_id,
-        event.cpus or 0,
-        event.memory_mb or 0,
+           SELECT *, 'pending' FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                           $5::text[], $6::int[], $7::int[])
+           ON CONFLICT DO NOTHING""",
+        [e.instance_id for e in placed],
+        [e.owner for e in placed],
+        [e.account_id for e in placed],
+        [e.provider for e in placed],
+        [e.provider_instance_id for e in placed],
+        [e.cpus or 0 for e in placed],
+        [e.memory_mb or 0 for e in placed],
     )
 
 
@@ -83,15 +85,18 @@ async def back_off(
 
 
 async def poke(
-    conn: asyncpg.Connection, account_id: str, *, now: datetime, default_interval: float
+    conn: asyncpg.Connection, account_ids: list[str], *, now: datetime, default_interval: float
 ) -> None:
-    """Something changes on the account: poll it within its fast interval."""
+    """Something changes on these accounts: poll each within its fast interval. Accounts due
+    that soon already are left alone (no write, no lock), and the rest are updated in id order,
+    so pokes from concurrent transactions never deadlock."""
     await conn.execute(
-        """UPDATE accounts SET poked_at = $2,
-               next_poll_at = least(next_poll_at, $2::timestamptz + make_interval(
-                   secs => coalesce((config->>'poll_interval')::float8, $3)))
-           WHERE id = $1""",
-        account_id,
+        """UPDATE accounts a SET next_poll_at = $2::timestamptz + make_interval(
+               secs => coalesce((a.config->>'poll_interval')::float8, $3))
+           FROM (SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE) due
+           WHERE a.id = due.id AND a.next_poll_at > $2::timestamptz + make_interval(
+               secs => coalesce((a.config->>'poll_interval')::float8, $3))""",
+        sorted(set(account_ids)),
         now,
         default_interval,
     )
@@ -115,24 +120,30 @@ async def polled(
     account_id: str,
     *,
     replica: str,
-    began: datetime,
-    next_at: datetime,
-    fast_next_at: datetime,
+    at: datetime,
+    changing: bool,
+    fast: float,
+    idle: float,
 ) -> None:
-    """A poll succeeded: record it and when the next is due (``fast_next_at`` instead of
-    ``next_at`` if something asked for a prompt poll after this one began)."""
+    """A poll succeeded: record it, and when the next is due: within ``fast`` seconds if the
+    poll saw something changing or an instance placed meanwhile is, else ``idle``."""
     await conn.execute(
         """WITH account AS (
                UPDATE accounts SET failures = 0, last_error = NULL, last_poll_at = $3,
-                   next_poll_at = CASE WHEN poked_at >= $3 THEN least($5::timestamptz, $4)
-                                       ELSE $4::timestamptz END
+                   next_poll_at = $3::timestamptz + make_interval(secs => CASE
+                       WHEN $4 OR EXISTS (
+                           SELECT 1 FROM instances i WHERE i.account_id = $1
+                             AND (i.state IN ('pending', 'rebooting', 'terminating')
+                                  OR i.expect_change_until > $3))
+                       THEN $5::float8 ELSE $6::float8 END)
                WHERE id = $1)
            INSERT INTO polls (account_id, replica, at, ok) VALUES ($1, $2, $3, true)""",
         account_id,
         replica,
-        began,
-        next_at,
-        fast_next_at,
+        at,
+        changing,
+        fast,
+        idle,
     )
 
 

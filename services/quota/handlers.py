@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 
 import structlog
 
@@ -103,33 +103,54 @@ async def decide_launches(received: list[Received], uow: BatchUnitOfWork) -> Non
         )
 
 
-async def _move(uow: UnitOfWork, instance_id: uuid.UUID, transition) -> None:
-    found = await repository.entry(uow.conn, instance_id)
-    if found is None:
-        return  # not a launch this quota decided (e.g. from before quota existed)
-    owner, status, amounts = found
-    new = transition(status)
-    if new is None:
+Transition = Callable[[Status | None], Status | None]
+
+
+async def _move(uow: BatchUnitOfWork, moves: list[tuple[Received, Transition]]) -> None:
+    """Apply each event's transition to its ledger entry, in order, and move the owners' usage
+    by the sum: ledger rows locked by instance id, then usage rows by owner, in bulk."""
+    entries = await repository.entries(uow.conn, [r.event.instance_id for r, _ in moves])
+    status = {key: entry[1] for key, entry in entries.items()}
+    deltas: dict[str, Amounts] = {}
+    last_cause: dict[str, Envelope] = {}
+    for item, transition in moves:
+        key = str(item.event.instance_id)
+        if key not in entries:
+            continue  # not a launch this quota decided (e.g. from before quota existed)
+        owner, _, amounts = entries[key]
+        new = transition(status[key])
+        if new is None:
+            continue
+        delta = usage_delta(status[key], new, amounts)
+        status[key] = new
+        if delta != Amounts():
+            deltas[owner] = deltas.get(owner, Amounts()) + delta
+            last_cause[owner] = item.envelope
+    changed = {k: s for k, s in status.items() if s != entries[k][1]}
+    await repository.set_statuses(uow.conn, changed)
+    if not deltas:
         return
-    await repository.lock_usage(uow.conn, owner)
-    await repository.record(uow.conn, instance_id, owner, amounts, new)
-    delta = usage_delta(status, new, amounts)
-    if delta != Amounts():
-        usage = await repository.add_usage(uow.conn, owner, delta)
-        await uow.publish(usage_event(owner, usage, await repository.limits_of(uow.conn, owner)))
+    owners = sorted(deltas)
+    usage = await repository.lock_usages(uow.conn, owners)
+    after = {o: usage[o] + deltas[o] for o in owners}
+    await repository.set_usages(uow.conn, after)
+    limits = await repository.limits_for(uow.conn, owners)
+    for owner in owners:
+        uow.publish(
+            usage_event(owner, after[owner], limits.get(owner, Limits())), cause=last_cause[owner]
+        )
 
 
-async def follow_placement(event: InstancePlaced, uow: UnitOfWork) -> None:
-    await _move(uow, event.instance_id, after_placement)
+async def follow_placements(received: list[Received], uow: BatchUnitOfWork) -> None:
+    await _move(uow, [(r, after_placement) for r in received])
 
 
-async def follow_failure(event: InstanceFailed, uow: UnitOfWork) -> None:
-    await _move(uow, event.instance_id, after_end)
+async def follow_failures(received: list[Received], uow: BatchUnitOfWork) -> None:
+    await _move(uow, [(r, after_end) for r in received])
 
 
-async def follow_state(event: InstanceStateChanged, uow: UnitOfWork) -> None:
-    if event.new_state is InstanceState.TERMINATED:
-        await _move(uow, event.instance_id, after_end)
+async def follow_terminations(received: list[Received], uow: BatchUnitOfWork) -> None:
+    await _move(uow, [(r, after_end) for r in received])
 
 
 async def apply_limits(event: QuotaLimitsSet, uow: UnitOfWork) -> None:
@@ -142,20 +163,38 @@ async def apply_limits(event: QuotaLimitsSet, uow: UnitOfWork) -> None:
 
 
 # Decisions of one owner in the order they were requested; the rest per instance (each locks
-# its owner's usage row, so two of one owner never interleave, whatever their order).
+# its owner's usage row, so two of one owner never interleave, whatever their order). The ledger
+# makes these idempotent by nature (a decided launch is not decided again, an entry moves only
+# forward), so they keep no inbox rows.
 SUBSCRIPTIONS = [
     Subscription(
         InstanceLaunchRequested,
         batch_handler=decide_launches,
         name="decide_launch",
         order_by=OrderKey.OWNER,
+        dedupe=False,
     ),
     Subscription(
-        InstancePlaced, follow_placement, name="follow_placement", order_by=OrderKey.INSTANCE
+        InstancePlaced,
+        batch_handler=follow_placements,
+        name="follow_placement",
+        order_by=OrderKey.INSTANCE,
+        dedupe=False,
     ),
-    Subscription(InstanceFailed, follow_failure, name="follow_failure", order_by=OrderKey.INSTANCE),
     Subscription(
-        InstanceStateChanged, follow_state, name="follow_state", order_by=OrderKey.INSTANCE
+        InstanceFailed,
+        batch_handler=follow_failures,
+        name="follow_failure",
+        order_by=OrderKey.INSTANCE,
+        dedupe=False,
+    ),
+    Subscription(
+        InstanceStateChanged,
+        batch_handler=follow_terminations,
+        name="follow_state",
+        order_by=OrderKey.INSTANCE,
+        when=lambda event: event.new_state is InstanceState.TERMINATED,
+        dedupe=False,
     ),
     Subscription(QuotaLimitsSet, apply_limits, name="apply_limits", order_by=OrderKey.OWNER),
 ]

@@ -77,19 +77,6 @@ async def record_many(
     )
 
 
-async def add_usage(conn: asyncpg.Connection, owner: str, delta: Amounts) -> Amounts:
-    row = await conn.fetchrow(
-        """UPDATE usage SET instances = instances + $2, cpus = cpus + $3,
-               memory_mb = memory_mb + $4
-           WHERE owner = $1 RETURNING instances, cpus, memory_mb""",
-        owner,
-        delta.instances,
-        delta.cpus,
-        delta.memory_mb,
-    )
-    return Amounts(row["instances"], row["cpus"], row["memory_mb"])
-
-
 async def limits_of(conn: asyncpg.Connection, owner: str) -> Limits:
     row = await conn.fetchrow(
         "SELECT instances, cpus, memory_mb FROM limits WHERE owner = $1", owner
@@ -109,34 +96,34 @@ async def set_limits(conn: asyncpg.Connection, owner: str, limits: Limits) -> No
     )
 
 
-async def entry(
-    conn: asyncpg.Connection, instance_id: uuid.UUID
-) -> tuple[str, Status, Amounts] | None:
-    row = await conn.fetchrow(
-        "SELECT owner, status, cpus, memory_mb FROM ledger WHERE instance_id = $1 FOR UPDATE",
-        instance_id,
+async def entries(
+    conn: asyncpg.Connection, instance_ids: list[uuid.UUID]
+) -> dict[str, tuple[str, Status, Amounts]]:
+    """Ledger entries by instance id, locked in id order."""
+    rows = await conn.fetch(
+        """SELECT instance_id, owner, status, cpus, memory_mb FROM ledger
+           WHERE instance_id = ANY($1::uuid[]) ORDER BY instance_id FOR UPDATE""",
+        instance_ids,
     )
-    if row is None:
-        return None
-    return row["owner"], Status(row["status"]), Amounts(1, row["cpus"], row["memory_mb"])
+    return {
+        str(r["instance_id"]): (
+            r["owner"],
+            Status(r["status"]),
+            Amounts(1, r["cpus"], r["memory_mb"]),
+        )
+        for r in rows
+    }
 
 
-async def record(
-    conn: asyncpg.Connection,
-    instance_id: uuid.UUID,
-    owner: str,
-    amounts: Amounts,
-    status: Status,
-) -> None:
+async def set_statuses(conn: asyncpg.Connection, statuses: dict[str, Status]) -> None:
+    if not statuses:
+        return
     await conn.execute(
-        """INSERT INTO ledger (instance_id, owner, cpus, memory_mb, status)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (instance_id) DO UPDATE SET status = $5, updated_at = now()""",
-        instance_id,
-        owner,
-        amounts.cpus,
-        amounts.memory_mb,
-        status.value,
+        """UPDATE ledger l SET status = v.status, updated_at = now()
+           FROM unnest($1::uuid[], $2::text[]) AS v(instance_id, status)
+           WHERE l.instance_id = v.instance_id""",
+        list(statuses),
+        [s.value for s in statuses.values()],
     )
 
 
@@ -153,6 +140,7 @@ async def drift(conn: asyncpg.Connection) -> list[asyncpg.Record]:
            WHERE (u.instances, u.cpus, u.memory_mb)
                  IS DISTINCT FROM (coalesce(h.instances, 0), coalesce(h.cpus, 0),
                                    coalesce(h.memory_mb, 0))
+           ORDER BY u.owner
            FOR UPDATE OF u"""
     )
 

@@ -55,15 +55,10 @@ async def place_launch(
     event: InstanceLaunchAdmitted, uow: UnitOfWork, *, worker: CloudWorker
 ) -> None:
     await _lock_instance(uow, event.instance_id)
-    if await repository.placement(uow.conn, event.instance_id) is not None:
-        return  # placed, failed or cancelled already
-    if await repository.pending_launch(uow.conn, event.instance_id) is not None:
-        return  # recorded already
-    await repository.add_call(
+    await repository.add_launch(
         uow.conn,
         event.instance_id,
         owner=event.owner,
-        action="launch",
         request={
             "image": event.image,
             "cpus": event.cpus,
@@ -108,8 +103,7 @@ async def carry_out_action(
 
 async def follow_state(event: InstanceStateChanged, uow: UnitOfWork) -> None:
     """A terminated instance no longer counts on its account's load."""
-    if event.new_state is InstanceState.TERMINATED:
-        await repository.end_placement(uow.conn, event.instance_id)
+    await repository.end_placement(uow.conn, event.instance_id)
 
 
 def subscriptions(
@@ -136,6 +130,7 @@ def subscriptions(
             bound(place_launch, worker=worker),
             name="place_launch",
             order_by=OrderKey.INSTANCE,
+            dedupe=False,  # a launch is recorded once, whatever comes again (add_launch)
         ),
         Subscription(
             InstanceActionRequested,
@@ -144,6 +139,11 @@ def subscriptions(
             order_by=OrderKey.INSTANCE,
         ),
         Subscription(
-            InstanceStateChanged, follow_state, name="follow_state", order_by=OrderKey.INSTANCE
+            InstanceStateChanged,
+            follow_state,
+            name="follow_state",
+            order_by=OrderKey.INSTANCE,
+            when=lambda event: event.new_state is InstanceState.TERMINATED,
+            dedupe=False,  # a placement ends once (end_placement moves only 'placed' rows)
         ),
     ]

@@ -138,6 +138,22 @@ async def add_call(
     )
 
 
+async def add_launch(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, *, owner: str, request: dict[str, Any]
+) -> None:
+    """Record a launch unless it was recorded, placed, failed or cancelled already."""
+    await conn.execute(
+        """INSERT INTO cloud_calls (instance_id, owner, action, request)
+           SELECT $1, $2, 'launch', $3
+           WHERE NOT EXISTS (SELECT 1 FROM placements WHERE instance_id = $1)
+             AND NOT EXISTS (SELECT 1 FROM cloud_calls
+                             WHERE instance_id = $1 AND action = 'launch')""",
+        instance_id,
+        owner,
+        json.dumps(request),
+    )
+
+
 async def pending_launch(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
     """The instance's launch not yet done, locked, with ``untouched``: no create was sent for
     it and no worker holds it now (so cancelling it leaves nothing on any cloud)."""
@@ -193,28 +209,30 @@ async def renew_leases(pool: asyncpg.Pool, call_ids: list[int], until: datetime)
 async def reserve(
     pool: asyncpg.Pool, call: CloudCall, account_id: str, max_instances: int | None
 ) -> bool:
-    """Before a create: room on the account (False if it has none left), and the account
-    noted on the call, so a retry after a crash knows where a node may already be."""
-    async with pool.acquire() as conn, conn.transaction():
-        room = await conn.fetchval(
-            """UPDATE accounts SET load = load + 1
-               WHERE id = $1 AND ($2::int IS NULL OR load < $2) RETURNING true""",
-            account_id,
-            max_instances,
-        )
-        if not room:
-            return False
-        await record(
-            conn, call.instance_id, owner=call.owner, status="launching", account_id=account_id
-        )
-        await conn.execute(
-            """UPDATE cloud_calls SET tried = CASE WHEN $2 = ANY(tried) THEN tried
+    """Before a create: room on the account (False if it has none left), the placement marked
+    launching there, and the account noted on the call, so a retry after a crash knows where a
+    node may already be. One statement: all of it or none."""
+    return await pool.fetchval(
+        """WITH room AS (
+               UPDATE accounts SET load = load + 1
+               WHERE id = $2 AND ($3::int IS NULL OR load < $3) RETURNING id),
+           launching AS (
+               INSERT INTO placements (instance_id, owner, status, account_id)
+               SELECT $4, $5, 'launching', id FROM room
+               ON CONFLICT (instance_id) DO UPDATE SET status = 'launching',
+                   account_id = EXCLUDED.account_id, updated_at = now()
+               RETURNING 1),
+           noted AS (
+               UPDATE cloud_calls SET tried = CASE WHEN $2 = ANY(tried) THEN tried
                                                    ELSE array_append(tried, $2) END
-               WHERE id = $1""",
-            call.id,
-            account_id,
-        )
-    return True
+               WHERE id = $1 AND EXISTS (SELECT 1 FROM room) RETURNING 1)
+           SELECT EXISTS (SELECT 1 FROM room)""",
+        call.id,
+        account_id,
+        max_instances,
+        call.instance_id,
+        call.owner,
+    )
 
 
 async def release(pool: asyncpg.Pool, call: CloudCall, account_id: str) -> None:
@@ -240,6 +258,30 @@ async def adopt(conn: asyncpg.Connection, call: CloudCall, account_id: str) -> N
     if held is not None:
         await conn.execute("UPDATE accounts SET load = load - 1 WHERE id = $1", held)
     await conn.execute("UPDATE accounts SET load = load + 1 WHERE id = $1", account_id)
+
+
+async def record_placed(
+    conn: asyncpg.Connection,
+    call: CloudCall,
+    account_id: str,
+    provider_instance_id: str,
+) -> None:
+    """The cloud has the node: the placement, and the call done, in one statement."""
+    await conn.execute(
+        """WITH done AS (
+               UPDATE cloud_calls SET status = 'done', lease_until = NULL, updated_at = now()
+               WHERE id = $1)
+           INSERT INTO placements (instance_id, owner, status, account_id, provider_instance_id)
+           VALUES ($2, $3, 'placed', $4, $5)
+           ON CONFLICT (instance_id) DO UPDATE SET status = 'placed',
+               account_id = EXCLUDED.account_id,
+               provider_instance_id = EXCLUDED.provider_instance_id, updated_at = now()""",
+        call.id,
+        call.instance_id,
+        call.owner,
+        account_id,
+        provider_instance_id,
+    )
 
 
 async def finish_call(conn: asyncpg.Connection | asyncpg.Pool, call_id: int, status: str) -> None:

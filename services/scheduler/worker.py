@@ -300,15 +300,7 @@ class CloudWorker:
         reason: str,
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await repository.record(
-                conn,
-                call.instance_id,
-                owner=call.owner,
-                status="placed",
-                account_id=account.id,
-                provider_instance_id=provider_instance_id,
-            )
-            await repository.finish_call(conn, call.id, "done")
+            await repository.record_placed(conn, call, account.id, provider_instance_id)
             await add_to_outbox(
                 conn,
                 InstancePlaced(

@@ -114,6 +114,33 @@ async def set_state(
     )
 
 
+async def record_placement(
+    conn: asyncpg.Connection,
+    instance_id: uuid.UUID,
+    *,
+    now: datetime,
+    account_id: str,
+    provider: str,
+    provider_instance_id: str,
+    region: str | None,
+    reason: str | None,
+) -> None:
+    """Where the instance went; a requested one becomes pending (a later state stays)."""
+    await conn.execute(
+        """UPDATE instances SET account_id = $3, provider = $4, provider_instance_id = $5,
+               region = $6, reason = $7, updated_at = $2,
+               state = CASE WHEN state = 'requested' THEN 'pending' ELSE state END
+           WHERE id = $1""",
+        instance_id,
+        now,
+        account_id,
+        provider,
+        provider_instance_id,
+        region,
+        reason,
+    )
+
+
 async def apply_update(
     conn: asyncpg.Connection,
     instance_id: uuid.UUID,

@@ -19,7 +19,7 @@ CREATE TABLE cloud_calls (
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX cloud_calls_due ON cloud_calls (not_before, id) WHERE status = 'pending';
-CREATE INDEX cloud_calls_instance ON cloud_calls (instance_id, id) WHERE status = 'pending';
+CREATE INDEX cloud_calls_instance ON cloud_calls (instance_id, id);
 CREATE INDEX cloud_calls_finished ON cloud_calls (updated_at) WHERE status <> 'pending';
 
 -- An account's load: Boreas instances launching or placed there, kept with each change so a
