@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -160,39 +160,34 @@ class Poller:
         if result.transitions:
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
 
-    async def _record(self, transitions: tuple, now: object) -> dict[str, str]:
-        """Each transition with its event, in one transaction; returns the new states."""
-        envelopes: list[Envelope] = []
-        moved: dict[str, str] = {}
+    async def _record(self, transitions: tuple, now: datetime) -> dict[str, str]:
+        """Every transition with its event, in one transaction; returns the new states."""
         async with self._pool.acquire() as conn, conn.transaction():
-            for change in transitions:
-                row = await repository.move_state(
-                    conn, change.instance_id, change.old_state, change.new_state, now
+            moved = await repository.move_states(
+                conn, [(t.instance_id, t.old_state, t.new_state) for t in transitions], now
+            )
+            envelopes = [
+                Envelope.wrap(
+                    InstanceStateChanged(
+                        instance_id=row["instance_id"],
+                        owner=row["owner"],
+                        account_id=row["account_id"],
+                        provider=row["provider"],
+                        provider_instance_id=row["provider_instance_id"],
+                        old_state=InstanceState(row["old_state"]),
+                        new_state=InstanceState(row["state"]),
+                        cpus=row["cpus"],
+                        memory_mb=row["memory_mb"],
+                        observed_at=now,
+                    ),
+                    source=SOURCE,
                 )
-                if row is None:
-                    continue  # another poll of this account recorded it first
-                moved[change.instance_id] = change.new_state
-                envelopes.append(
-                    Envelope.wrap(
-                        InstanceStateChanged(
-                            instance_id=row["instance_id"],
-                            owner=row["owner"],
-                            account_id=row["account_id"],
-                            provider=row["provider"],
-                            provider_instance_id=row["provider_instance_id"],
-                            old_state=InstanceState(change.old_state),
-                            new_state=InstanceState(change.new_state),
-                            cpus=row["cpus"],
-                            memory_mb=row["memory_mb"],
-                            observed_at=now,
-                        ),
-                        source=SOURCE,
-                    )
-                )
+                for row in moved
+            ]
             await add_envelopes(conn, envelopes)
         if envelopes:
             self._on_commit()
-        return moved
+        return {str(row["instance_id"]): row["state"] for row in moved}
 
     async def _back_off(self, account: dict[str, Any], error: Exception, fast: float) -> None:
         delay = retry_delay(fast, account["failures"] + 1, self._settings.poll_backoff_max)

@@ -183,16 +183,19 @@ async def placed_among(
     return {r["provider_instance_id"]: str(r["instance_id"]) for r in rows}
 
 
-async def move_state(
-    conn: asyncpg.Connection, instance_id: object, old: str, new: str, observed_at: datetime
-) -> asyncpg.Record | None:
-    """Record a transition unless another poll recorded it first; the instance's row if so."""
-    return await conn.fetchrow(
-        """UPDATE instances SET state = $3, observed_at = $4, expect_change_until = NULL
-           WHERE instance_id = $1 AND state = $2 RETURNING *""",
-        instance_id,
-        old,
-        new,
+async def move_states(
+    conn: asyncpg.Connection, moves: list[tuple[str, str, str]], observed_at: datetime
+) -> list[asyncpg.Record]:
+    """Record transitions (instance id, old state, new state) unless another poll recorded them
+    first: the rows that moved, in one statement."""
+    return await conn.fetch(
+        """UPDATE instances i SET state = m.new, observed_at = $4, expect_change_until = NULL
+           FROM unnest($1::uuid[], $2::text[], $3::text[]) AS m(instance_id, old, new)
+           WHERE i.instance_id = m.instance_id AND i.state = m.old
+           RETURNING i.*, m.old AS old_state""",
+        [m[0] for m in moves],
+        [m[1] for m in moves],
+        [m[2] for m in moves],
         observed_at,
     )
 
