@@ -26,8 +26,9 @@ from tests.system import System, running_system
 
 STEADY_FROM = 5.0  # seconds into a run before completions count (the pipeline fills up)
 DRAIN_LIMIT = 60.0  # seconds a run's backlog may take to reach running afterwards
-# A steered run keeps this many seconds of launches accepted but not yet running: enough that
-# the stack never waits for work, little enough that it drains in seconds afterwards.
+# A steered run keeps this many seconds of launches accepted but not yet running, beyond the
+# launches a launch's own latency keeps in flight: enough that the stack never waits for work,
+# little enough that it drains in seconds afterwards.
 BACKLOG_SECONDS = 2.0
 
 
@@ -75,6 +76,7 @@ async def launch_run(
     seconds: float,
     placement: dict | None = None,
     steer: bool = False,
+    latency: float = 1.0,
 ) -> Run:
     """Offer launches at ``rate`` for ``seconds`` (``steer``: starting there, then as fast as
     they reach running, plus a small backlog), count what reaches running, then wait for the
@@ -99,7 +101,8 @@ async def launch_run(
             accepted, running = await _progress(db, since)
             samples.append((time.monotonic() - began, running))
             if steer:
-                _write_rate(control, _steered_rate(samples, accepted - running))
+                rate = _steered_rate(samples, accepted - running, rate, latency)
+                _write_rate(control, rate)
             await asyncio.wait({generator}, timeout=1.0)
         offered = generator.result()
         window = [(t, n) for t, n in samples if t >= STEADY_FROM]
@@ -152,13 +155,18 @@ def _write_rate(control: Path, rate: float | None) -> None:
         control.write_text(str(rate))
 
 
-def _steered_rate(samples: list[tuple[float, int]], backlog: int) -> float:
-    """Offer what reached running lately, plus what keeps the backlog near its target."""
+def _steered_rate(
+    samples: list[tuple[float, int]], backlog: int, rate: float, latency: float
+) -> float:
+    """Raise the offer by a quarter while the backlog is under its target, else fall back to
+    what reached running lately: the offer settles around what the stack carries. A launch
+    takes about ``latency`` seconds, so that many seconds of launches are in flight anyway."""
     recent = samples[-4:]
     (t0, n0), (t1, n1) = recent[0], recent[-1]
     done = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-    target = max(20.0, done * BACKLOG_SECONDS)
-    return max(5.0, done + (target - backlog) / 2)
+    if backlog < max(50.0, done * (latency + BACKLOG_SECONDS)):
+        return rate * 1.25
+    return max(5.0, done)
 
 
 class StateChangeWatch:
@@ -269,7 +277,7 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
         # Warm up (drivers, catalogs, connections); then the sustained run, steered to offer
         # what the stack carries plus a small backlog.
         await launch_run(system, setup, rate=50, seconds=4)
-        zero = await launch_run(system, setup, rate=100, seconds=30, steer=True)
+        zero = await launch_run(system, setup, rate=40, seconds=30, steer=True)
         # Latency at 50 launches/s offered; an event's trip from the poller to a subscriber at
         # that load and, below, with the stack nearly idle (5/s), next to bare aio-pika's.
         async with StateChangeWatch(system.amqp_url) as loaded:
@@ -289,7 +297,13 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
                 regions=("slow",),
             )
         slow = await launch_run(
-            system, setup, rate=100, seconds=30, placement={"region": "slow"}, steer=True
+            system,
+            setup,
+            rate=40,
+            seconds=30,
+            placement={"region": "slow"},
+            steer=True,
+            latency=3.5,  # a create (0.3 s), the boot (2 s), a poll interval at most
         )
         rss = max(r.rss_mb() for r in system.all())
         return {
