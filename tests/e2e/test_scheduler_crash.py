@@ -1,0 +1,108 @@
+"""kill -9 the scheduler between "intent recorded" and "cloud answered": once started again, it
+finds the node the cloud made for the launch (by its tag) instead of launching a second one.
+
+Everything runs as real processes (tests/system.py); the simulated cloud takes 1.5 s to answer
+each call, so the create is still in flight when the scheduler dies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from shared.testing import wait_until
+from tests.infra import Infrastructure
+from tests.system import ADMIN_PASSWORD, running_system
+
+
+async def _login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    response = await client.post("/v1/tokens", json={"username": username, "password": password})
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def test_a_restarted_scheduler_adopts_the_node_instead_of_launching_twice(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    env = {"BOREAS_CLOUD_CALL_LEASE": "3", "BOREAS_POLL_INTERVAL": "0.5"}
+    with (
+        infra.isolated() as (amqp_url, database_url),
+        running_system(amqp_url, database_url, tmp_path / "logs", env=env) as system,
+    ):
+        db = await asyncpg.connect(database_url)
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            admin = await _login(client, "admin", ADMIN_PASSWORD)
+            created = await client.post(
+                "/v1/users",
+                json={"username": "carol", "password": "carol-password", "role": "user"},
+                headers=admin,
+            )
+            assert created.status_code == 201, created.text
+            carol = await _login(client, "carol", "carol-password")
+            account = await client.post(
+                "/v1/provider-accounts",
+                json={
+                    "name": "slow-sim",
+                    "provider": "simulator",
+                    "credentials": {"api_key": "slow-key", "api_secret": "slow-secret"},
+                    "config": {
+                        "endpoint": system.simulator_url,
+                        "poll_interval": 0.5,
+                        "simulator": {"api_latency": 1.5, "timings": {"boot": 0}},
+                    },
+                    "grants": ["carol"],
+                },
+                headers=admin,
+            )
+            assert account.status_code == 201, account.text
+            launched = await client.post(
+                "/v1/instances",
+                json={"name": "once", "image": "debian-12", "cpus": 1, "memory_mb": 512},
+                headers=carol,
+            )
+            assert launched.status_code == 202, launched.text
+            instance_id = launched.json()["id"]
+
+            async def create_in_flight() -> bool:
+                tried = await db.fetchval(
+                    "SELECT tried FROM scheduler.cloud_calls WHERE instance_id = $1",
+                    instance_id,
+                )
+                return bool(tried)
+
+            # The intent is recorded (the account noted on the call): the create is on its way.
+            await wait_until(create_in_flight, timeout=30, interval=0.02, what="create sent")
+            system.kill("scheduler")
+
+            async def nodes_tagged() -> int:
+                return await db.fetchval(
+                    """SELECT count(*) FROM simulator.nodes
+                       WHERE tags->>'boreas-instance' = $1""",
+                    instance_id,
+                )
+
+            # The cloud made the node; nobody recorded it.
+            await wait_until(nodes_tagged, timeout=10, what="the cloud created the node")
+            assert (
+                await db.fetchval(
+                    "SELECT status FROM scheduler.cloud_calls WHERE instance_id = $1", instance_id
+                )
+                == "pending"
+            )
+
+            system.start("scheduler", index=0)
+
+            async def running() -> dict | None:
+                got = (await client.get(f"/v1/instances/{instance_id}", headers=carol)).json()
+                return got if got["state"] == "running" else None
+
+            instance = await wait_until(running, timeout=60, what="the launch running")
+            assert await nodes_tagged() == 1, "launched twice"
+            assert "created by an earlier attempt" in instance["reason"]
+            node_id = await db.fetchval(
+                "SELECT id FROM simulator.nodes WHERE tags->>'boreas-instance' = $1", instance_id
+            )
+            assert instance["provider_instance_id"] == node_id
+        await db.close()
