@@ -249,10 +249,22 @@ class ConsumerRunner:
         return self._consumers
 
     async def start(self) -> None:
+        """Attach every subscription not attached yet: if the broker goes away half way, calling
+        this again (once it is back) attaches the rest."""
+        attached = {c.name for c in self._consumers}
         for subscription in self._subscriptions:
             consumer = _Consumer(subscription, queue_name(self._service, subscription))
+            if consumer.name in attached:
+                continue
+            try:
+                await self._attach(consumer)
+            except BaseException:
+                for source in consumer.sources:
+                    if source.channel is not None:
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(source.channel.close(), 2)
+                raise
             self._consumers.append(consumer)
-            await self._attach(consumer)
             concurrency = subscription.concurrency or self._settings.concurrency
             consumer.workers = [
                 asyncio.create_task(self._work(consumer), name=f"consume-{consumer.name}-{i}")
@@ -571,8 +583,9 @@ class ConsumerRunner:
         """Give up being the active consumer of one partition without breaking its order: stop
         starting its messages, let those in progress finish, close its channel (the broker
         returns what was received but not started, and activates the next consumer), then
-        register again at the back of the line."""
-        if source.draining or self._stopping:
+        register again at the back of the line. Not while the broker is away: the partition
+        would be left with no consumer here until it came back."""
+        if source.draining or self._stopping or not self._bus.is_connected:
             return
         source.draining = True
         try:
@@ -583,14 +596,27 @@ class ConsumerRunner:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(source.channel.close(), 2)
             source.in_flight = 0
-            channel = await self._bus.connection.channel()
-            await channel.set_qos(prefetch_count=self._settings.prefetch)
-            queue = await channel.get_queue(source.queue_name, ensure=False)
-            source.channel, source.queue = channel, queue
-            source.consumer_tag = await queue.consume(self._receiver(consumer, source))
+            await self._register_again(consumer, source)
             log.info("partition_handed_over", queue=source.queue_name)
         finally:
             source.draining = False
+
+    async def _register_again(self, consumer: _Consumer, source: Source) -> None:
+        """Consume ``source`` on a new channel; if the broker went away meanwhile, keep trying
+        until it is back: a partition must never be left without this replica in line."""
+        delay = 0.5
+        while not self._stopping:
+            try:
+                channel = await self._bus.connection.channel()
+                await channel.set_qos(prefetch_count=self._settings.prefetch)
+                queue = await channel.get_queue(source.queue_name, ensure=False)
+                source.consumer_tag = await queue.consume(self._receiver(consumer, source))
+                source.channel, source.queue = channel, queue
+                return
+            except Exception as exc:
+                log.warning("partition_register_failed", queue=source.queue_name, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 def _first_of_each(deliveries: Any) -> list[_Delivery]:

@@ -113,7 +113,8 @@ class ServiceRuntime:
             ),
             on_commit=self.outbox.wake,
         )
-        await self.consumers.start()
+        # The broker may go away while queues are declared: attach the rest once it is back.
+        await _patiently("bus", self.consumers.start)
         consumers = self.consumers
         loops: Loops = {
             "outbox_relay": self.outbox.run,

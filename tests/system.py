@@ -130,7 +130,7 @@ class System:
         ]
 
     def wait_alive(self, timeout: float = 90.0) -> None:
-        """Until /v1/status shows every started service alive (heartbeats through the bus)."""
+        """Until /v1/status shows every replica started alive (heartbeats through the bus)."""
 
         def alive() -> bool:
             assert not self.died(), f"exited during start-up: {self.died()}"
@@ -141,7 +141,10 @@ class System:
             if response.status_code != 200:
                 return False
             services = response.json()["services"]
-            return all(services[name]["alive"] for name in self.replicas)
+            return all(
+                services[name]["alive"] and services[name]["replicas"] >= len(replicas)
+                for name, replicas in self.replicas.items()
+            )
 
         poll_until(alive, timeout=timeout, interval=0.2, what="every service alive")
 

@@ -26,6 +26,7 @@ from tests.system import System, running_system
 
 STEADY_FROM = 5.0  # seconds into a run before completions count (the pipeline fills up)
 DRAIN_LIMIT = 60.0  # seconds a run's backlog may take to reach running afterwards
+DRAIN_CHECK = 0.5  # seconds between two looks at the backlog while it drains
 # A steered run keeps this many seconds of launches accepted but not yet running, beyond the
 # launches a launch's own latency keeps in flight: enough that the stack never waits for work,
 # little enough that it drains in seconds afterwards.
@@ -113,7 +114,7 @@ async def launch_run(
             accepted, running = await _progress(db, since)
             if running >= accepted:
                 break
-            await asyncio.sleep(0.5)  # polling the read model: no event to wait on here
+            await asyncio.sleep(DRAIN_CHECK)  # polling the read model: no event to wait on here
         drain = time.monotonic() - drained_at
         accepted, running = await _progress(db, since)
         latencies = await _latencies(db, since)

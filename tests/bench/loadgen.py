@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import uvloop
 
+RATE_CHECK = 0.25  # seconds between two reads of the rate file
+
 
 @dataclass
 class Outcome:
@@ -114,7 +116,7 @@ def _read_rate(control: Path, current: float) -> float:
 async def _follow_rate(schedule: _Schedule, path: str) -> None:
     while True:
         schedule.rate = _read_rate(Path(path), schedule.rate)
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(RATE_CHECK)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
