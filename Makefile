@@ -9,7 +9,7 @@ MIMIC  := .venv-mimic/bin/twistd
 # The official AsyncAPI JSON Schemas (npm), to validate docs/asyncapi.json against.
 ASYNCAPI_SPECS := .asyncapi-specs/node_modules/@asyncapi/specs/schemas/3.0.0-without-$$id.json
 
-.PHONY: install run test lint format bench clean subscriber
+.PHONY: install run test lint format bench chaos clean subscriber
 
 install: $(STAMP)
 
@@ -42,10 +42,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-mimic .asyncapi-specs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-mimic .asyncapi-specs .pytest_cache .ruff_cache .hypothesis .bench .chaos
 
+# Figures next to ceilings measured in the same run; wrk comes from Debian's packages.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# The fault suite, longer than the round `make test` runs: RabbitMQ and PostgreSQL restarts and
+# kill -9 of each service under a steady launch load, twice over; fails on any loss.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --rounds 2 --rate 10
 
 subscriber: $(STAMP)
 	@test -n "$(NAME)" || { echo "usage: make subscriber NAME=<name>"; exit 2; }
