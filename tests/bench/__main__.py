@@ -1,209 +1,186 @@
-"""`make bench`: throughput of Boreas' bus paths against raw ceilings measured in the same run.
+"""`make bench`: Boreas' figures next to ceilings measured in the same run, on this machine.
 
-Each Boreas path is timed next to the bare aio-pika or asyncpg operation it is built on, on the
-same broker and database, so the ratio says what the envelope, outbox, inbox and transaction
-cost, whatever the machine. Runs in a vhost and database of its own, removed afterwards.
+Each part runs on a RabbitMQ vhost and a database of its own (removed afterwards), the services as
+real processes where the figure is about them. Prints a table and writes the same figures to
+``.bench/latest.json``; ``--only`` runs some parts (acceptance, launches, quota, polling, bus,
+scale). docs/performance.md explains each figure, its ceiling and what the profiles showed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from pathlib import Path
 
-import aio_pika
-
-from shared.bus import Bus
-from shared.consumer import Subscription, UnitOfWork
-from shared.events import EXCHANGE, Envelope, InstanceRejected
 from shared.logging import configure_logging
-from shared.ordering import OrderKey
-from shared.outbox import add_to_outbox
-from shared.runtime import ServiceRuntime
+from tests.bench.bus import measure_bus
+from tests.bench.harness import logs_dir
+from tests.bench.launches import measure_acceptance, measure_launches
+from tests.bench.polling import measure_polling
+from tests.bench.quota import measure_quota
 from tests.bench.scale import measure_scale
-from tests.bench.webhooks import measure_webhooks
 from tests.infra import provide_infrastructure
-from tests.integration.support import rejection, settings_for, throwaway_runtime
+from tests.processes import ROOT
+
+LATEST = ROOT / ".bench" / "latest.json"
+
+# key → (target, "min" or "max"): what the figure must reach, or stay under.
+TARGETS: dict[str, tuple[float, str]] = {
+    "accept_per_s": (1000, "min"),
+    "launch_per_s": (200, "min"),
+    "launch_per_s_slow_cloud": (100, "min"),
+    "launch_p99_ms": (1000 + 1000, "max"),  # 1,000 ms plus one poll interval (1 s here)
+    "poll_cycle_s_100k": (10, "max"),
+    "poll_cycle_cpu_cores": (1, "max"),
+    "quota_per_s_hot": (1000, "min"),
+    "quota_per_s_spread": (3000, "min"),
+    "poll_idle_cpu_pct": (10, "max"),
+    "rss_mb_max": (150, "max"),
+}
+# figure → the ceiling it is shown against (same run, same broker, database and server).
+CEILINGS = {
+    "accept_per_s": "ceiling_http_per_s",
+    "launch_per_s": "ceiling_launch_per_s",
+    "launch_per_s_slow_cloud": "ceiling_launch_per_s_slow_cloud",
+    "event_p99_ms": "ceiling_event_p99_ms",
+    "poll_cycle_s_100k": "ceiling_poll_cycle_s",
+    "quota_per_s_hot": "ceiling_quota_per_s",
+    "quota_per_s_spread": "ceiling_quota_per_s",
+    "poll_idle_cpu_pct": "poll_busy_cpu_pct",
+    "bus_publish_per_s": "ceiling_bus_publish_per_s",
+    "bus_outbox_per_s": "ceiling_bus_outbox_per_s",
+    "bus_consume_per_s": "ceiling_bus_consume_per_s",
+    "webhook_per_s": "ceiling_webhook_per_s",
+    "list_100k_s": "ceiling_list_100k_s",
+}
+# Figures that must be exactly zero (losses, over-admissions, events from a quiet poll).
+ZEROS = (
+    "launch_stuck",
+    "quota_over_admissions_hot",
+    "quota_over_admissions_spread",
+    "quota_usage_mismatches_hot",
+    "quota_usage_mismatches_spread",
+    "poll_cycle_quiet_events",
+    "poll_cycle_failed_polls",
+)
 
 
-async def timed(n: int, body: Callable[[], Awaitable[None]]) -> float:
-    began = time.perf_counter()
-    await body()
-    return n / (time.perf_counter() - began)
+def _run(part: Callable, amqp_url: str, database_url: str, logs: Path) -> dict:
+    result = part(amqp_url, database_url, logs)
+    return asyncio.run(result) if asyncio.iscoroutine(result) else result
 
 
-async def raw_confirmed_publish(url: str, n: int) -> float:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(EXCHANGE, "topic", durable=True)
-        payload = Envelope.wrap(rejection(), source="bench").to_bytes()
-
-        async def run() -> None:
-            for _ in range(n):
-                await exchange.publish(
-                    aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key="bench.raw",
-                )
-
-        return await timed(n, run)
+def _bus(amqp_url: str, database_url: str, _logs: Path) -> dict:
+    return asyncio.run(measure_bus(amqp_url, database_url, 2000))
 
 
-async def bus_publish(url: str, n: int) -> float:
-    bus = Bus(url, source="boreas/bench")
-    await bus.connect()
-    try:
-
-        async def run() -> None:
-            for _ in range(n):
-                await bus.publish(rejection(), mandatory=False)
-
-        return await timed(n, run)
-    finally:
-        await bus.close()
+def _scale(_amqp_url: str, database_url: str, _logs: Path) -> dict:
+    [(_, listed, ceiling, _note), _differ] = measure_scale(database_url, 100_000)
+    return {"list_100k_s": round(listed, 2), "ceiling_list_100k_s": round(ceiling, 2)}
 
 
-async def raw_insert_commit(runtime: ServiceRuntime, n: int) -> float:
-    async def run() -> None:
-        for i in range(n):
-            async with runtime.pool.acquire() as conn, conn.transaction():
-                await conn.execute("INSERT INTO effects VALUES ($1, 'raw')", str(i))
-
-    return await timed(n, run)
-
-
-async def outbox_commit_to_broker(runtime: ServiceRuntime, url: str, n: int) -> float:
-    """Commit n events through the outbox and wait until the broker has routed every one."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(EXCHANGE, "topic", durable=True)
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key="instance.rejected")
-        arrived = asyncio.Event()
-        count = 0
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal count
-            count += 1
-            if count >= n:
-                arrived.set()
-
-        await queue.consume(on_message, no_ack=True)
-
-        async def run() -> None:
-            for _ in range(n):
-                async with runtime.pool.acquire() as conn, conn.transaction():
-                    await add_to_outbox(conn, rejection(), source=runtime.bus.source)
-            await arrived.wait()
-
-        return await timed(n, run)
+PARTS: dict[str, Callable] = {
+    "acceptance": measure_acceptance,
+    "launches": measure_launches,
+    "quota": measure_quota,
+    "polling": measure_polling,
+    "bus": _bus,
+    "scale": _scale,
+}
 
 
-async def raw_consume_ack(url: str, n: int) -> float:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=16)
-        queue = await channel.declare_queue("bench.raw_consume", auto_delete=True)
-        exchange = channel.default_exchange
-        payload = Envelope.wrap(rejection(), source="bench").to_bytes()
-        for _ in range(n):
-            await exchange.publish(aio_pika.Message(payload), routing_key=queue.name)
-        done = asyncio.Event()
-        seen = 0
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal seen
-            await message.ack()
-            seen += 1
-            if seen >= n:
-                done.set()
-
-        async def run() -> None:
-            await queue.consume(on_message)
-            await done.wait()
-
-        rate = await timed(n, run)
-        await channel.close()
-        return rate
+def baseline_rss_mb() -> float:
+    """A Python process that has imported a service and done nothing: the floor of any RSS."""
+    code = (
+        "import services.gateway.app, services.poller.polling, resource;"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return round(float(out.stdout.strip()), 1)
 
 
-async def runner_consume(url: str, database_url: str, n: int) -> float:
-    """Handle n events through the consumer runner: decode, inbox, transaction, ack."""
-    handled = 0
-    done = asyncio.Event()
-
-    async def handler(event: InstanceRejected, uow: UnitOfWork) -> None:
-        nonlocal handled
-        handled += 1
-        if handled >= n:
-            done.set()
-
-    def runtime() -> ServiceRuntime:
-        return throwaway_runtime(
-            "bench_consumer",
-            settings_for(url, database_url, prefetch=16),
-            lambda _rt: [
-                Subscription(InstanceRejected, handler, name="count", order_by=OrderKey.OWNER)
-            ],
-        )
-
-    async with runtime():
-        pass  # declares and binds the queue; then fill it while nobody consumes
-    bus = Bus(url, source="boreas/bench")
-    await bus.connect()
-    for _ in range(n):
-        await bus.publish(rejection())
-    await bus.close()
-    began = time.perf_counter()
-    async with runtime():
-        await done.wait()
-        return n / (time.perf_counter() - began)
+LEGEND = """
+ratio = figure / ceiling. Ceilings: HTTP = wrk against GET /healthz on the same gateway;
+launches = creates/s straight through the simulated cloud's driver (the same in-flight budget);
+event = bare aio-pika publish -> consume; poll cycle = bare list calls; quota = a bare consume+ack
+and a one-row locking transaction in series; bus = the bare aio-pika or asyncpg operation; idle
+CPU is shown against the busy figure; RSS against a bare Python process with a service imported.
+Logs of each part: .bench/logs/."""
 
 
-async def measure(url: str, database_url: str, n: int) -> None:
-    rows = []
-    raw_pub = await raw_confirmed_publish(url, n)
-    rows.append(("publish (confirmed, persistent)", await bus_publish(url, n), raw_pub))
-    async with throwaway_runtime("bench_outbox", settings_for(url, database_url)) as rt:
-        raw_tx = await raw_insert_commit(rt, n)
-        ceiling = 1 / (1 / raw_tx + 1 / raw_pub)  # a commit and a confirmed publish, serially
-        rows.append(("outbox: commit → broker", await outbox_commit_to_broker(rt, url, n), ceiling))
-    raw_ack = await raw_consume_ack(url, n)
-    rows.append(
-        (
-            "consume: decode+inbox+tx+ack",
-            await runner_consume(url, database_url, n),
-            1 / (1 / raw_ack + 1 / raw_tx),
+def _met(key: str, value: float) -> str:
+    target, how = TARGETS[key]
+    ok = value >= target if how == "min" else value <= target
+    return f"{'≥' if how == 'min' else '≤'} {target:g}  {'met' if ok else 'MISSED'}"
+
+
+def _zero(key: str, value: float) -> str:
+    if key not in ZEROS:
+        return ""
+    return f"= 0  {'met' if value == 0 else 'MISSED'}"
+
+
+def table(figures: dict) -> str:
+    lines = [f"{'figure':<28}{'value':>12}{'ceiling':>12}{'ratio':>8}   target"]
+    for key, value in figures.items():
+        if key.startswith("ceiling_") or not isinstance(value, int | float):
+            continue
+        ceiling = figures.get(CEILINGS.get(key, ""), None)
+        ratio = f"{value / ceiling:>8.2f}" if isinstance(ceiling, int | float) and ceiling else ""
+        shown = f"{ceiling:>12g}" if isinstance(ceiling, int | float) else f"{'':>12}"
+        target = _met(key, value) if key in TARGETS else _zero(key, value)
+        lines.append(f"{key:<28}{value:>12g}{shown}{ratio or '':>8}   {target}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", choices=sorted(PARTS), help="parts to run")
+    args = parser.parse_args()
+    configure_logging("bench", "WARNING")
+    figures: dict = {}
+    timings: dict[str, float] = {}
+    began = time.monotonic()
+    with provide_infrastructure() as infra:
+        for name in args.only or PARTS:
+            started = time.monotonic()
+            with infra.isolated() as (amqp_url, database_url):
+                figures.update(_run(PARTS[name], amqp_url, database_url, logs_dir(name)))
+            timings[name] = round(time.monotonic() - started, 1)
+            print(f"bench: {name} done in {timings[name]} s", file=sys.stderr, flush=True)
+    rss = [v for k, v in figures.items() if k.startswith(("rss_mb", "poller_rss", "quota_rss"))]
+    if rss:
+        figures["rss_mb_max"] = max(rss)
+        figures["ceiling_rss_mb"] = baseline_rss_mb()
+    CEILINGS["rss_mb_max"] = "ceiling_rss_mb"
+    print(table(figures))
+    print(LEGEND)
+    LATEST.parent.mkdir(exist_ok=True)
+    LATEST.write_text(
+        json.dumps(
+            {
+                **figures,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "part_seconds": timings,
+                "total_seconds": round(time.monotonic() - began, 1),
+            },
+            indent=2,
         )
     )
-
-    rows.append(await measure_webhooks(url, database_url, n))
-
-    print(f"\nBoreas bus benchmarks, n={n} messages each (events/s; higher is better)\n")
-    print(f"{'path':<34}{'boreas':>10}{'ceiling':>10}{'ratio':>8}")
-    for name, ours, ceiling in rows:
-        print(f"{name:<34}{ours:>10.0f}{ceiling:>10.0f}{ours / ceiling:>8.2f}")
-    print(
-        "\nceilings: publish = bare aio-pika confirmed publish; outbox = bare INSERT+COMMIT and "
-        "bare publish in series;\nconsume = bare aio-pika consume+ack and bare INSERT+COMMIT in "
-        "series;\nwebhook = bare httpx POSTs of the same bodies to the same local receiver, "
-        "4 in flight.\nSame broker, database and run."
-    )
+    print(f"\nwritten to {LATEST.relative_to(ROOT)} in {time.monotonic() - began:.0f} s")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=2000, help="messages per measurement")
-    parser.add_argument("--scale", type=int, default=100_000, help="simulated nodes to list")
-    args = parser.parse_args()
-    configure_logging("bench", "WARNING")
-    with provide_infrastructure() as infra:
-        asyncio.run(measure(infra.amqp_url, infra.database_url, args.n))
-        scale = measure_scale(infra.database_url, args.scale)
-    print(f"\n{'simulated cloud at scale':<34}{'seconds':>10}{'ceiling':>10}{'ratio':>8}")
-    for name, seconds, ceiling, note in scale:
-        print(f"{name:<34}{seconds:>10.2f}{ceiling:>10.2f}{seconds / ceiling:>8.1f}  {note}")
-    print("(ratio here = time / ceiling time: how many times slower than the raw operation)")
+    main()

@@ -8,9 +8,11 @@ serves) shows the instance running; its ``updated_at - created_at`` is a launch'
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +22,7 @@ import aio_pika
 import asyncpg
 import httpx
 
+from shared.clouds.simulator.driver import SimulatorNodeDriver
 from shared.events import EXCHANGE
 from tests.bench.harness import Setup, add_accounts, launch_requests, loadgen, prepare, wrk
 from tests.system import System, running_system
@@ -226,6 +229,30 @@ async def raw_publish_consume_p99(amqp_url: str, n: int = 1000, rate: float = 20
     return _percentile(sorted(delays), 0.99)
 
 
+def raw_creates_per_s(simulator_url: str, *, latency: float, accounts: int = 4) -> float:
+    """The cloud's own ceiling: creates per second straight through the simulated cloud's
+    libcloud driver, as many in flight as Boreas' default budgets allow (16 per account)."""
+    in_flight = 16 * accounts
+    drivers = []
+    for n in range(in_flight):
+        driver = SimulatorNodeDriver(
+            f"raw-{n % accounts}-{uuid.uuid4().hex[:4]}", "raw-secret", endpoint=simulator_url
+        )
+        driver.ex_ensure_account({"api_latency": latency, "timings": {"boot": 0}})
+        drivers.append(driver)
+    size, image = drivers[0].list_sizes()[0], drivers[0].list_images()[0]
+    per_driver = max(2, round(6 / max(latency, 0.01)) if latency else 10)
+
+    def create_some(driver: SimulatorNodeDriver) -> None:
+        for _ in range(per_driver):
+            driver.create_node(name="raw", size=size, image=image)
+
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(in_flight) as threads:
+        list(threads.map(create_some, drivers))
+    return in_flight * per_driver / (time.perf_counter() - began)
+
+
 async def _with_stack(
     amqp_url: str,
     database_url: str,
@@ -297,6 +324,8 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
                 poll_interval=1.0,
                 regions=("slow",),
             )
+        ceiling = await asyncio.to_thread(raw_creates_per_s, system.simulator_url, latency=0)
+        slow_ceiling = await asyncio.to_thread(raw_creates_per_s, system.simulator_url, latency=0.3)
         slow = await launch_run(
             system,
             setup,
@@ -314,6 +343,8 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
             "launch_stuck_states": zero.stuck_states | steady.stuck_states | slow.stuck_states,
             "launch_drain_s": round(zero.drain_s, 1),
             "launch_per_s_slow_cloud": round(slow.per_s, 1),
+            "ceiling_launch_per_s": round(ceiling, 1),
+            "ceiling_launch_per_s_slow_cloud": round(slow_ceiling, 1),
             "launch_p50_ms": round(steady.p50_ms),
             "launch_p99_ms": round(steady.p99_ms),
             "launch_poll_interval_ms": 1000,

@@ -15,7 +15,8 @@ sealed with the key the process has) and instances inserted by SQL to match, non
 - The steady state: next polls spread evenly over the idle interval; the poller's CPU share over
   ``IDLE_WINDOW`` seconds, and the polls it made in them.
 - The ceiling: the same 1,000 listings through the simulator's libcloud driver, ``CONCURRENCY``
-  at a time on threads, without database or diff (drivers built and connected by a first pass).
+  at a time on threads, without database or diff: the faster of two passes after a first that
+  builds and connects the drivers. Measured before the poller starts, so nothing else runs.
 """
 
 from __future__ import annotations
@@ -293,15 +294,17 @@ async def _outbox_rows(conn: asyncpg.Connection) -> int:
 
 def _list_all(simulator_url: str, tag: str) -> float:
     """Seconds to list every account once through the libcloud driver, ``CONCURRENCY`` at a time
-    on threads; the second of two passes (the first builds and connects the drivers)."""
+    on threads: a first pass builds and connects the drivers (as the poller's cold cycle does),
+    and the faster of the two after it is the floor."""
     drivers = [
         SimulatorNodeDriver(_api_key(tag, n), SECRET, endpoint=simulator_url)
         for n in range(1, ACCOUNTS + 1)
     ]
+    passes = []
     with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as threads:
-        for _ in range(2):
+        for _ in range(3):
             began = time.perf_counter()
             listed = list(threads.map(lambda d: len(d.list_nodes()), drivers))
-            seconds = time.perf_counter() - began
-    assert listed == [NODES_PER_ACCOUNT] * ACCOUNTS, "every account lists its nodes"
-    return seconds
+            passes.append(time.perf_counter() - began)
+            assert listed == [NODES_PER_ACCOUNT] * ACCOUNTS, "every account lists its nodes"
+    return min(passes[1:])

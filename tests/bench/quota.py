@@ -297,25 +297,24 @@ async def raw_consume_ack(amqp_url: str, n: int) -> float:
 async def raw_lock_insert_commit(database_url: str, n: int) -> float:
     """Transactions per second that lock one row, insert one row and commit, one after another."""
     await ensure_database(database_url)
-    conn = await asyncpg.connect(database_url)
+    schema = f"bench_quota_ceiling_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
     try:
         await conn.execute(
-            """CREATE SCHEMA bench_quota_ceiling;
-               CREATE TABLE bench_quota_ceiling.usage (owner text PRIMARY KEY, n int NOT NULL);
-               CREATE TABLE bench_quota_ceiling.ledger (id uuid PRIMARY KEY, owner text NOT NULL);
-               INSERT INTO bench_quota_ceiling.usage VALUES ('ceiling', 0)"""
+            f"""CREATE SCHEMA {schema};
+                CREATE TABLE usage (owner text PRIMARY KEY, instances int NOT NULL);
+                CREATE TABLE ledger (instance_id uuid PRIMARY KEY, owner text NOT NULL);
+                INSERT INTO usage VALUES ('ceiling', 0)"""
         )
         ids = [uuid.uuid4() for _ in range(n)]
         began = time.perf_counter()
         for key in ids:
             async with conn.transaction():
                 await conn.execute(
-                    "SELECT n FROM bench_quota_ceiling.usage WHERE owner = 'ceiling' FOR UPDATE"
+                    "SELECT instances FROM usage WHERE owner = $1 FOR UPDATE", "ceiling"
                 )
-                await conn.execute(
-                    "INSERT INTO bench_quota_ceiling.ledger VALUES ($1, 'ceiling')", key
-                )
+                await conn.execute("INSERT INTO ledger VALUES ($1, $2)", key, "ceiling")
         return n / (time.perf_counter() - began)
     finally:
-        await conn.execute("DROP SCHEMA IF EXISTS bench_quota_ceiling CASCADE")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await conn.close()

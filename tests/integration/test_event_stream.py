@@ -106,12 +106,13 @@ async def test_stream_carries_only_the_callers_events_and_resumes(
         received = await read_events(client, alice, 3, listening)
         sent = await publishing
         assert [e["data"]["owner"] for _, _, e in received] == [names["alice"]] * 3
-        assert [e["id"] for _, _, e in received] == [sent[0], sent[2], sent[4]]
+        # Three instances: each one's events keep their order, the three need not.
+        assert sorted(e["id"] for _, _, e in received) == sorted([sent[0], sent[2], sent[4]])
         assert all(topic == "instance.rejected" for _, topic, _ in received)
 
         # Resume after the first: the two later ones come again, nothing of bob's.
         resumed = await read_events(client, {**alice, "Last-Event-ID": str(received[0][0])}, 2)
-        assert [e["id"] for _, _, e in resumed] == [sent[2], sent[4]]
+        assert [e["id"] for _, _, e in resumed] == [e["id"] for _, _, e in received[1:]]
         bad = await client.get("/v1/events", headers={**alice, "Last-Event-ID": "x"})
         assert bad.status_code == 400
         await bus.close()
