@@ -112,6 +112,9 @@ class Poller:
     async def poll_account(self, account: dict[str, Any]) -> None:
         """One list call for the whole account; transitions, if any, in one transaction."""
         fast, idle = self._settings.intervals(account["config"])
+        # What we follow is read before the cloud is asked: an instance placed while the list
+        # call is under way may be missing from its answer, and must not be taken for gone.
+        followed = await repository.followed(self._pool, account["id"])
         try:
             self.list_calls += 1
             nodes = await self._clouds.call(account, lambda driver: driver.list_nodes())
@@ -120,9 +123,7 @@ class Poller:
             return
         seen = [Seen(str(n.id), boreas_instance_of(n), boreas_state(n)) for n in nodes]
         now = self._clock()
-        rows = {
-            str(r["instance_id"]): r for r in await repository.followed(self._pool, account["id"])
-        }
+        rows = {str(r["instance_id"]): r for r in followed}
         known = [Known(i, r["provider_instance_id"], r["state"]) for i, r in rows.items()]
         untagged = [
             s.provider_instance_id
