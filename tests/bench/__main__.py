@@ -99,8 +99,9 @@ PARTS: dict[str, Callable] = {
 def baseline_rss_mb() -> float:
     """A Python process that has imported a service and done nothing: the floor of any RSS."""
     code = (
-        "import services.gateway.app, services.poller.polling, resource;"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "import services.gateway.app, services.poller.polling, pathlib;"
+        "print(next(int(l.split()[1]) for l in pathlib.Path('/proc/self/status').read_text()"
+        ".splitlines() if l.startswith('VmRSS:')) / 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     return round(float(out.stdout.strip()), 1)

@@ -68,6 +68,18 @@ async def _latencies(db: asyncpg.Connection, since: datetime) -> list[float]:
     return [float(r["ms"]) for r in rows]
 
 
+async def _recent_latency(db: asyncpg.Connection, since: datetime) -> float:
+    """Seconds a launch takes now: the median of those that reached running in the last 3 s."""
+    seconds = await db.fetchval(
+        """SELECT percentile_cont(0.5) WITHIN GROUP (
+                      ORDER BY extract(epoch FROM updated_at - created_at))
+           FROM gateway.instances
+           WHERE created_at >= $1 AND state = 'running' AND updated_at > now() - interval '3 s'""",
+        since,
+    )
+    return float(seconds or 1.0)
+
+
 def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
@@ -80,7 +92,6 @@ async def launch_run(
     seconds: float,
     placement: dict | None = None,
     steer: bool = False,
-    latency: float = 1.0,
 ) -> Run:
     """Offer launches at ``rate`` for ``seconds`` (``steer``: starting there, then as fast as
     they reach running, plus a small backlog), count what reaches running, then wait for the
@@ -105,6 +116,7 @@ async def launch_run(
             accepted, running = await _progress(db, since)
             samples.append((time.monotonic() - began, running))
             if steer:
+                latency = await _recent_latency(db, since)
                 rate = _steered_rate(samples, accepted - running, rate, latency)
                 _write_rate(control, rate)
             await asyncio.wait({generator}, timeout=1.0)
@@ -333,7 +345,6 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
             seconds=30,
             placement={"region": "slow"},
             steer=True,
-            latency=3.5,  # a create (0.3 s), the boot (2 s), a poll interval at most
         )
         rss = max(r.rss_mb() for r in system.all())
         return {
