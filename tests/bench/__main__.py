@@ -78,7 +78,7 @@ def _run(part: Callable, amqp_url: str, database_url: str, logs: Path) -> dict:
 
 
 def _bus(amqp_url: str, database_url: str, _logs: Path) -> dict:
-    return asyncio.run(measure_bus(amqp_url, database_url, 2000))
+    return asyncio.run(measure_bus(amqp_url, database_url, 1000))
 
 
 def _scale(_amqp_url: str, database_url: str, _logs: Path) -> dict:

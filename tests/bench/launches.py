@@ -253,7 +253,7 @@ def raw_creates_per_s(simulator_url: str, *, latency: float, accounts: int = 4) 
         driver.ex_ensure_account({"api_latency": latency, "timings": {"boot": 0}})
         drivers.append(driver)
     size, image = drivers[0].list_sizes()[0], drivers[0].list_images()[0]
-    per_driver = max(2, round(6 / max(latency, 0.01)) if latency else 10)
+    per_driver = max(2, round(3 / latency)) if latency else 5
 
     def create_some(driver: SimulatorNodeDriver) -> None:
         for _ in range(per_driver):
@@ -342,7 +342,7 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
             system,
             setup,
             rate=40,
-            seconds=30,
+            seconds=20,
             placement={"region": "slow"},
             steer=True,
         )
