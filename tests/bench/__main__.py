@@ -164,9 +164,12 @@ def main() -> None:
     print(table(figures))
     print(LEGEND)
     LATEST.parent.mkdir(exist_ok=True)
+    # A partial run (--only) updates its parts' figures and keeps the others'.
+    earlier = json.loads(LATEST.read_text()) if args.only and LATEST.exists() else {}
     LATEST.write_text(
         json.dumps(
             {
+                **earlier,
                 **figures,
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machine": {
@@ -174,7 +177,7 @@ def main() -> None:
                     "python": platform.python_version(),
                     "platform": platform.platform(),
                 },
-                "part_seconds": timings,
+                "part_seconds": {**earlier.get("part_seconds", {}), **timings},
                 "total_seconds": round(time.monotonic() - began, 1),
             },
             indent=2,

@@ -174,15 +174,15 @@ def _write_rate(control: Path, rate: float | None) -> None:
 def _steered_rate(
     samples: list[tuple[float, int]], backlog: int, rate: float, latency: float
 ) -> float:
-    """Raise the offer by a quarter while the backlog is under its target, else fall back to
-    what reached running lately: the offer settles around what the stack carries. A launch
-    takes about ``latency`` seconds, so that many seconds of launches are in flight anyway."""
+    """A fifth more while the backlog is under its target, a tenth less while it is over: the
+    offer settles around what the stack carries. A launch takes about ``latency`` seconds, so
+    that many seconds of launches are in flight anyway, on top of the backlog wanted."""
     recent = samples[-4:]
     (t0, n0), (t1, n1) = recent[0], recent[-1]
     done = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
     if backlog < max(50.0, done * (latency + BACKLOG_SECONDS)):
-        return rate * 1.25
-    return max(5.0, done)
+        return rate * 1.2
+    return max(5.0, rate * 0.9)
 
 
 class StateChangeWatch:
