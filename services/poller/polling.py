@@ -117,7 +117,9 @@ class Poller:
         followed = await repository.followed(self._pool, account["id"])
         try:
             self.list_calls += 1
-            nodes = await self._clouds.call(account, lambda driver: driver.list_nodes())
+            nodes = await self._clouds.call(
+                account, lambda driver: driver.list_nodes(), read_only=True
+            )
         except Exception as error:
             await self._back_off(account, error, fast)
             return

@@ -39,7 +39,7 @@ class CatalogCache:
             found = self._fresh(account)
             if found is not None:
                 return found
-            read = await self.clouds.call(account, read_catalog)
+            read = await self.clouds.call(account, read_catalog, read_only=True)
             self.reads += 1
             self._entries[account["id"]] = _Entry(account["revision"], self.clock(), read)
             return read

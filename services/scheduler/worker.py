@@ -36,7 +36,7 @@ from services.scheduler.placement import (
     rank,
 )
 from services.scheduler.repository import CloudCall
-from shared.clouds.connections import CloudConnections, CloudThrottled
+from shared.clouds.connections import CloudConnections, CloudThrottled, connection_lost
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import InstanceFailed, InstancePlaced
 from shared.outbox import add_to_outbox
@@ -217,6 +217,9 @@ class CloudWorker:
                 throttled.append(f"{account.name}: {error}")
                 continue
             except Exception as error:
+                lost = connection_lost(error)
+                if lost and await self._adopt_earlier_node(call, rows, (account.id,)):
+                    return  # the create had gone through after all
                 await repository.release(self.pool, call, account.id)
                 self.catalogs.forget(account.id)
                 attempts.append(f"{account.name}: {describe(error)}")
@@ -256,15 +259,21 @@ class CloudWorker:
         self.on_commit()
         log.info("launch_failed", reason=reason, attempts=attempts)
 
-    async def _adopt_earlier_node(self, call: CloudCall, rows: dict[str, dict[str, Any]]) -> bool:
-        """An earlier take of this call sent creates to ``call.tried``: a node may exist."""
-        for account_id in call.tried:
+    async def _adopt_earlier_node(
+        self,
+        call: CloudCall,
+        rows: dict[str, dict[str, Any]],
+        accounts: tuple[str, ...] | None = None,
+    ) -> bool:
+        """Creates were sent for this call to ``accounts`` (by default every account an earlier
+        take tried) without an answer: a node may exist there."""
+        for account_id in call.tried if accounts is None else accounts:
             row = rows.get(account_id)
             if row is None:
                 continue
             try:
                 node = await self.clouds.call(
-                    row, lambda driver: find_launched(driver, call.instance_id)
+                    row, lambda driver: find_launched(driver, call.instance_id), read_only=True
                 )
             except Exception as error:
                 if call.attempts < LOOKUP_PATIENCE:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import requests
 from libcloud.compute.base import NodeDriver
 
 from shared.clouds.budget import CallBudget, is_throttle
@@ -23,6 +24,12 @@ from shared.clouds.registry import build_driver
 from shared.credentials import CredentialCipher, SealedCredentials
 
 T = TypeVar("T")
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether the call never got an answer: the connection failed or was closed under it (so a
+    create may or may not have happened)."""
+    return isinstance(error, requests.exceptions.ConnectionError | ConnectionError | TimeoutError)
 
 
 class CloudThrottled(Exception):
@@ -69,28 +76,46 @@ class CloudConnections:
             self._accounts[account["id"]] = known
         return known.budget
 
-    async def call(self, account: Mapping[str, Any], operation: Callable[[NodeDriver], T]) -> T:
+    async def call(
+        self,
+        account: Mapping[str, Any],
+        operation: Callable[[NodeDriver], T],
+        *,
+        read_only: bool = False,
+    ) -> T:
         """Run ``operation(driver)`` on a thread, within the account's budget. Raises
-        :class:`CloudThrottled` when the cloud says too many; other errors as they come."""
+        :class:`CloudThrottled` when the cloud says too many; other errors as they come. A
+        ``read_only`` operation that loses its connection (a kept-alive connection the cloud had
+        closed) is tried once more on a fresh one."""
         budget = self.budget(account)
         line = self._accounts[account["id"]]
         loop = asyncio.get_running_loop()
         async with budget.call():
-            driver = line.idle.pop() if line.idle else None
-            try:
-                if driver is None:
-                    driver = await loop.run_in_executor(self._executor, self._build, account)
-                result = await loop.run_in_executor(self._executor, operation, driver)
-            except Exception as error:
-                if is_throttle(error):
-                    pause = budget.throttled()
-                    raise CloudThrottled(f"{error} (calls paused {pause:g} s)") from error
-                raise
-            finally:
-                if driver is not None and self._accounts.get(account["id"]) is line:
-                    line.idle.append(driver)
-            budget.succeeded()
-            return result
+            for attempt in (1, 2):
+                driver = line.idle.pop() if line.idle else None
+                broken = False
+                try:
+                    if driver is None:
+                        driver = await loop.run_in_executor(self._executor, self._build, account)
+                    result = await loop.run_in_executor(self._executor, operation, driver)
+                except Exception as error:
+                    if is_throttle(error):
+                        pause = budget.throttled()
+                        raise CloudThrottled(f"{error} (calls paused {pause:g} s)") from error
+                    broken = connection_lost(error)
+                    if broken and read_only and attempt == 1:
+                        continue
+                    raise
+                finally:
+                    if (
+                        driver is not None
+                        and not broken
+                        and self._accounts.get(account["id"]) is line
+                    ):
+                        line.idle.append(driver)
+                budget.succeeded()
+                return result
+        raise AssertionError("unreachable")
 
     def _build(self, account: Mapping[str, Any]) -> NodeDriver:
         sealed = SealedCredentials.model_validate(account["credentials"])

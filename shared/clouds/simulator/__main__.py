@@ -23,6 +23,8 @@ def main() -> None:
         port=int(os.environ.get("BOREAS_SIMULATOR_PORT", "8090")),
         log_config=None,
         access_log=False,
+        # Clients keep connections to it alive between calls: do not close them under them.
+        timeout_keep_alive=75,
     )
 
 
