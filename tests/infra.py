@@ -8,6 +8,8 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,8 +67,21 @@ class Infrastructure:
         subprocess.run([*self.postgres_ctl, action], check=True, capture_output=True, timeout=120)
 
 
+# A broker or database that accepts connections but answers slowly (RabbitMQ recovering its
+# queues after a restart, say) is waited for this long; one that refuses them fails at once.
+PATIENCE_S = 120.0
+RETRY_S = 2.0
+
+
 def _answers(amqp_url: str, database_url: str) -> list[str]:
-    return asyncio.run(unreachable(amqp_url, database_url))
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        missing = asyncio.run(unreachable(amqp_url, database_url))
+        slow = [name for name in missing if "(TimeoutError)" in name]
+        if not slow or time.monotonic() > deadline:
+            return missing
+        print(f"waiting for {' and '.join(slow)} to answer", file=sys.stderr)
+        time.sleep(RETRY_S)
 
 
 def _with_db(url: str, name: str) -> str:
