@@ -26,7 +26,8 @@ class ListsBeforeThePlacement:
     def __init__(self, runtime: ServiceRuntime, account_id: str) -> None:
         self.runtime, self.account_id = runtime, account_id
 
-    async def call(self, _account: object, _operation: object) -> list:
+    async def call(self, _account: object, _operation: object, *, read_only: bool) -> list:
+        assert read_only, "a listing is safe to try again and must say so"
         await self.runtime.pool.execute(
             """INSERT INTO instances (instance_id, owner, account_id, provider,
                                       provider_instance_id, cpus, memory_mb, state)
