@@ -151,6 +151,28 @@ async def test_every_call_waits_the_latency_without_holding_a_connection(
     assert time.monotonic() - began >= 4 * latency
 
 
+async def test_a_create_whose_caller_gives_up_leaves_its_node(
+    simulator_url: str, database_url: str
+) -> None:
+    driver = account(simulator_url, api_latency=2.0)
+    size, image = driver.list_sizes()[0], driver.list_images()[0]
+    async with httpx.AsyncClient(
+        base_url=simulator_url, auth=(driver.key, "secret"), timeout=0.3
+    ) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(
+                "/v1/nodes", json={"name": "orphan", "size": size.id, "image": image.id}
+            )
+    # The answer never came, yet the cloud made the node: the ambiguity a caller must resolve.
+    # (Read from its store: a listing would itself wait the latency, long enough for any create.)
+    db = await asyncpg.connect(database_url)
+    try:
+        made = await db.fetch("SELECT name FROM simulator.nodes WHERE api_key = $1", driver.key)
+    finally:
+        await db.close()
+    assert [row["name"] for row in made] == ["orphan"]
+
+
 async def test_calls_beyond_the_rate_are_refused_at_once(simulator_url: str) -> None:
     driver = account(simulator_url, api_rate=0.001, api_burst=3, api_latency=1.0)
     await asyncio.gather(*(asyncio.to_thread(driver.list_sizes) for _ in range(3)))

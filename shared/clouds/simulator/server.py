@@ -5,7 +5,8 @@ account on first use (remembering a hash of the secret) or updates its settings;
 needs the same secret. Errors are JSON ``{"code", "message"}`` with the status a cloud would use.
 
 The other calls are the cloud's API proper. Each waits the account's ``api_latency`` (holding no
-database connection) before it is served; with an ``api_rate``, a call that finds the account's
+database connection) before it is served, but for a create, which makes its node first and then
+waits before it answers; with an ``api_rate``, a call that finds the account's
 token bucket empty is refused at once with 503 ``RequestLimitExceeded``, as EC2 does.
 ``PUT /v1/account`` configures the simulation, so it is neither delayed nor throttled.
 """
@@ -126,7 +127,7 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
     async def cloud_error(request: Request, exc: CloudError) -> JSONResponse:
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
 
-    async def account(
+    async def caller(
         credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     ) -> tuple[str, AccountSettings]:
         if credentials is None:
@@ -140,11 +141,19 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
         settings = entry.settings
         if not throttle.allow(key, settings.api_rate, settings.api_burst):
             raise CloudError(503, "RequestLimitExceeded", "Request limit exceeded.")
-        if settings.api_latency:
-            await asyncio.sleep(settings.api_latency)
         return key, settings
 
+    async def account(
+        acct: Annotated[tuple[str, AccountSettings], Depends(caller)],
+    ) -> tuple[str, AccountSettings]:
+        if acct[1].api_latency:
+            await asyncio.sleep(acct[1].api_latency)
+        return acct
+
     Account = Annotated[tuple[str, AccountSettings], Depends(account)]
+    # A create makes its node first and is slow to answer, as a real cloud's can be: a caller
+    # that gives up (or dies) meanwhile leaves a node it never heard of.
+    Caller = Annotated[tuple[str, AccountSettings], Depends(caller)]
 
     @app.put("/v1/account")
     async def ensure_account(
@@ -207,7 +216,7 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
         return _json(nodes_json(rows, settings, now))
 
     @app.post("/v1/nodes", status_code=201, response_class=Response)
-    async def create_node(body: NewNode, acct: Account) -> Response:
+    async def create_node(body: NewNode, acct: Caller) -> Response:
         key, settings = acct
         now = clock()
         size = next((s for s in settings.sizes if s.id == body.size), None)
@@ -252,6 +261,8 @@ def create_simulator_app(database_url: str, *, clock: Clock = utcnow) -> FastAPI
                 json.dumps(body.tags),
                 now,
             )
+        if settings.api_latency:
+            await asyncio.sleep(settings.api_latency)
         return _json(node_json(row, settings, now), status_code=201)
 
     async def _act(key: str, settings: AccountSettings, node_id: str, action: str) -> Response:
