@@ -34,7 +34,14 @@ from shared.events import EXCHANGE
 from shared.logging import configure_logging
 from shared.testing import wait_until
 from tests.infra import Infrastructure, provide_infrastructure
-from tests.system import ADMIN_PASSWORD, System, running_system
+from tests.system import (
+    ADMIN_PASSWORD,
+    System,
+    add_simulator_accounts,
+    login,
+    new_user,
+    running_system,
+)
 
 REPLICAS = {"scheduler": 2, "poller": 2, "quota": 2, "notifier": 2}
 SETTLED = ("running", "rejected", "error", "terminated")
@@ -175,41 +182,15 @@ async def recovered_after(load: Load, db: asyncpg.Connection, began: float) -> f
 
 async def _setup(system: System) -> tuple[httpx.AsyncClient, list[str]]:
     client = httpx.AsyncClient(base_url=system.gateway_url, timeout=15)
-    admin = await _login(client, "admin", ADMIN_PASSWORD)
+    admin = await login(client, "admin", ADMIN_PASSWORD)
     tokens = []
     for n in range(4):
         name = f"chaos-{n}"
-        response = await client.post(
-            "/v1/users",
-            json={"username": name, "password": f"{name}-password", "role": "user"},
-            headers=admin,
-        )
-        response.raise_for_status()
-        tokens.append((await _login(client, name, f"{name}-password"))["Authorization"])
-    for n in range(2):
-        response = await client.post(
-            "/v1/provider-accounts",
-            json={
-                "name": f"chaos-sim-{n}",
-                "provider": "simulator",
-                "credentials": {"api_key": f"chaos-{n}", "api_secret": "chaos-secret"},
-                "config": {
-                    "endpoint": system.simulator_url,
-                    "poll_interval": 1,
-                    "simulator": {"timings": {"boot": 1}},
-                },
-                "grants": ["*"],
-            },
-            headers=admin,
-        )
-        response.raise_for_status()
+        tokens.append((await new_user(client, admin, name, f"{name}-password"))["Authorization"])
+    await add_simulator_accounts(
+        client, admin, system, 2, simulator={"timings": {"boot": 1}}, poll_interval=1
+    )
     return client, tokens
-
-
-async def _login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    response = await client.post("/v1/tokens", json={"username": username, "password": password})
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 async def _faults(infra: Infrastructure, system: System, load: Load, db_url: str) -> dict:

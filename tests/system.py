@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,3 +202,63 @@ def running_system(
         yield system
     finally:
         system.stop()
+
+
+# -- setting a running system up through its API ----------------------------------------------
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    """The Authorization header of a fresh token."""
+    response = await client.post("/v1/tokens", json={"username": username, "password": password})
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def new_user(
+    client: httpx.AsyncClient, admin: dict[str, str], username: str, password: str
+) -> dict[str, str]:
+    """A user created by ``admin``, logged in."""
+    created = await client.post(
+        "/v1/users",
+        json={"username": username, "password": password, "role": "user"},
+        headers=admin,
+    )
+    created.raise_for_status()
+    return await login(client, username, password)
+
+
+async def add_simulator_accounts(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    system: System,
+    count: int,
+    *,
+    simulator: dict,
+    poll_interval: float,
+    regions: tuple[str, ...] = ("north", "south"),
+    grants: tuple[str, ...] = ("*",),
+) -> list[str]:
+    """``count`` accounts on the system's simulated cloud, each with these ``simulator``
+    settings; their ids."""
+    ids = []
+    for _ in range(count):
+        key = uuid.uuid4().hex[:10]
+        created = await client.post(
+            "/v1/provider-accounts",
+            json={
+                "name": f"sim-{key}",
+                "provider": "simulator",
+                "credentials": {"api_key": f"key-{key}", "api_secret": f"secret-{key}"},
+                "config": {
+                    "endpoint": system.simulator_url,
+                    "regions": list(regions),
+                    "poll_interval": poll_interval,
+                    "simulator": simulator,
+                },
+                "grants": list(grants),
+            },
+            headers=admin,
+        )
+        created.raise_for_status()
+        ids.append(created.json()["id"])
+    return ids

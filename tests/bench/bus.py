@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import aio_pika
@@ -94,32 +95,50 @@ async def outbox_commit_to_broker(runtime: ServiceRuntime, url: str, n: int) -> 
         return await timed(n, run)
 
 
-async def raw_consume_ack(url: str, n: int) -> float:
+# Publishes in flight together while filling a queue to consume.
+FILL_BATCH = 200
+
+
+async def raw_consume_ack(
+    url: str, n: int, payload: bytes | None = None, prefetch: int = 64
+) -> float:
+    """Messages per second a bare consumer takes and acks, one by one, from a quorum queue (as
+    the services' queues are), with the services' default prefetch."""
+    if payload is None:
+        payload = Envelope.wrap(rejection(), source="bench").to_bytes()
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=16)
-        queue = await channel.declare_queue("bench.raw_consume", auto_delete=True)
-        exchange = channel.default_exchange
-        payload = Envelope.wrap(rejection(), source="bench").to_bytes()
-        for _ in range(n):
-            await exchange.publish(aio_pika.Message(payload), routing_key=queue.name)
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(
+            f"bench.raw_consume.{uuid.uuid4().hex[:8]}",
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        message = aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        for start in range(0, n, FILL_BATCH):
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(message, routing_key=queue.name)
+                    for _ in range(min(FILL_BATCH, n - start))
+                )
+            )
         done = asyncio.Event()
         seen = 0
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
             nonlocal seen
-            await message.ack()
+            await incoming.ack()
             seen += 1
             if seen >= n:
                 done.set()
 
-        async def run() -> None:
-            await queue.consume(on_message)
-            await done.wait()
-
-        rate = await timed(n, run)
-        await channel.close()
+        began = time.perf_counter()
+        consumer_tag = await queue.consume(on_message)
+        await done.wait()
+        rate = n / (time.perf_counter() - began)
+        await queue.cancel(consumer_tag)
+        await queue.delete(if_unused=False, if_empty=False)
         return rate
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from tests.processes import ROOT
-from tests.system import ADMIN_PASSWORD, System
+from tests.system import ADMIN_PASSWORD, System, add_simulator_accounts, login, new_user
 
 LAUNCH_BODY = {"name": "bench", "image": "debian-12", "cpus": 1, "memory_mb": 512}
 
@@ -40,61 +40,20 @@ async def prepare(
 ) -> Setup:
     """Users with tokens, and simulated-cloud accounts granted to everyone, through the API."""
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
-        admin = await _login(client, "admin", ADMIN_PASSWORD)
+        admin = await login(client, "admin", ADMIN_PASSWORD)
         tokens = []
         for n in range(users):
             name, password = f"bench-{n}-{uuid.uuid4().hex[:6]}", f"bench-password-{n}"
-            created = await client.post(
-                "/v1/users",
-                json={"username": name, "password": password, "role": "user"},
-                headers=admin,
-            )
-            created.raise_for_status()
-            tokens.append((await _login(client, name, password))["Authorization"])
-        account_ids = await add_accounts(
-            client, admin, system, accounts, simulator=simulator, poll_interval=poll_interval
+            tokens.append((await new_user(client, admin, name, password))["Authorization"])
+        account_ids = await add_simulator_accounts(
+            client,
+            admin,
+            system,
+            accounts,
+            simulator={"timings": {"boot": 0}, **(simulator or {})},
+            poll_interval=poll_interval,
         )
         return Setup(admin, tokens, account_ids)
-
-
-async def add_accounts(
-    client: httpx.AsyncClient,
-    admin: dict[str, str],
-    system: System,
-    count: int,
-    *,
-    simulator: dict | None,
-    poll_interval: float,
-    regions: tuple[str, ...] = ("north", "south"),
-) -> list[str]:
-    ids = []
-    for _ in range(count):
-        key = uuid.uuid4().hex[:10]
-        created = await client.post(
-            "/v1/provider-accounts",
-            json={
-                "name": f"sim-{key}",
-                "provider": "simulator",
-                "credentials": {"api_key": f"bench-{key}", "api_secret": "bench-secret"},
-                "config": {
-                    "endpoint": system.simulator_url,
-                    "regions": list(regions),
-                    "poll_interval": poll_interval,
-                    "simulator": {"timings": {"boot": 0}, **(simulator or {})},
-                },
-                "grants": ["*"],
-            },
-            headers=admin,
-        )
-        created.raise_for_status()
-        ids.append(created.json()["id"])
-    return ids
-
-
-async def _login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    response = await client.post("/v1/tokens", json={"username": username, "password": password})
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def launch_requests(setup: Setup, placement: dict | None = None) -> list[dict]:

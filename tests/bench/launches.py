@@ -24,8 +24,8 @@ import httpx
 
 from shared.clouds.simulator.driver import SimulatorNodeDriver
 from shared.events import EXCHANGE
-from tests.bench.harness import Setup, add_accounts, launch_requests, loadgen, prepare, wrk
-from tests.system import System, running_system
+from tests.bench.harness import Setup, launch_requests, loadgen, prepare, wrk
+from tests.system import System, add_simulator_accounts, running_system
 
 STEADY_FROM = 5.0  # seconds into a run before completions count (the pipeline fills up)
 DRAIN_LIMIT = 60.0  # seconds a run's backlog may take to reach running afterwards
@@ -327,7 +327,7 @@ async def measure_launches(amqp_url: str, database_url: str, logs: Path) -> dict
         raw_p99 = await raw_publish_consume_p99(system.amqp_url)
         # The slow cloud: 300 ms per API call, 2 s boot, on accounts of its own (region "slow").
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
-            await add_accounts(
+            await add_simulator_accounts(
                 client,
                 setup.admin,
                 system,

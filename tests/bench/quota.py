@@ -50,6 +50,7 @@ from shared.events import (
     ServiceHeartbeat,
 )
 from shared.testing import EventProbe, wait_until
+from tests.bench.bus import raw_consume_ack
 from tests.system import System
 
 HOT_REQUESTS = 5000
@@ -77,7 +78,8 @@ def measure_quota(amqp_url: str, database_url: str, logs: Path) -> dict[str, flo
 
 
 async def _measure(system: System) -> dict[str, float]:
-    consume = await raw_consume_ack(system.amqp_url, CEILING_N)
+    payload = Envelope.wrap(_requests({"ceiling": 1}, 1)[0], source="bench").to_bytes()
+    consume = await raw_consume_ack(system.amqp_url, CEILING_N, payload, PREFETCH)
     transact = await raw_lock_insert_commit(system.database_url, CEILING_N)
     tag = uuid.uuid4().hex[:6]
     hot = {f"bench-hot-{tag}": HOT_REQUESTS // 2}
@@ -253,45 +255,6 @@ async def _sink(amqp_url: str, topic: str) -> AsyncIterator[None]:
 
 
 # -- the ceiling --------------------------------------------------------------------------------
-
-
-async def raw_consume_ack(amqp_url: str, n: int) -> float:
-    """Messages per second a bare consumer takes and acks, one by one, from a quorum queue."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=PREFETCH)
-        queue = await channel.declare_queue(
-            f"bench.quota_ceiling.{uuid.uuid4().hex[:8]}",
-            durable=True,
-            arguments={"x-queue-type": "quorum"},
-        )
-        payload = Envelope.wrap(_requests({"ceiling": 1}, 1)[0], source="bench").to_bytes()
-        message = aio_pika.Message(payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-        for start in range(0, n, PUBLISH_BATCH):
-            await asyncio.gather(
-                *(
-                    channel.default_exchange.publish(message, routing_key=queue.name)
-                    for _ in range(min(PUBLISH_BATCH, n - start))
-                )
-            )
-        done = asyncio.Event()
-        seen = 0
-
-        async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal seen
-            await incoming.ack()
-            seen += 1
-            if seen >= n:
-                done.set()
-
-        began = time.perf_counter()
-        consumer_tag = await queue.consume(on_message)
-        await done.wait()
-        rate = n / (time.perf_counter() - began)
-        await queue.cancel(consumer_tag)
-        await queue.delete(if_unused=False, if_empty=False)
-        return rate
 
 
 async def raw_lock_insert_commit(database_url: str, n: int) -> float:

@@ -15,13 +15,7 @@ import httpx
 
 from shared.testing import wait_until
 from tests.infra import Infrastructure
-from tests.system import ADMIN_PASSWORD, running_system
-
-
-async def _login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    response = await client.post("/v1/tokens", json={"username": username, "password": password})
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
+from tests.system import ADMIN_PASSWORD, add_simulator_accounts, login, new_user, running_system
 
 
 async def test_a_restarted_scheduler_adopts_the_node_instead_of_launching_twice(
@@ -34,30 +28,17 @@ async def test_a_restarted_scheduler_adopts_the_node_instead_of_launching_twice(
     ):
         db = await asyncpg.connect(database_url)
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
-            admin = await _login(client, "admin", ADMIN_PASSWORD)
-            created = await client.post(
-                "/v1/users",
-                json={"username": "carol", "password": "carol-password", "role": "user"},
-                headers=admin,
+            admin = await login(client, "admin", ADMIN_PASSWORD)
+            carol = await new_user(client, admin, "carol", "carol-password")
+            await add_simulator_accounts(
+                client,
+                admin,
+                system,
+                1,
+                simulator={"api_latency": 1.5, "timings": {"boot": 0}},
+                poll_interval=0.5,
+                grants=("carol",),
             )
-            assert created.status_code == 201, created.text
-            carol = await _login(client, "carol", "carol-password")
-            account = await client.post(
-                "/v1/provider-accounts",
-                json={
-                    "name": "slow-sim",
-                    "provider": "simulator",
-                    "credentials": {"api_key": "slow-key", "api_secret": "slow-secret"},
-                    "config": {
-                        "endpoint": system.simulator_url,
-                        "poll_interval": 0.5,
-                        "simulator": {"api_latency": 1.5, "timings": {"boot": 0}},
-                    },
-                    "grants": ["carol"],
-                },
-                headers=admin,
-            )
-            assert account.status_code == 201, account.text
             launched = await client.post(
                 "/v1/instances",
                 json={"name": "once", "image": "debian-12", "cpus": 1, "memory_mb": 512},

@@ -1,12 +1,13 @@
 """Integration fixtures: the gateway runs in-process with its real lifespan (migrations, bootstrap
 admin, consumers, outbox relay) against the session's RabbitMQ vhost and PostgreSQL database."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from shared.runtime import ServiceRuntime
 from tests.integration.api import Api, gateway_settings, running_gateway
+from tests.integration.simulator import simulator_process
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
 
 
@@ -28,3 +29,20 @@ async def clouds_side(
         poller_runtime(amqp_url, database_url) as poller,
     ):
         yield scheduler, poller
+
+
+@pytest.fixture(scope="module")
+def simulator_url(database_url: str) -> Iterator[str]:
+    """The simulated cloud in a process of its own, one per test module."""
+    with simulator_process(database_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
+    """Quota (which admits launches) and a scheduler."""
+    async with (
+        quota_runtime(amqp_url, database_url),
+        scheduler_runtime(amqp_url, database_url) as runtime,
+    ):
+        yield runtime

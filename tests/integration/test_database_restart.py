@@ -7,7 +7,6 @@ This restarts the machine's real PostgreSQL (it is back before the test ends).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,18 +15,11 @@ from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import Api
-from tests.integration.simulator import simulator_process
 from tests.integration.stack import simulator_account
 
 pytestmark = pytest.mark.chaos
 
 COMEBACK = 90.0
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
 
 
 async def _launch_all(api: Api, headers: dict, account_id: str, count: int) -> list[str]:

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from shared.clouds.simulator.driver import SimulatorNodeDriver
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.simulator import simulator_process
 from tests.integration.stack import (
     IDLE_POLL_INTERVAL,
     simulator_account,
 )
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
 
 
 def changed_to(instance_id: str, state: str):

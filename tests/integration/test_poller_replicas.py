@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-
-import pytest
 
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.simulator import simulator_process
 from tests.integration.stack import (
     POLL_INTERVAL,
     poller_runtime,
@@ -23,12 +19,6 @@ from tests.integration.stack import (
 )
 
 SLACK = timedelta(seconds=1)  # the loop's tick, thread hand-offs and a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
 
 
 async def polls_of(poller: ServiceRuntime, account_ids: list[str]) -> dict[str, list]:

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-
-import pytest
 
 from services.quota.reconcile import reconcile_once
 from shared.bus import Bus
 from shared.events import InstanceState, InstanceStateChanged
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.simulator import simulator_process
 from tests.integration.stack import (
     poller_runtime,
     quota_runtime,
     scheduler_runtime,
     simulator_account,
 )
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
 
 
 def decided(probe: EventProbe, ids: set[str]) -> tuple[list, list]:

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
 
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.simulator import simulator_process
-from tests.integration.stack import quota_runtime, scheduler_runtime, simulator_account
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    async with (
-        quota_runtime(amqp_url, database_url),
-        scheduler_runtime(amqp_url, database_url) as runtime,
-    ):
-        yield runtime
+from tests.integration.stack import simulator_account
 
 
 async def test_launch_is_placed_on_the_simulated_cloud(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -21,12 +20,6 @@ from shared.testing import wait_until
 from tests.integration.simulator import simulator_process
 
 FAST = {"timings": {"boot": 0.3, "stop": 0.2, "reboot": 0.2, "terminate": 0.2}}
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
 
 
 def account(url: str, **settings: object) -> SimulatorNodeDriver:

@@ -6,35 +6,15 @@ like EC2 once an account's calls run past it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
-
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
 from tests.integration.api import Api
-from tests.integration.simulator import simulator_process
-from tests.integration.stack import quota_runtime, scheduler_runtime, simulator_account
+from tests.integration.stack import simulator_account
 
 # The throttled account is the cheaper one, so every launch tries it first.
 CHEAP = [{"id": "sim.cheap", "cpus": 4, "ram_mb": 8192, "price_per_hour": 0.001}]
 # Enough for the catalog (three calls) and a create or two, then one call every 5 s.
 THROTTLED = {"api_rate": 0.2, "api_burst": 5, "sizes": CHEAP}
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    with simulator_process(database_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
-    async with (
-        quota_runtime(amqp_url, database_url),
-        scheduler_runtime(amqp_url, database_url) as runtime,
-    ):
-        yield runtime
 
 
 async def test_launches_go_to_another_account_while_one_throttles(
