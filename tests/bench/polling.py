@@ -46,6 +46,9 @@ POLL_INTERVAL = 10.0
 IDLE_INTERVAL = 100.0
 CONCURRENCY = 16
 IDLE_WINDOW = 30.0
+# Part of the measurement, not a wait on a condition: time for the poller to be on the new
+# schedule before the idle window opens.
+RESCHEDULE_SETTLE_S = 1.0
 REGIONS = ["north", "south"]
 SECRET = "bench-secret"
 
@@ -265,9 +268,7 @@ async def _idle(conn: asyncpg.Connection, poller: Replica, tag: str) -> tuple[fl
         IDLE_INTERVAL,
         float(ACCOUNTS),
     )
-    # Part of the measurement, not a wait on a condition: a second for the poller to be on the
-    # new schedule before the window opens.
-    await asyncio.sleep(1)
+    await asyncio.sleep(RESCHEDULE_SETTLE_S)
     began, cpu = datetime.now(UTC), poller.cpu_seconds()
     await asyncio.sleep(IDLE_WINDOW)  # the measurement window itself
     cpu, ended = poller.cpu_seconds() - cpu, datetime.now(UTC)
