@@ -30,6 +30,7 @@ def gateway(infra: Infrastructure) -> Iterator[tuple[str, str]]:
             "BOREAS_GATEWAY_PORT": str(port),
             "BOREAS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BOREAS_SECRET_KEY": SESSION_KEY,
+            "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "1000",
         }
         base = f"http://127.0.0.1:{port}"
         with running_process(
@@ -116,3 +117,40 @@ async def test_stream_carries_only_the_callers_events_and_resumes(
         bad = await client.get("/v1/events", headers={**alice, "Last-Event-ID": "x"})
         assert bad.status_code == 400
         await bus.close()
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    [
+        "²",  # byte 0xB2 read as Latin-1: a digit to str.isdigit(), not to int()
+        "¹",
+        "99999999999999999999",  # beyond bigint: cut the stream off with a traceback
+        "9223372036854775808",
+        "-1",
+        "+1",
+        "",
+    ],
+)
+async def test_a_last_event_id_that_is_no_feed_number_is_a_400_problem(
+    gateway: tuple[str, str], last_event_id: str
+) -> None:
+    base, _ = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        admin = await token(client, "admin", ADMIN_PASSWORD)
+        answer = await client.get(
+            "/v1/events", headers={**admin, "Last-Event-ID": last_event_id.encode("latin-1")}
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "Last-Event-ID" in answer.json()["detail"]
+
+
+async def test_the_largest_feed_number_is_accepted(gateway: tuple[str, str]) -> None:
+    base, _ = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        admin = await token(client, "admin", ADMIN_PASSWORD)
+        headers = {**admin, "Last-Event-ID": str(2**63 - 1)}
+        async with client.stream("GET", "/v1/events", headers=headers) as stream:
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            assert await anext(lines) == ": connected"

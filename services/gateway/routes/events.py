@@ -15,6 +15,8 @@ from services.gateway.repository import feed
 router = APIRouter(tags=["events"])
 
 POLL_SECONDS = 0.25
+# The feed numbers rows with a PostgreSQL bigint.
+MAX_FEED_NUMBER = 2**63 - 1
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -38,9 +40,7 @@ async def event_stream(
     """Without Last-Event-ID: events from now on. With it: everything after that id that the
     feed still holds (a week). Users get their own events; admins everyone's."""
     if last_event_id is not None:
-        if not last_event_id.isdigit():
-            raise HTTPException(400, "Last-Event-ID must be an id this stream sent.")
-        position = int(last_event_id)
+        position = _feed_number(last_event_id)
     else:
         position = await gw.pool.fetchval("SELECT coalesce(max(seq), 0) FROM event_feed")
     owner = None if user.is_admin else user.username
@@ -65,3 +65,13 @@ async def event_stream(
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
+
+
+def _feed_number(last_event_id: str) -> int:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    number = int(last_event_id) if last_event_id.isascii() and last_event_id.isdigit() else -1
+    if not 0 <= number <= MAX_FEED_NUMBER:
+        raise HTTPException(
+            400, "Last-Event-ID must be an id this stream sent (a number from 0 to 2^63-1)."
+        )
+    return number
