@@ -176,6 +176,8 @@ class GatewaySettings(ServiceSettings):
     # Creates user `admin` at first start when no admin exists; dev prints a generated one.
     admin_password: SecretStr | None = None
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    # Larger request bodies are refused with 413 before they are read.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Token requests allowed per username and per client address per minute.
     token_requests_per_minute: int = Field(default=10, ge=1)
 

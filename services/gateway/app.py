@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.gateway.body_limit import BodyLimit
 from services.gateway.bootstrap import ensure_admin
 from services.gateway.deps import Gateway
 from services.gateway.handlers import subscriptions
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.runtime = runtime
     app.state.gateway = gateway
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_problem_openapi(app)
     for module in (health, tokens, users, accounts, instances, quotas, webhooks, audit, events):
         app.include_router(module.router)

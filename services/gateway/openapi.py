@@ -29,6 +29,7 @@ _DESCRIPTIONS = {
     403: "Only an admin may do this",
     404: "Not found",
     409: "Conflict with the current state",
+    413: "The request body is larger than BOREAS_MAX_BODY_BYTES",
     422: "Invalid request",
     429: "Too many requests",
     503: "The database is not reachable right now",
@@ -52,6 +53,8 @@ def install_problem_openapi(app: FastAPI) -> None:
                 codes = {422, 503}
                 if operation.get("security"):
                     codes.add(401)
+                if "requestBody" in operation:
+                    codes.add(413)
                 for code in codes:
                     responses.setdefault(str(code), {})
                 for code, response in responses.items():
