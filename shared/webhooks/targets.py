@@ -2,7 +2,8 @@
 
 A webhook URL is user input that Boreas will call, so it must not reach the machines around
 Boreas (server-side request forgery): loopback, link-local (cloud metadata services), private,
-shared and reserved ranges are refused unless ``BOREAS_WEBHOOK_ALLOWED_NETS`` names them.
+shared, reserved and every other special-purpose range (:mod:`shared.webhooks.special_addresses`)
+are refused unless ``BOREAS_WEBHOOK_ALLOWED_NETS`` names them.
 
 The check runs twice: when the webhook is registered (to refuse early, with a reason) and before
 every delivery, on a fresh resolution whose address the request is then pinned to, so a name that
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from shared.webhooks.special_addresses import special_purpose
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -86,19 +89,9 @@ def parse_target(url: str) -> Target:
     return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
 
 
-# IPv6 forms that carry an IPv4 address a gateway may forward to: NAT64 (RFC 6052 well-known
-# prefix) is unwrapped; the local-use NAT64 prefix is refused outright.
+# The well-known NAT64 prefix (RFC 6052) carries an IPv4 address that a gateway forwards to:
+# it is judged by that address.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
-NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    found = [a for a in (address.sixtofour,) if a is not None]
-    if address.teredo is not None:
-        found.extend(address.teredo)
-    if address in NAT64:
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return found
 
 
 def refusal(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:
@@ -106,27 +99,14 @@ def refusal(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return refusal(address.ipv4_mapped, allowed)
-        if any(address in network for network in allowed):
-            return None
-        if address.is_site_local or address in NAT64_LOCAL:
-            return f"{address} is a non-public address"
-        for inner in _embedded_ipv4(address):
-            if (why := refusal(inner, allowed)) is not None:
-                return f"{address} carries {inner}: {why}"
-    elif any(address in network for network in allowed):
+        if address in NAT64 and not any(address in network for network in allowed):
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+            why = refusal(inner, allowed)
+            return None if why is None else f"{address} carries {inner}: {why}"
+    if any(address in network for network in allowed):
         return None
-    if address.is_global and not address.is_multicast:
-        return None
-    kind = (
-        "loopback"
-        if address.is_loopback
-        else "link-local"
-        if address.is_link_local
-        else "private"
-        if address.is_private
-        else "non-public"
-    )
-    return f"{address} is a {kind} address"
+    kind = special_purpose(address)
+    return None if kind is None else f"{address} is {kind}"
 
 
 class Resolver:

@@ -133,7 +133,11 @@ async def test_malformed_topics_are_refused(api: Api, bad: list[str]) -> None:
         ("http://10.0.0.7/hook", "private"),
         ("http://192.168.1.20/hook", "private"),
         ("http://[::ffff:10.0.0.7]/hook", "private"),
-        ("http://100.64.1.1/hook", "non-public"),
+        ("http://100.64.1.1/hook", "shared"),
+        # Accepted with 201 before the special-purpose registries were listed in full:
+        ("http://[::a9fe:a9fe]/hook", "IPv4-compatible"),
+        ("http://[::ffff:0:a9fe:a9fe]/hook", "IPv4-translated"),
+        ("http://192.0.0.8/hook", "IETF protocol assignment"),
         ("https://user:password@hooks.example/in", "no credentials"),
         ("gopher://hooks.example/", "https://"),
     ],

@@ -41,6 +41,37 @@ RESOLVER = Resolver(threads=2)
         "2002:a00:1::",  # 6to4 of 10.0.0.1
         "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
         "fec0::1",  # deprecated site-local
+        # One of each further form in IANA's special-purpose registries (and beside them):
+        "::a9fe:a9fe",  # IPv4-compatible (deprecated) form of 169.254.169.254
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated (SIIT) form of 169.254.169.254
+        "::",  # unspecified
+        "192.0.0.8",  # IPv4 dummy address, in IETF protocol assignments
+        "192.0.0.9",  # PCP anycast
+        "192.0.0.170",  # NAT64/DNS64 discovery
+        "192.0.2.1",  # TEST-NET-1
+        "198.51.100.7",  # TEST-NET-2
+        "203.0.113.7",  # TEST-NET-3
+        "198.18.0.1",  # benchmarking
+        "192.88.99.1",  # 6to4 relay anycast
+        "192.31.196.1",  # AS112-v4
+        "192.52.193.1",  # AMT
+        "192.175.48.1",  # direct delegation AS112
+        "240.0.0.1",  # reserved
+        "255.255.255.255",  # limited broadcast
+        "239.1.2.3",  # multicast
+        "100::1",  # discard-only
+        "100:0:0:1::1",  # dummy IPv6 prefix
+        "2001::1",  # Teredo
+        "2001:2::1",  # benchmarking
+        "2001:3::1",  # AMT
+        "2001:20::1",  # ORCHIDv2
+        "2001:db8::1",  # documentation
+        "3fff::1",  # documentation
+        "2002:808:808::",  # 6to4, whatever it carries
+        "2620:4f:8000::1",  # direct delegation AS112
+        "5f00::1",  # segment routing SIDs
+        "ff02::1",  # multicast
+        "4000::1",  # outside global unicast (2000::/3)
     ],
 )
 async def test_non_public_addresses_are_refused(address: str) -> None:
