@@ -178,8 +178,12 @@ class GatewaySettings(ServiceSettings):
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # Token requests allowed per username and per client address per minute.
-    token_requests_per_minute: int = Field(default=10, ge=1)
+    # Token requests allowed per client address per minute (any username, right or wrong).
+    token_requests_per_minute: int = Field(default=30, ge=1)
+    # Failed logins per minute: past this many for one username from one address, that pair is
+    # refused (429); past it for one username from all addresses together, each further attempt
+    # on it is slowed down, never refused, so nobody can lock a user out.
+    login_failures_per_minute: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _prod_needs_an_admin_password(self) -> GatewaySettings:

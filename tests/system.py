@@ -188,6 +188,7 @@ def running_system(
             "BOREAS_LOG_LEVEL": "WARNING",
             "BOREAS_HEARTBEAT_INTERVAL": "1",
             "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
+            "BOREAS_LOGIN_FAILURES_PER_MINUTE": "100000",
             **(env or {}),
         },
     )

@@ -17,7 +17,7 @@ from services.gateway.deps import Gateway
 from services.gateway.handlers import subscriptions
 from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
-from services.gateway.repository import feed
+from services.gateway.repository import feed, identity
 from services.gateway.repository import webhooks as webhook_log
 from services.gateway.routes import (
     accounts,
@@ -46,6 +46,9 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         background=lambda rt: {
             "feed_pruning": lambda: feed.prune_forever(rt.pool, clock),
             "webhook_log_pruning": lambda: webhook_log.prune_attempts_forever(rt.pool, clock),
+            "rate_limit_pruning": lambda: identity.prune_rate_limits_forever(
+                rt.pool, clock, tokens.RATE_WINDOW
+            ),
         },
         clock=clock,
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -29,6 +30,7 @@ class Gateway:
     cipher: CredentialCipher
     clock: Clock
     resolver: Resolver  # webhook host names
+    pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # slows down guessed logins
 
     @property
     def pool(self) -> asyncpg.Pool:  # set once the runtime has started

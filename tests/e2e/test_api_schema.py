@@ -31,6 +31,7 @@ def gateway_url(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory)
             "BOREAS_GATEWAY_PORT": str(port),
             "BOREAS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
+            "BOREAS_LOGIN_FAILURES_PER_MINUTE": "100000",
             "BOREAS_LOG_LEVEL": "WARNING",
         }
         base = f"http://127.0.0.1:{port}"

@@ -31,6 +31,7 @@ def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> G
         "admin_password": ADMIN_PASSWORD,
         "secret_key": SESSION_KEY,
         "token_requests_per_minute": 10_000,
+        "login_failures_per_minute": 10_000,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 
+from shared.testing import wait_until
 from tests.integration.api import (
     ADMIN_PASSWORD,
     Api,
@@ -115,23 +119,121 @@ async def test_nobody_can_mint_a_token_for_someone_else(api: Api) -> None:
     assert (await api.client.get("/v1/users/me", headers=own)).json()["username"] == alice_name
 
 
-async def test_token_requests_are_rate_limited_per_address_and_per_username(
+class Pauses:
+    """Stands in for the gateway's pause: records how long a login was slowed down."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+@contextlib.asynccontextmanager
+async def gateway_at(
+    amqp_url: str, database_url: str, address: str, pauses: Pauses, requests: int = 20
+) -> AsyncIterator[Api]:
+    settings = gateway_settings(
+        amqp_url, database_url, token_requests_per_minute=requests, login_failures_per_minute=3
+    )
+    async with running_gateway(settings, client_address=address) as api:
+        api.app.state.gateway = dataclasses.replace(api.app.state.gateway, pause=pauses)
+        yield api
+
+
+def _address() -> str:
+    return f"10.99.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+
+
+async def test_an_address_that_keeps_failing_is_refused_for_that_username(
     amqp_url: str, database_url: str
 ) -> None:
-    settings = gateway_settings(amqp_url, database_url, token_requests_per_minute=3)
-    address = f"10.99.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
-    async with running_gateway(settings, client_address=address) as api:
-        body = {"username": f"nobody-{uuid.uuid4().hex[:6]}", "password": "guess"}
-        statuses = [(await api.client.post("/v1/tokens", json=body)).status_code for _ in range(3)]
+    pauses = Pauses()
+    async with gateway_at(amqp_url, database_url, _address(), pauses) as api:
+        name, password = f"dora-{uuid.uuid4().hex[:6]}", "dora-password-1"
+        await _create(api, name, password)
+        wrong = {"username": name, "password": "guess"}
+        statuses = [(await api.client.post("/v1/tokens", json=wrong)).status_code for _ in range(3)]
         assert statuses == [401, 401, 401]
-        limited = await api.client.post("/v1/tokens", json=body)
+        limited = await api.client.post("/v1/tokens", json=wrong)
         assert limited.status_code == 429
         assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert "Too many failed logins" in limited.json()["detail"]
+        # Even the right password, from this address, for this username.
+        right = {"username": name, "password": password}
+        assert (await api.client.post("/v1/tokens", json=right)).status_code == 429
+
+
+async def test_failures_from_one_address_do_not_lock_the_user_out_elsewhere(
+    amqp_url: str, database_url: str
+) -> None:
+    pauses = Pauses()
+    attacker = _address()
+    # (Not admin itself: the session's other tests log in as admin and would be slowed down.)
+    name, password = f"gail-{uuid.uuid4().hex[:6]}", "gail-password-1"
+    async with gateway_at(amqp_url, database_url, attacker, pauses) as api:
+        await _create(api, name, password)
+        wrong = {"username": name, "password": "guess"}
+        for _ in range(10):  # what kept admin out for everyone before
+            await api.client.post("/v1/tokens", json=wrong)
+    async with gateway_at(amqp_url, database_url, attacker + "1", pauses) as desk:
+        right = {"username": name, "password": password}
+        assert (await desk.client.post("/v1/tokens", json=right)).status_code == 201
+
+
+async def test_failures_for_one_username_from_many_addresses_slow_it_down(
+    amqp_url: str, database_url: str
+) -> None:
+    name, password = f"erin-{uuid.uuid4().hex[:6]}", "erin-password-1"
+    other, other_password = f"finn-{uuid.uuid4().hex[:6]}", "finn-password-1"
+    pauses = Pauses()
+    async with gateway_at(amqp_url, database_url, _address(), pauses) as api:
+        await _create(api, name, password)
+        await _create(api, other, other_password)
+    # Two failures from each of four addresses: no pair reaches its limit, the username does.
+    for _ in range(4):
+        async with gateway_at(amqp_url, database_url, _address(), pauses) as api:
+            for _ in range(2):
+                wrong = {"username": name, "password": "guess"}
+                assert (await api.client.post("/v1/tokens", json=wrong)).status_code == 401
+    # Eight failures, the limit three: the first three went through at once, each later one
+    # waited, longer each time.
+    assert len(pauses.seconds) == 8 - 3
+    assert pauses.seconds == sorted(set(pauses.seconds)), "each further failure waits longer"
+    slowed = len(pauses.seconds)
+
+    async with gateway_at(amqp_url, database_url, _address(), pauses) as api:
+        # Slowed, not blocked: the right password still gets a token.
+        right = {"username": name, "password": password}
+        assert (await api.client.post("/v1/tokens", json=right)).status_code == 201
+        assert len(pauses.seconds) == slowed + 1
+        # Another username is not slowed at all.
+        fine = {"username": other, "password": other_password}
+        assert (await api.client.post("/v1/tokens", json=fine)).status_code == 201
+        assert len(pauses.seconds) == slowed + 1
+
+
+async def test_one_address_flooding_token_requests_is_refused(
+    amqp_url: str, database_url: str
+) -> None:
+    pauses = Pauses()
+    async with gateway_at(amqp_url, database_url, _address(), pauses, requests=3) as api:
+        for n in range(3):
+            body = {"username": f"nobody-{n}-{uuid.uuid4().hex[:6]}", "password": "guess"}
+            assert (await api.client.post("/v1/tokens", json=body)).status_code == 401
+        body = {"username": f"nobody-{uuid.uuid4().hex[:6]}", "password": "guess"}
+        limited = await api.client.post("/v1/tokens", json=body)
+        assert limited.status_code == 429
         assert "Too many token requests" in limited.json()["detail"]
 
-    # The same username from other addresses is limited too.
-    async with running_gateway(settings, client_address=address + "1") as elsewhere:
-        assert (await elsewhere.client.post("/v1/tokens", json=body)).status_code == 429
+
+async def _create(api: Api, name: str, password: str) -> None:
+    created = await api.client.post(
+        "/v1/users",
+        json={"username": name, "password": password, "role": "user"},
+        headers=await api.admin(),
+    )
+    assert created.status_code == 201, created.text
 
 
 async def test_passwords_are_argon2id_and_tokens_kept_only_as_digests(api: Api) -> None:
@@ -179,3 +281,24 @@ async def test_unauthenticated_openapi_is_public(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     assert "/v1/instances" in spec["paths"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_ended_rate_limit_windows_are_deleted(
+    api: Api, amqp_url: str, database_url: str
+) -> None:
+    pool = api.app.state.runtime.pool
+    bucket = f"failed-pair:10.1.2.3 ghost-{uuid.uuid4().hex[:6]}"
+    await pool.execute(
+        """INSERT INTO rate_limits (bucket, window_start, hits)
+           VALUES ($1, now() - interval '2 minutes', 4)""",
+        bucket,
+    )
+    # A gateway's pruning runs as it starts, then every few minutes.
+    async with running_gateway(gateway_settings(amqp_url, database_url)):
+
+        async def pruned() -> bool:
+            return not await pool.fetchval(
+                "SELECT count(*) FROM rate_limits WHERE bucket = $1", bucket
+            )
+
+        await wait_until(pruned, timeout=10, what="the ended window deleted")

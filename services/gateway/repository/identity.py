@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+
+from shared.db import TRANSIENT_DB_ERRORS
+
+RATE_LIMIT_PRUNE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,18 @@ async def revoke_token(conn: asyncpg.Connection, digest: bytes, now: datetime) -
     )
 
 
+async def rate_count(
+    conn: asyncpg.Connection, bucket: str, now: datetime, window: timedelta
+) -> tuple[int, datetime]:
+    """``bucket``'s hits in its current window and when that window ends (0 when none is open)."""
+    row = await conn.fetchrow(
+        "SELECT hits, window_start FROM rate_limits WHERE bucket = $1 AND window_start > $2",
+        bucket,
+        now - window,
+    )
+    return (row["hits"], row["window_start"] + window) if row else (0, now + window)
+
+
 async def hit_rate_limit(
     conn: asyncpg.Connection, bucket: str, now: datetime, window: timedelta
 ) -> tuple[int, datetime]:
@@ -95,3 +114,14 @@ async def hit_rate_limit(
         window,
     )
     return row["hits"], row["window_start"] + window
+
+
+async def prune_rate_limits_forever(
+    pool: asyncpg.Pool, clock: Callable[[], datetime], window: timedelta
+) -> None:
+    """Windows that have ended count for nothing: delete them every few minutes, so buckets
+    made up by a guesser (a row per username and address) do not pile up."""
+    while True:
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            await pool.execute("DELETE FROM rate_limits WHERE window_start <= $1", clock() - window)
+        await asyncio.sleep(RATE_LIMIT_PRUNE_SECONDS)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NoReturn
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
@@ -16,6 +17,9 @@ from services.gateway.schemas import TokenIssued, TokenRequest
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
 RATE_WINDOW = timedelta(minutes=1)
+# Each failure for a username past its limit adds this much wait to the next attempts on it.
+LOGIN_PAUSE_STEP = 0.5
+MAX_LOGIN_PAUSE = 5.0
 
 
 @router.post(
@@ -30,32 +34,49 @@ RATE_WINDOW = timedelta(minutes=1)
 async def issue_token(body: TokenRequest, request: Request, gw: GatewayDep) -> TokenIssued:
     now = gw.clock()
     client = request.client.host if request.client else "unknown"
+    settings = gw.settings
+    pair, username = f"failed-pair:{client} {body.username}", f"failed-user:{body.username}"
     async with gw.pool.acquire() as conn, conn.transaction():
-        limit = gw.settings.token_requests_per_minute
-        for bucket in (f"user:{body.username}", f"addr:{client}"):
-            hits, window_ends = await identity.hit_rate_limit(conn, bucket, now, RATE_WINDOW)
-            if hits > limit:
-                retry = max(1, math.ceil((window_ends - now).total_seconds()))
-                raise HTTPException(
-                    429,
-                    f"Too many token requests; try again in {retry} s.",
-                    headers={"Retry-After": str(retry)},
-                )
+        hits, window_ends = await identity.hit_rate_limit(conn, f"addr:{client}", now, RATE_WINDOW)
+        if hits > settings.token_requests_per_minute:
+            _too_many("Too many token requests from your address", window_ends, now)
+        failures, window_ends = await identity.rate_count(conn, pair, now, RATE_WINDOW)
+        if failures >= settings.login_failures_per_minute:
+            _too_many(
+                "Too many failed logins for this username from your address", window_ends, now
+            )
+        failures_anywhere, _ = await identity.rate_count(conn, username, now, RATE_WINDOW)
         found = await identity.credentials_of(conn, body.username)
+    # A username guessed at from many addresses: every attempt on it waits, the right password
+    # too (holding no connection), so guessing slows to a crawl and the user still gets in.
+    excess = failures_anywhere - settings.login_failures_per_minute + 1
+    if excess > 0:
+        await gw.pause(min(MAX_LOGIN_PAUSE, LOGIN_PAUSE_STEP * excess))
     user, stored_hash = found if found else (None, None)
     if not await asyncio.to_thread(security.verify_password, stored_hash, body.password):
         async with gw.pool.acquire() as conn, conn.transaction():
-            await audit.record(conn, actor=body.username, action="login_failed")
+            for bucket in (pair, username):
+                await identity.hit_rate_limit(conn, bucket, now, RATE_WINDOW)
+            await audit.record(
+                conn, actor=body.username, action="login_failed", detail={"address": client}
+            )
         raise HTTPException(401, "Wrong username or password.")
     assert user is not None
     token = security.new_token()
-    expires_at = now + timedelta(seconds=gw.settings.token_ttl_seconds)
+    expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
     async with gw.pool.acquire() as conn, conn.transaction():
         await identity.store_token(
             conn, digest=security.token_digest(token), user_id=user.id, expires_at=expires_at
         )
         await audit.record(conn, actor=user.username, action="login")
     return TokenIssued(token=token, expires_at=expires_at)
+
+
+def _too_many(what: str, window_ends: datetime, now: datetime) -> NoReturn:
+    retry = max(1, math.ceil((window_ends - now).total_seconds()))
+    raise HTTPException(
+        429, f"{what}; try again in {retry} s.", headers={"Retry-After": str(retry)}
+    )
 
 
 @router.delete("/current", status_code=204, response_class=Response)
