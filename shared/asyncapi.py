@@ -1,4 +1,4 @@
-"""The event catalog as an AsyncAPI 3.0 document (``python -m shared.asyncapi``).
+"""The public part of the event catalog as an AsyncAPI 3.0 document (``python -m shared.asyncapi``).
 
 Write it with ``python -m shared.asyncapi > docs/asyncapi.json``.
 
@@ -12,15 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events import CATALOG, CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, Event
+from shared.events import CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, INTERNAL_EXCHANGE, PUBLIC, Event
 
-INTERNAL = {
-    "service.heartbeat",
-    "instance.action_requested",
-    "provider_account.changed",
-    "instance.launch_admitted",
-    "quota.limits_set",
-}
 _EXAMPLE_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).isoformat().replace("+00:00", "Z")
 _EXAMPLE_ID = "5f0c1c7e-0d4b-4d61-9a3c-2b6f0e0a9c11"
 
@@ -70,12 +63,12 @@ def build() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for cls in CATALOG:
+    for cls in PUBLIC:
         name = cls.__name__
         schema = cls.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
-    for cls in CATALOG:
+    for cls in PUBLIC:
         name = cls.__name__
         data = _example(schemas[name], schemas)
         example = {
@@ -102,10 +95,7 @@ def build() -> dict[str, Any]:
         channel_id = cls.TOPIC.replace(".", "_")
         channels[channel_id] = {
             "address": cls.TOPIC,
-            "description": (
-                "Internal to Boreas; readable, not a stable API. " if cls.TOPIC in INTERNAL else ""
-            )
-            + f"Routing key {cls.TOPIC}.",
+            "description": f"Routing key {cls.TOPIC}.",
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "bindings": {
                 "amqp": {
@@ -133,9 +123,11 @@ def build() -> dict[str, Any]:
             "title": "Boreas events",
             "version": "1.0.0",
             "description": (
-                "Every event Boreas publishes on the RabbitMQ topic exchange "
-                f"`{EXCHANGE}`, as CloudEvents 1.0 in structured mode. Bind your own queue "
-                "with a pattern (`instance.#`, `quota.#`, `#`); dedupe on `id`."
+                "Every event Boreas publishes for external systems, on the RabbitMQ topic "
+                f"exchange `{EXCHANGE}`, as CloudEvents 1.0 in structured mode. Bind your own "
+                "queue with a pattern (`instance.#`, `quota.#`, `#`); dedupe on `id`. The "
+                f"services' internal events travel on `{INTERNAL_EXCHANGE}`, which subscriber "
+                "accounts cannot read."
             ),
         },
         "defaultContentType": CLOUDEVENTS_CONTENT_TYPE,

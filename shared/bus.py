@@ -28,12 +28,20 @@ from aio_pika.abc import (
     AbstractRobustExchange,
 )
 
-from shared.events import CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, Envelope, Event
+from shared.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    EXCHANGE,
+    INTERNAL_EXCHANGE,
+    Envelope,
+    Event,
+    exchange_of,
+)
 from shared.ordering import slot_headers
 
 log = structlog.get_logger(__name__)
 
 DEAD_LETTER_EXCHANGE = "boreas.dead-letter"
+EXCHANGES = (EXCHANGE, INTERNAL_EXCHANGE)
 PUBLISH_TIMEOUT = 10.0
 
 # Errors that mean "the broker is away or the channel was lost", not "this message is wrong".
@@ -50,13 +58,12 @@ TRANSIENT_BUS_ERRORS: tuple[type[BaseException], ...] = (
 class Bus:
     """One AMQP connection per process; a channel for publishing, one per consumer for receiving."""
 
-    def __init__(self, url: str, *, source: str, exchange: str = EXCHANGE) -> None:
+    def __init__(self, url: str, *, source: str) -> None:
         self._url = url
         self.source = source
-        self.exchange_name = exchange
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchange: AbstractRobustExchange | None = None
+        self._exchanges: dict[str, AbstractRobustExchange] = {}
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -64,9 +71,10 @@ class Bus:
         )
         self._channel = await self._connection.channel(publisher_confirms=True)  # type: ignore[assignment]
         self._channel.return_callbacks.add(self._on_returned)
-        self._exchange = await self._channel.declare_exchange(  # type: ignore[assignment]
-            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        for name in EXCHANGES:
+            self._exchanges[name] = await self._channel.declare_exchange(  # type: ignore[assignment]
+                name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -99,7 +107,7 @@ class Bus:
     async def publish_envelope(
         self, envelope: Envelope, *, expiration: float | None = None, mandatory: bool = True
     ) -> None:
-        if self._exchange is None:
+        if not self._exchanges:
             raise RuntimeError("Bus.connect() has not been awaited")
         message = aio_pika.Message(
             envelope.to_bytes(),
@@ -113,7 +121,7 @@ class Bus:
             expiration=expiration,
             headers=slot_headers(envelope.data, envelope.subject, envelope.id),
         )
-        await self._exchange.publish(
+        await self._exchanges[exchange_of(envelope.topic)].publish(
             message, routing_key=envelope.topic, mandatory=mandatory, timeout=PUBLISH_TIMEOUT
         )
 

@@ -50,9 +50,17 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from shared.bus import DEAD_LETTER_EXCHANGE, Bus
+from shared.bus import DEAD_LETTER_EXCHANGE, EXCHANGES, Bus
 from shared.db import CONFLICT_ERRORS, TRANSIENT_DB_ERRORS
-from shared.events import Envelope, Event, UndecodableEvent, decode, parse_envelope
+from shared.events import (
+    EXCHANGE,
+    Envelope,
+    Event,
+    UndecodableEvent,
+    decode,
+    exchange_of,
+    parse_envelope,
+)
 from shared.lanes import KeyedLanes
 from shared.ordering import OrderKey, key_value, partition_binding
 from shared.outbox import add_envelopes
@@ -278,7 +286,11 @@ class ConsumerRunner:
         name = consumer.name
         setup = await self._bus.connection.channel()
         try:
-            events = await setup.declare_exchange(self._bus.exchange_name, "topic", durable=True)
+            exchanges = {
+                name: await setup.declare_exchange(name, "topic", durable=True)
+                for name in EXCHANGES
+            }
+            events = exchanges[EXCHANGE]
             dead_letters = await setup.declare_exchange(
                 DEAD_LETTER_EXCHANGE, "direct", durable=True
             )
@@ -287,10 +299,14 @@ class ConsumerRunner:
             )
             await dlq.bind(dead_letters, routing_key=name)
             topics = [t.TOPIC for t in subscription.event_types]
+            bindings = [(exchanges[exchange_of(topic)], topic) for topic in topics]
+            # An internal topic travelled on the public exchange before it had its own: let
+            # nothing wait for it there.
+            moved = [topic for topic in topics if exchange_of(topic) != EXCHANGE]
             if subscription.order_by is None:
                 source = Source(name, None)
                 consumer.sources.append(source)
-                await self._consume(consumer, source, events, topics=topics)
+                await self._consume(consumer, source, bindings=bindings, unbind=(events, moved))
             else:
                 await self._retire_unpartitioned_queue(consumer, events, topics)
                 unkeyed = await setup.declare_exchange(f"{name}.unkeyed", "fanout", durable=True)
@@ -300,13 +316,18 @@ class ConsumerRunner:
                     durable=True,
                     arguments={"alternate-exchange": unkeyed.name},
                 )
-                for topic in topics:
-                    await router.bind(events, routing_key=topic)
+                for exchange, topic in bindings:
+                    await router.bind(exchange, routing_key=topic)
+                for topic in moved:
+                    await router.unbind(events, routing_key=topic)
                 for partition in range(s.partitions):
                     source = Source(f"{name}.{partition}", partition)
                     consumer.sources.append(source)
                     await self._consume(
-                        consumer, source, router, fallback=unkeyed if partition == 0 else None
+                        consumer,
+                        source,
+                        router=router,
+                        fallback=unkeyed if partition == 0 else None,
                     )
         finally:
             with contextlib.suppress(Exception):
@@ -323,12 +344,14 @@ class ConsumerRunner:
         self,
         consumer: _Consumer,
         source: Source,
-        exchange: AbstractExchange,
         *,
-        topics: list[str] | None = None,
+        bindings: list[tuple[AbstractExchange, str]] | None = None,
+        unbind: tuple[AbstractExchange, list[str]] | None = None,
+        router: AbstractExchange | None = None,
         fallback: AbstractExchange | None = None,
     ) -> None:
-        """Declare ``source``'s queue, bind it, and start consuming it on a channel of its own."""
+        """Declare ``source``'s queue, bind it (to its topics, or to a partition of ``router``),
+        and start consuming it on a channel of its own."""
         s = self._settings
         channel = await self._bus.connection.channel()
         await channel.set_qos(prefetch_count=s.prefetch)
@@ -340,13 +363,16 @@ class ConsumerRunner:
             ),
         )
         if source.partition is None:
-            for topic in topics or ():
+            for exchange, topic in bindings or ():
                 await queue.bind(exchange, routing_key=topic)
+            if unbind is not None:
+                for topic in unbind[1]:
+                    await queue.unbind(unbind[0], routing_key=topic)
         else:
             key = consumer.subscription.order_by
-            assert key is not None
+            assert key is not None and router is not None
             await queue.bind(
-                exchange, arguments=partition_binding(key, source.partition, s.partitions)
+                router, arguments=partition_binding(key, source.partition, s.partitions)
             )
             if fallback is not None:
                 await queue.bind(fallback)

@@ -18,7 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.config import DEFAULT_AMQP_URL
-from shared.events import EXCHANGE
+from shared.events import exchange_of
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,6 @@ async def _take_all(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         queue = await channel.declare_queue(f"{queue_name}.dead-letter", passive=True)
-        exchange = await channel.get_exchange(EXCHANGE, ensure=False)
         held: list[AbstractIncomingMessage] = []
         while limit is None or len(seen) < limit:
             message = await queue.get(no_ack=False, fail=False)
@@ -59,6 +58,7 @@ async def _take_all(
             letter = _describe(message)
             seen.append(letter)
             if replay:
+                exchange = await channel.get_exchange(exchange_of(letter.routing_key), ensure=False)
                 await exchange.publish(
                     aio_pika.Message(
                         message.body,

@@ -21,7 +21,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+# Public topics travel on EXCHANGE, which external subscribers may read; internal ones (sealed
+# secrets, webhook URLs, the services' own coordination) on INTERNAL_EXCHANGE, which they may not.
 EXCHANGE = "boreas.events"
+INTERNAL_EXCHANGE = "boreas.internal"
 
 
 class Event(BaseModel):
@@ -33,6 +36,9 @@ class Event(BaseModel):
     VERSION: ClassVar[str]
     # The field that becomes the CloudEvent ``subject`` (the instance id where there is one).
     SUBJECT_FIELD: ClassVar[str | None] = None
+    # Part of the contract for external systems, on EXCHANGE; otherwise internal, on
+    # INTERNAL_EXCHANGE. Declared here once: the bus, the docs and AsyncAPI all follow it.
+    PUBLIC: ClassVar[bool] = False
 
     @classmethod
     def major(cls) -> int:
@@ -88,6 +94,7 @@ class InstanceLaunchRequested(Event):
     """The gateway accepted a launch request; quota decides it next."""
 
     TOPIC = "instance.launch_requested"
+    PUBLIC = True
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -105,6 +112,7 @@ class InstanceRejected(Event):
     """Quota refused a launch; ``reason`` says which limit."""
 
     TOPIC = "instance.rejected"
+    PUBLIC = True
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -118,6 +126,7 @@ class InstancePlaced(Event):
     """The scheduler chose an account and the cloud accepted the instance; ``reason`` says why."""
 
     TOPIC = "instance.placed"
+    PUBLIC = True
     # 1.0: first version
     # 1.1: added cpus, memory_mb (so followers of the instance need not join two topics)
     VERSION = "1.1"
@@ -138,6 +147,7 @@ class InstanceFailed(Event):
     """No candidate account could launch the instance; ``attempts`` lists what was tried."""
 
     TOPIC = "instance.failed"
+    PUBLIC = True
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -152,6 +162,7 @@ class InstanceStateChanged(Event):
     """An instance moved from one state to another, as the poller (or an action) saw it."""
 
     TOPIC = "instance.state_changed"
+    PUBLIC = True
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -262,6 +273,7 @@ class QuotaUsageChanged(Event):
     """A user's usage moved; ``limits`` are null where unlimited."""
 
     TOPIC = "quota.usage_changed"
+    PUBLIC = True
     # 1.0: first version
     VERSION = "1.0"
 
@@ -360,15 +372,16 @@ CATALOG: tuple[type[Event], ...] = (
     WebhookDeliveryAttempted,
     WebhookDisabled,
 )
-# The contract's topics for external systems (the rest are internal, though readable).
-PUBLIC: tuple[type[Event], ...] = (
-    InstanceLaunchRequested,
-    InstanceRejected,
-    InstancePlaced,
-    InstanceFailed,
-    InstanceStateChanged,
-    QuotaUsageChanged,
-)
+# The contract's topics for external systems.
+PUBLIC: tuple[type[Event], ...] = tuple(cls for cls in CATALOG if cls.PUBLIC)
+_PUBLIC_TOPICS: frozenset[str] = frozenset(cls.TOPIC for cls in PUBLIC)
+
+
+def exchange_of(topic: str) -> str:
+    """The exchange ``topic`` travels on."""
+    return EXCHANGE if topic in _PUBLIC_TOPICS else INTERNAL_EXCHANGE
+
+
 _BY_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in CATALOG}
 _TOPICS: frozenset[str] = frozenset(cls.TOPIC for cls in CATALOG)
 

@@ -15,14 +15,19 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.events import EXCHANGE, Envelope, parse_envelope
+from shared.bus import EXCHANGES
+from shared.events import Envelope, parse_envelope
 
 
 class EventProbe:
-    def __init__(self, amqp_url: str, *, pattern: str = "#", exchange: str = EXCHANGE) -> None:
+    """Every event matching ``pattern``, public and internal alike (or those of one exchange)."""
+
+    def __init__(
+        self, amqp_url: str, *, pattern: str = "#", exchanges: tuple[str, ...] = EXCHANGES
+    ) -> None:
         self._url = amqp_url
         self._pattern = pattern
-        self._exchange = exchange
+        self._exchanges = exchanges
         self.received: list[Envelope] = []
         self.bodies: list[bytes] = []  # every message body as it arrived, parsable or not
         self._arrived = asyncio.Condition()
@@ -31,9 +36,10 @@ class EventProbe:
     async def __aenter__(self) -> EventProbe:
         self._connection = await aio_pika.connect_robust(self._url)
         channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(self._exchange, "topic", durable=True)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key=self._pattern)
+        for name in self._exchanges:
+            exchange = await channel.declare_exchange(name, "topic", durable=True)
+            await queue.bind(exchange, routing_key=self._pattern)
         await queue.consume(self._on_message, no_ack=True)
         return self
 

@@ -38,7 +38,6 @@ from shared.bus import Bus
 from shared.credentials import new_key_text
 from shared.db import ensure_database
 from shared.events import (
-    EXCHANGE,
     Envelope,
     Event,
     InstanceLaunchAdmitted,
@@ -48,6 +47,7 @@ from shared.events import (
     QuotaUsageChanged,
     ResourceUsage,
     ServiceHeartbeat,
+    exchange_of,
 )
 from shared.testing import EventProbe, wait_until
 from tests.bench.bus import raw_consume_ack
@@ -248,7 +248,7 @@ async def _sink(amqp_url: str, topic: str) -> AsyncIterator[None]:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(EXCHANGE, "topic", durable=True)
+        exchange = await channel.declare_exchange(exchange_of(topic), "topic", durable=True)
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(exchange, routing_key=topic)
         yield

@@ -18,7 +18,7 @@ import httpx
 
 from services.notifier import repository
 from services.notifier.delivery import WebhookDeliverer
-from shared.events import EXCHANGE, Envelope
+from shared.events import INTERNAL_EXCHANGE, Envelope
 from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
 from tests.integration.support import rejection
@@ -94,7 +94,7 @@ async def measure_webhooks(url: str, database_url: str, n: int) -> tuple[str, fl
         # report would cost a warning line each).
         async with await aio_pika.connect(url) as connection:
             channel = await connection.channel()
-            exchange = await channel.declare_exchange(EXCHANGE, "topic", durable=True)
+            exchange = await channel.declare_exchange(INTERNAL_EXCHANGE, "topic", durable=True)
             sink = await channel.declare_queue(exclusive=True)
             await sink.bind(exchange, routing_key="webhook.#")
             # Started once for its migrations and consumers; the worker under test runs alone.
