@@ -77,6 +77,7 @@ def dev_key(path: Path = DEV_KEY_FILE) -> str:
 # What a sealed value is for: bound in with its owner's id, so it opens for nothing else.
 PROVIDER_ACCOUNT = "provider-account"
 WEBHOOK = "webhook"
+WEBHOOK_URL = "webhook-url"
 
 
 def _associated_data(purpose: str, subject_id: str) -> bytes:

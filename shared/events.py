@@ -293,19 +293,22 @@ class WebhookSecret(BaseModel):
 class WebhookChanged(Event):
     """A user registered, re-enabled, rotated or deleted a webhook: its whole current state.
 
-    Internal: carries the signing secrets sealed. ``revision`` grows with each change, so the
-    notifier keeps the highest it has seen. ``scope`` is ``own`` (events about the owner's
-    resources) or ``all`` (an admin's webhook: everyone's events).
+    Internal: carries the signing secrets and the URL (which may hold a token) sealed.
+    ``revision`` grows with each change, so the notifier keeps the highest it has seen.
+    ``scope`` is ``own`` (events about the owner's resources) or ``all`` (an admin's webhook:
+    everyone's events).
     """
 
     TOPIC = "webhook.changed"
     # 1.0: first version
-    VERSION = "1.0"
+    # 2.0: ``url`` has its query string redacted; the whole URL travels in ``sealed_url``
+    VERSION = "2.0"
 
     webhook_id: uuid.UUID
     owner: str
     scope: Literal["own", "all"]
-    url: str
+    url: str  # query string redacted: for logs and people
+    sealed_url: SealedSecret  # ``{"url": …}`` sealed like the secrets: what the notifier calls
     topics: list[str]
     secrets: list[WebhookSecret]
     active: bool

@@ -11,6 +11,8 @@ import sys
 
 import structlog
 
+from shared.redaction import redact_urls_in
+
 
 def configure_logging(service: str, level: str = "INFO", *, json: bool | None = None) -> None:
     """Route structlog and the standard library (uvicorn, aio-pika, asyncpg) to one renderer."""
@@ -42,6 +44,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool | None = 
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _drop_color_message,
             structlog.processors.format_exc_info,
+            _redact_urls,
             renderer,
         ],
     )
@@ -53,6 +56,9 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool | None = 
     # aiormq logs every reconnect attempt at length; our own lines say what matters.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    # httpx and httpcore log every request with its full URL at INFO (a webhook's query token).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
@@ -60,3 +66,11 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool | None = 
 def _drop_color_message(_logger: object, _name: str, event: dict) -> dict:
     event.pop("color_message", None)  # uvicorn's ANSI copy of the message
     return event
+
+
+def _redact_urls(_logger: object, _name: str, event: dict) -> dict:
+    """No query string of any URL reaches a log line, whoever logged it."""
+    return {
+        key: redact_urls_in(value) if isinstance(value, str) else value
+        for key, value in event.items()
+    }

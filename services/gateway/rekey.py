@@ -81,7 +81,7 @@ async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple
                 for s in secrets
             ]
             await webhooks.replace_secrets(conn, webhook_id, renewed, webhook["updated_at"])
-            await announce_webhook(conn, webhook_id)
+            await announce_webhook(conn, webhook_id, cipher)
             await audit.record(
                 conn,
                 actor="boreas",

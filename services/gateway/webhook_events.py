@@ -1,4 +1,5 @@
-"""Announcing a webhook's whole state (secrets sealed) to the notifier, which delivers to it."""
+"""Announcing a webhook's whole state (secrets and URL sealed) to the notifier, which delivers
+to it."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import uuid
 import asyncpg
 
 from services.gateway.repository import webhooks
-from shared.events import WebhookChanged
+from shared.credentials import WEBHOOK_URL, CredentialCipher
+from shared.events import SealedSecret, WebhookChanged
 from shared.outbox import add_to_outbox
+from shared.redaction import redact_url
 
 SOURCE = "boreas/gateway"
 
 
-async def announce_webhook(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> None:
-    """Queue ``webhook.changed`` in the caller's transaction."""
+async def announce_webhook(
+    conn: asyncpg.Connection, webhook_id: uuid.UUID, cipher: CredentialCipher
+) -> None:
+    """Queue ``webhook.changed`` in the caller's transaction, the URL sealed (its query may
+    hold a token) and shown redacted."""
     webhook = await webhooks.by_id(conn, webhook_id)
     if webhook is None:
         raise LookupError(f"no webhook {webhook_id}")
@@ -24,7 +30,12 @@ async def announce_webhook(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> N
             webhook_id=webhook_id,
             owner=webhook["owner"],
             scope=webhook["scope"],
-            url=webhook["url"],
+            url=redact_url(webhook["url"]),
+            sealed_url=SealedSecret(
+                **cipher.seal(
+                    str(webhook_id), {"url": webhook["url"]}, purpose=WEBHOOK_URL
+                ).model_dump()
+            ),
             topics=webhook["topics"],
             secrets=webhook["secrets"],
             active=webhook["state"] == "active" and webhook["deleted_at"] is None,

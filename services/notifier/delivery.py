@@ -25,10 +25,17 @@ from services.notifier import repository
 from services.notifier.repository import Claimed
 from services.notifier.retry import RetryPolicy, Verdict, judge
 from shared.config import NotifierSettings
-from shared.credentials import WEBHOOK, CredentialCipher, CredentialsUnreadable, SealedCredentials
+from shared.credentials import (
+    WEBHOOK,
+    WEBHOOK_URL,
+    CredentialCipher,
+    CredentialsUnreadable,
+    SealedCredentials,
+)
 from shared.db import TRANSIENT_DB_ERRORS, listen_forever
 from shared.events import CLOUDEVENTS_CONTENT_TYPE, WebhookDeliveryAttempted, WebhookDisabled
 from shared.outbox import add_to_outbox
+from shared.redaction import redact_urls_in
 from shared.runtime import Clock, utcnow
 from shared.webhooks import signing, targets
 
@@ -153,11 +160,13 @@ class WebhookDeliverer:
 
         def answer(status: int | None = None, error: str | None = None) -> Answer:
             elapsed = int((time.monotonic() - started) * 1000)
-            return Answer(status, error[:MAX_ERROR_LENGTH] if error else None, elapsed)
+            # The delivery log is the owner's, but travels in events and logs: no query token.
+            shown = redact_urls_in(error)[:MAX_ERROR_LENGTH] if error else None
+            return Answer(status, shown, elapsed)
 
         try:
             secrets = self._secrets(delivery, now)
-            target = targets.parse_target(delivery.url)
+            target = targets.parse_target(self._url(delivery))
         except (targets.TargetRefused, CredentialsUnreadable) as exc:
             return answer(error=str(exc))
         body = delivery.body.encode()
@@ -191,6 +200,12 @@ class WebhookDeliverer:
         if 300 <= response.status_code < 400:
             return answer(response.status_code, "redirects are not followed")
         return answer(response.status_code)
+
+    def _url(self, delivery: Claimed) -> str:
+        if delivery.sealed_url is None:
+            return delivery.url
+        sealed = SealedCredentials(**delivery.sealed_url.model_dump())
+        return self.cipher.open(str(delivery.webhook_id), sealed, purpose=WEBHOOK_URL)["url"]
 
     def _secrets(self, delivery: Claimed, now: datetime) -> list[str]:
         secrets = [

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.events import WebhookChanged, WebhookSecret
+from shared.events import SealedSecret, WebhookChanged, WebhookSecret
 
 WAKE_CHANNEL = "boreas_webhook_deliveries"
 
@@ -18,12 +18,14 @@ WAKE_CHANNEL = "boreas_webhook_deliveries"
 async def remember_webhook(conn: asyncpg.Connection, event: WebhookChanged) -> bool:
     """Keep ``event`` unless a newer revision is already known; True when it was kept."""
     status = await conn.execute(
-        """INSERT INTO webhooks (id, owner, scope, url, topics, secrets, active, deleted, revision)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        """INSERT INTO webhooks (id, owner, scope, url, topics, secrets, active, deleted, revision,
+                                 sealed_url)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (id) DO UPDATE SET
                owner = EXCLUDED.owner, scope = EXCLUDED.scope, url = EXCLUDED.url,
                topics = EXCLUDED.topics, secrets = EXCLUDED.secrets, active = EXCLUDED.active,
-               deleted = EXCLUDED.deleted, revision = EXCLUDED.revision
+               deleted = EXCLUDED.deleted, revision = EXCLUDED.revision,
+               sealed_url = EXCLUDED.sealed_url
            WHERE webhooks.revision < EXCLUDED.revision""",
         event.webhook_id,
         event.owner,
@@ -34,6 +36,7 @@ async def remember_webhook(conn: asyncpg.Connection, event: WebhookChanged) -> b
         event.active and not event.deleted,
         event.deleted,
         event.revision,
+        event.sealed_url.model_dump_json(),
     )
     return status.endswith(" 1")
 
@@ -95,7 +98,8 @@ class Claimed:
     id: int
     webhook_id: uuid.UUID
     owner: str
-    url: str
+    url: str  # redacted, but for webhooks kept before URLs were sealed
+    sealed_url: SealedSecret | None
     secrets: list[WebhookSecret]
     message_id: str
     topic: str
@@ -143,7 +147,8 @@ async def claim(
            FROM chosen c, webhooks w
            WHERE d.id = c.id AND w.id = d.webhook_id AND d.state = 'pending'
              AND (d.leased_until IS NULL OR d.leased_until <= $1)
-           RETURNING d.id, d.webhook_id, w.owner, w.url, w.secrets, d.message_id, d.topic,
+           RETURNING d.id, d.webhook_id, w.owner, w.url, w.sealed_url, w.secrets, d.message_id,
+                     d.topic,
                      d.body, d.attempts, d.created_at""",
         now,
         lease_until,
@@ -155,6 +160,9 @@ async def claim(
             **{
                 **dict(r),
                 "secrets": [WebhookSecret.model_validate(s) for s in json.loads(r["secrets"])],
+                "sealed_url": (
+                    SealedSecret.model_validate_json(r["sealed_url"]) if r["sealed_url"] else None
+                ),
             }
         )
         for r in rows

@@ -538,3 +538,41 @@ async def test_a_delivery_that_cannot_be_made_is_logged_and_retried_not_stuck(
     assert "control characters" in errors[str(hooks["bad url"][0])]
     assert "no configured key" in errors[str(hooks["unreadable secret"][0])]
     assert {e.data["outcome"] for e in found} == {"retrying"}
+
+
+async def test_a_token_in_a_webhook_url_stays_out_of_logs_audit_and_events(
+    stack_urls: tuple[str, str],
+    gateway: Api,
+    notifier: ServiceRuntime,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    receiver = Receiver()
+    await receiver.start()
+    owner, headers = await gateway.new_user("quinn")
+    async with EventProbe(stack_urls[0]) as bus:
+        hook = await register(gateway, headers, receiver.url(f"/hook?token={token}"), ["#"])
+        assert hook["url"].endswith(f"?token={token}"), "the owner sees the whole URL"
+        await wait_until(lambda: notifier_knows(notifier, hook["id"]), timeout=10)
+        [sent] = await publish(stack_urls[0], rejected(owner))
+        await wait_until(lambda: receiver.at(f"/hook?token={token}"), timeout=10)
+        [report] = await bus.wait_for(
+            "webhook.delivery_attempted",
+            lambda e: e.data["message_id"] == sent and e.data["webhook_id"] == hook["id"],
+            timeout=10,
+        )
+        [announced] = bus.matching("webhook.changed", lambda e: e.data["webhook_id"] == hook["id"])
+    await receiver.stop()
+
+    # The notifier called the whole URL, query token included...
+    assert receiver.at(f"/hook?token={token}")
+    # ...which no event on the bus, audit entry or log line shows.
+    assert announced.data["url"].endswith("/hook?redacted")
+    assert not any(token.encode() in body for body in bus.bodies)
+    audit = await gateway.app.state.runtime.pool.fetchval(
+        "SELECT string_agg(detail::text, ' ') FROM audit_log WHERE target = $1", hook["id"]
+    )
+    assert audit and "/hook?redacted" in audit and token not in audit
+    logged = capfd.readouterr()
+    assert token not in logged.out + logged.err
+    assert report.data["outcome"] == "delivered", report.data

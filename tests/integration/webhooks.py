@@ -25,9 +25,10 @@ import httpx
 from services.notifier.delivery import WebhookDeliverer
 from services.notifier.handlers import subscriptions
 from shared.config import NotifierSettings
-from shared.credentials import WEBHOOK, CredentialCipher
+from shared.credentials import WEBHOOK, WEBHOOK_URL, CredentialCipher
 from shared.db import service_migrations
 from shared.events import SealedSecret, WebhookChanged, WebhookSecret
+from shared.redaction import redact_url
 from shared.runtime import ServiceRuntime
 from shared.webhooks.signing import new_secret
 from tests.integration.api import SESSION_KEY
@@ -192,7 +193,10 @@ def announced_webhook(
         webhook_id=webhook_id,
         owner=owner,
         scope="own",
-        url=url,
+        url=redact_url(url),
+        sealed_url=SealedSecret(
+            **cipher.seal(str(webhook_id), {"url": url}, purpose=WEBHOOK_URL).model_dump()
+        ),
         topics=["#"],
         secrets=[WebhookSecret(sealed=SealedSecret(**sealed.model_dump()))],
         active=True,

@@ -31,6 +31,7 @@ from services.gateway.schemas import (
 from services.gateway.webhook_events import announce_webhook
 from shared.credentials import WEBHOOK
 from shared.events import PUBLIC, SealedSecret, WebhookSecret
+from shared.redaction import redact_url
 from shared.webhooks import signing, targets, topics
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -116,9 +117,13 @@ async def register_webhook(
             actor=user.username,
             action="webhook_created",
             target=str(webhook_id),
-            detail={"url": body.url, "topics": sorted(set(body.topics)), "scope": scope},
+            detail={
+                "url": redact_url(body.url),
+                "topics": sorted(set(body.topics)),
+                "scope": scope,
+            },
         )
-        await announce_webhook(conn, webhook_id)
+        await announce_webhook(conn, webhook_id, gw.cipher)
         created = await webhooks.visible(conn, webhook_id, viewer=user.username, everything=True)
     assert created is not None
     response.headers["Location"] = f"/v1/webhooks/{webhook_id}"
@@ -173,7 +178,7 @@ async def delete_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: Gateway
         found = await _visible(conn, user, webhook_id, lock=True)
         await webhooks.mark_deleted(conn, found["id"], gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_deleted", target=webhook_id)
-        await announce_webhook(conn, found["id"])
+        await announce_webhook(conn, found["id"], gw.cipher)
     return Response(status_code=204)
 
 
@@ -211,7 +216,7 @@ async def rotate_secret(
             target=webhook_id,
             detail={"previous_secret_valid_seconds": int(overlap.total_seconds())},
         )
-        await announce_webhook(conn, found["id"])
+        await announce_webhook(conn, found["id"], gw.cipher)
         rotated = await webhooks.visible(conn, found["id"], viewer=user.username, everything=True)
     assert rotated is not None
     return WebhookWithSecret(**rotated, secret=secret)
@@ -227,7 +232,7 @@ async def enable_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: Gateway
         await _check_target(found["url"], gw)
         await webhooks.enable(conn, found["id"], gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_enabled", target=webhook_id)
-        await announce_webhook(conn, found["id"])
+        await announce_webhook(conn, found["id"], gw.cipher)
         enabled = await webhooks.visible(conn, found["id"], viewer=user.username, everything=True)
     assert enabled is not None
     return WebhookOut(**enabled)
