@@ -303,6 +303,10 @@ class ConsumerRunner:
             # An internal topic travelled on the public exchange before it had its own: let
             # nothing wait for it there.
             moved = [topic for topic in topics if exchange_of(topic) != EXCHANGE]
+            kind = "queue" if subscription.order_by is None else "exchange"
+            await self._remove_stale_bindings(
+                name, kind, {(exchange.name, topic) for exchange, topic in bindings}
+            )
             if subscription.order_by is None:
                 source = Source(name, None)
                 consumer.sources.append(source)
@@ -338,6 +342,53 @@ class ConsumerRunner:
             topics=[t.TOPIC for t in subscription.event_types],
             order_by=subscription.order_by,
             partitions=s.partitions if subscription.order_by else None,
+        )
+
+    async def _remove_stale_bindings(
+        self,
+        handler: str,
+        kind: str,
+        declared: set[tuple[str, str]],
+    ) -> None:
+        """Unbind what an earlier release of ``handler`` bound and this one no longer declares
+        (the bindings are recorded in ``bus_bindings``), then record this release's."""
+        rows = await self._pool.fetch(
+            "SELECT exchange, kind, routing_key FROM bus_bindings WHERE handler = $1", handler
+        )
+        for row in rows:
+            if row["kind"] == kind and (row["exchange"], row["routing_key"]) in declared:
+                continue
+            # A channel each: unbinding from something already deleted closes the channel.
+            channel = await self._bus.connection.channel()
+            try:
+                if row["kind"] == "queue":
+                    bound: Any = await channel.get_queue(handler, ensure=False)
+                else:
+                    bound = await channel.get_exchange(handler, ensure=False)
+                await bound.unbind(row["exchange"], routing_key=row["routing_key"])
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                pass  # the queue or exchange is gone, and its bindings with it
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            await self._pool.execute(
+                """DELETE FROM bus_bindings
+                   WHERE handler = $1 AND exchange = $2 AND kind = $3 AND routing_key = $4""",
+                handler,
+                row["exchange"],
+                row["kind"],
+                row["routing_key"],
+            )
+            log.info(
+                "stale_binding_removed",
+                handler=handler,
+                exchange=row["exchange"],
+                routing_key=row["routing_key"],
+            )
+        await self._pool.executemany(
+            """INSERT INTO bus_bindings (handler, exchange, destination, kind, routing_key)
+               VALUES ($1, $2, $1, $3, $4) ON CONFLICT DO NOTHING""",
+            [(handler, exchange, kind, topic) for exchange, topic in sorted(declared)],
         )
 
     async def _consume(

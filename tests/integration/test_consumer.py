@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
 
-from shared.bus import DEAD_LETTER_EXCHANGE
+from shared.bus import DEAD_LETTER_EXCHANGE, Bus
 from shared.consumer import Subscription, UnitOfWork
-from shared.events import EXCHANGE, Envelope, InstanceRejected, InstanceStateChanged
+from shared.events import EXCHANGE, Envelope, Event, InstanceRejected, InstanceStateChanged
 from shared.ordering import OrderKey
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
@@ -224,3 +225,60 @@ async def test_ordered_handler_gets_a_headers_router_and_single_active_partition
             await channel.declare_queue(
                 f"co_{unique}.record.0", durable=True, arguments={"x-queue-type": "quorum"}
             )
+
+
+@pytest.mark.parametrize("order_by", [OrderKey.INSTANCE, None])
+async def test_a_topic_a_handler_no_longer_declares_is_unbound_at_start(
+    amqp_url: str, database_url: str, unique: str, order_by: OrderKey | None
+) -> None:
+    """A release in which the handler consumed instance.rejected too, then one in which it does
+    not: once the second has started, a rejection no longer reaches the handler's queues."""
+
+    async def handle(_event: Event, _uow: UnitOfWork) -> None:
+        pass
+
+    def release(*types: type[Event]) -> Callable[[ServiceRuntime], list[Subscription]]:
+        return lambda _rt: [Subscription(types, handle, name="follow", order_by=order_by)]
+
+    settings = settings_for(amqp_url, database_url)
+    name = f"sb_{unique}"
+    async with throwaway_runtime(name, settings, release(InstanceStateChanged, InstanceRejected)):
+        pass
+    async with throwaway_runtime(name, settings, release(InstanceStateChanged)) as runtime:
+        recorded = await runtime.pool.fetch("SELECT routing_key FROM bus_bindings")
+    assert [r["routing_key"] for r in recorded] == [InstanceStateChanged.TOPIC]
+
+    # Nobody consumes now: what the broker routes to the handler stays in its queues.
+    bus = Bus(amqp_url, source="boreas/test")
+    await bus.connect()
+    await bus.publish(rejection("no longer wanted"))
+    await bus.publish(state_change())
+    await bus.close()
+    queues = (
+        [f"{name}.follow"]
+        if order_by is None
+        else [f"{name}.follow.{n}" for n in range(settings.partitions)]
+    )
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        waiting = 0
+        for queue in queues:
+            declared = await channel.declare_queue(queue, passive=True)
+            waiting += declared.declaration_result.message_count
+    assert waiting == 1, "the state change only"
+
+
+def state_change() -> InstanceStateChanged:
+    return InstanceStateChanged(
+        instance_id=uuid.uuid4(),
+        owner="alice",
+        account_id="a",
+        provider="simulator",
+        provider_instance_id="n-1",
+        old_state="pending",
+        new_state="running",
+        cpus=1,
+        memory_mb=512,
+        observed_at=datetime.now(UTC),
+    )
