@@ -74,15 +74,22 @@ class Grants(Strict):
     grants: Annotated[list[Grantee], Field(max_length=1000)]
 
 
-class ProviderAccountOut(BaseModel):
+class ProviderAccountView(BaseModel):
+    """An account as a user it is granted to sees it: not who else may use it."""
+
     id: str
     name: str
     provider: str
     config: dict[str, Any]
-    grants: list[str]
     revision: int
     created_at: datetime
     updated_at: datetime
+
+
+class ProviderAccountOut(ProviderAccountView):
+    """An account as an admin sees it."""
+
+    grants: list[str]
 
 
 class PlacementIn(Strict):
@@ -125,7 +132,7 @@ class InstancePage(BaseModel):
 
 
 class ProviderAccountPage(BaseModel):
-    items: list[ProviderAccountOut]
+    items: list[ProviderAccountOut] | list[ProviderAccountView]
     next_cursor: str | None = None
 
 

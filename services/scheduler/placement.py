@@ -129,5 +129,5 @@ def explain(chosen: Offer, tried: int, candidates: int) -> str:
     first = "first choice" if tried == 1 else f"choice {tried} (earlier ones failed)"
     return (
         f"{first} of {candidates}: {chosen.size.id} at {chosen.size.price:g}/h on "
-        f"{chosen.account.name} ({chosen.load} Boreas instances there)"
+        f"{chosen.account.name}"
     )

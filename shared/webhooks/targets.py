@@ -139,16 +139,18 @@ async def resolve(
         if (why := refusal(literal, allowed)) is not None:
             raise TargetRefused(f"Webhooks may not call {literal}: {why}. {_HINT}")
         return [literal]
+    # A name that does not resolve and one that resolves only to private addresses get the same
+    # answer: which names exist around Boreas, and where they point, is not the caller's business.
+    refused = TargetRefused(
+        f"Webhooks may not call {target.host}: it has no public address. {_HINT}"
+    )
     try:
         addresses = await resolver.addresses(target.host, target.port)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"{target.host} does not resolve ({exc}).") from None
+    except (socket.gaierror, UnicodeError):
+        raise refused from None
     permitted = [a for a in addresses if refusal(a, allowed) is None]
     if not permitted:
-        # Which private addresses a name has is not the caller's business: no list here.
-        raise TargetRefused(
-            f"Webhooks may not call {target.host}: it resolves to no public address. {_HINT}"
-        )
+        raise refused
     return permitted
 
 

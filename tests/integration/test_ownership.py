@@ -119,3 +119,17 @@ async def test_unknown_and_malformed_ids_are_404_too(api: Api) -> None:
     for instance_id in (str(uuid.uuid4()), "not-a-uuid", "1"):
         response = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
         assert response.status_code == 404
+
+
+async def test_users_see_their_accounts_without_who_else_may_use_them(api: Api) -> None:
+    alice, alice_headers = await api.new_user("alice")
+    bob, _ = await api.new_user("bob")
+    account = await api.new_account([alice, bob])
+    listed = await api.client.get("/v1/provider-accounts", headers=alice_headers)
+    assert listed.status_code == 200
+    [seen] = [a for a in listed.json()["items"] if a["id"] == account["id"]]
+    assert "grants" not in seen
+    assert bob not in listed.text
+    admin_view = await api.client.get("/v1/provider-accounts?limit=200", headers=await api.admin())
+    [full] = [a for a in admin_view.json()["items"] if a["id"] == account["id"]]
+    assert sorted(full["grants"]) == sorted([alice, bob])

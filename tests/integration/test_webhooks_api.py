@@ -127,7 +127,7 @@ async def test_malformed_topics_are_refused(api: Api, bad: list[str]) -> None:
     ("url", "reason"),
     [
         ("http://127.0.0.1:8080/hook", "loopback"),
-        ("http://localhost:8080/hook", "resolves to no public address"),
+        ("http://localhost:8080/hook", "has no public address"),
         ("http://[::1]:8080/hook", "loopback"),
         ("http://169.254.169.254/latest/meta-data/", "link-local"),
         ("http://10.0.0.7/hook", "private"),

@@ -16,6 +16,7 @@ from services.gateway.schemas import (
     NewProviderAccount,
     ProviderAccountOut,
     ProviderAccountPage,
+    ProviderAccountView,
 )
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,8 @@ async def register_account(
 @router.get("", response_model=ProviderAccountPage)
 async def list_accounts(user: CurrentUser, db: Db, gw: GatewayDep) -> ProviderAccountPage:
     rows = await accounts.visible_accounts(db, username=user.username, everything=user.is_admin)
-    return ProviderAccountPage(items=[ProviderAccountOut(**r) for r in rows])
+    shown = ProviderAccountOut if user.is_admin else ProviderAccountView
+    return ProviderAccountPage(items=[shown(**r) for r in rows])
 
 
 @router.put("/{account_id}/grants", response_model=ProviderAccountOut, responses={403: {}, 404: {}})
