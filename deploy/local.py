@@ -107,6 +107,9 @@ def stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def main() -> int:
+    # A developer's stack on this machine: default secrets and loopback webhooks are fine here
+    # (the services themselves default to prod). An exported BOREAS_ENV wins.
+    os.environ.setdefault("BOREAS_ENV", "dev")
     amqp_url = os.environ.get("BOREAS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     database_url = os.environ.get(
         "BOREAS_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/boreas"

@@ -26,7 +26,9 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BOREAS_", extra="ignore", frozen=True)
 
-    env: Literal["dev", "prod"] = "dev"
+    # prod unless told: a service started bare refuses default secrets and lets no webhook reach
+    # private networks. `make run` and the tests say dev.
+    env: Literal["dev", "prod"] = "prod"
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
     log_level: str = "INFO"

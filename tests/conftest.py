@@ -13,10 +13,16 @@ Faked: nothing of the bus or database. Unit tests (tests/unit) use no I/O at all
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+# The services default to prod; the tests run them (in process and as child processes, which
+# inherit this) as a developer's stack, on the guest broker account with loopback webhooks.
+# Tests of prod behaviour set BOREAS_ENV themselves.
+os.environ["BOREAS_ENV"] = "dev"
 
 from shared.testing import EventProbe
 from tests.infra import Infrastructure, provide_infrastructure

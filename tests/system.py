@@ -71,6 +71,8 @@ class System:
 
     def _environment(self, service: str, index: int, overrides: dict[str, str]) -> dict[str, str]:
         return {
+            # A developer's stack (guest broker account, loopback webhooks), as `make run` starts.
+            "BOREAS_ENV": "dev",
             **os.environ,
             "BOREAS_AMQP_URL": self.amqp_url,
             "BOREAS_DATABASE_URL": self.database_url,

@@ -25,7 +25,7 @@ PINNED = {
     "InstanceLaunchAdmitted": "1.0-7b9387c07e95a93c",
     "QuotaLimitsSet": "1.0-d4e37e04d76201a1",
     "QuotaUsageChanged": "1.0-0e02d3328b6c12d4",
-    "WebhookChanged": "1.0-4722053325ac9a7c",
+    "WebhookChanged": "2.0-3179f4d423db6137",
     "WebhookDeliveryAttempted": "1.0-ae2dc8b409d57324",
     "WebhookDisabled": "1.0-2817fad49dfb25d7",
 }

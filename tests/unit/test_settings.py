@@ -8,13 +8,27 @@ from shared.credentials import new_key_text
 
 
 def test_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("BOREAS_AMQP_URL", "BOREAS_DATABASE_URL", "BOREAS_GATEWAY_PORT", "BOREAS_ENV"):
+    for name in ("BOREAS_AMQP_URL", "BOREAS_DATABASE_URL", "BOREAS_GATEWAY_PORT"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOREAS_ENV", "dev")  # prod, the default, refuses the guest account
     settings = GatewaySettings()
     assert settings.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
     assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/boreas"
     assert settings.gateway_port == 8080
-    assert settings.env == "dev"
+
+
+def test_a_service_started_bare_is_prod_and_refuses_default_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("BOREAS_ENV", "BOREAS_AMQP_URL", "BOREAS_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(pydantic.ValidationError, match="BOREAS_ENV=prod refuses"):
+        ServiceSettings()
+    monkeypatch.setenv("BOREAS_AMQP_URL", "amqp://boreas:s3cret@mq:5672/")
+    monkeypatch.setenv("BOREAS_SECRET_KEY", new_key_text())
+    settings = ServiceSettings()
+    assert settings.env == "prod"
+    assert settings.webhook_networks() == (), "no private network for webhooks"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
