@@ -178,6 +178,21 @@ class GatewaySettings(ServiceSettings):
     # Creates user `admin` at first start when no admin exists; dev prints a generated one.
     admin_password: SecretStr | None = None
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    # Limits a new user starts with (an admin changes them with PUT /v1/quotas/{username}).
+    default_quota_instances: int | None = Field(default=10, ge=0)
+    default_quota_cpus: int | None = Field(default=20, ge=0)
+    default_quota_memory_mb: int | None = Field(default=40960, ge=0)
+
+    @field_validator(
+        "default_quota_instances", "default_quota_cpus", "default_quota_memory_mb", mode="before"
+    )
+    @classmethod
+    def _unlimited_is_none(cls, value: object) -> object:
+        # BOREAS_DEFAULT_QUOTA_CPUS=unlimited (or empty): no default limit on that resource.
+        if isinstance(value, str) and value.strip().lower() in ("", "unlimited", "none"):
+            return None
+        return value
+
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Token requests allowed per client address per minute (any username, right or wrong).

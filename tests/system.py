@@ -190,6 +190,10 @@ def running_system(
             "BOREAS_LOG_LEVEL": "WARNING",
             "BOREAS_HEARTBEAT_INTERVAL": "1",
             "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
+            # The bench and the fault suite launch hundreds per user.
+            "BOREAS_DEFAULT_QUOTA_INSTANCES": "unlimited",
+            "BOREAS_DEFAULT_QUOTA_CPUS": "unlimited",
+            "BOREAS_DEFAULT_QUOTA_MEMORY_MB": "unlimited",
             "BOREAS_LOGIN_FAILURES_PER_MINUTE": "100000",
             **(env or {}),
         },

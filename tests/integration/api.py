@@ -32,6 +32,10 @@ def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> G
         "secret_key": SESSION_KEY,
         "token_requests_per_minute": 10_000,
         "login_failures_per_minute": 10_000,
+        # Tests set the limits they are about; a default one would stop launches elsewhere.
+        "default_quota_instances": None,
+        "default_quota_cpus": None,
+        "default_quota_memory_mb": None,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from services.quota.reconcile import reconcile_once
 from shared.bus import Bus
 from shared.events import InstanceState, InstanceStateChanged
 from shared.testing import EventProbe, wait_until
-from tests.integration.api import Api
+from tests.integration.api import Api, gateway_settings, running_gateway
 from tests.integration.stack import (
     poller_runtime,
     quota_runtime,
@@ -276,3 +276,38 @@ async def test_usage_report_matches_a_hand_computed_scenario(api: Api, amqp_url:
         headers=await api.admin(),
     )
     assert admin_view.json()["owners"][0]["cpu_hours"] == 3.0
+
+
+async def test_a_new_user_starts_with_the_default_limits(
+    amqp_url: str, database_url: str, probe: EventProbe
+) -> None:
+    settings = gateway_settings(
+        amqp_url,
+        database_url,
+        default_quota_instances=2,
+        default_quota_cpus=8,
+        default_quota_memory_mb=4096,
+    )
+    async with running_gateway(settings) as api, quota_runtime(amqp_url, database_url):
+        name, headers = await api.new_user("nina")
+        shown = await api.client.get(f"/v1/quotas/{name}", headers=headers)
+        assert shown.json()["limits"] == {"instances": 2, "cpus": 8, "memory_mb": 4096}
+        [announced] = await probe.wait_for(
+            "quota.limits_set", lambda e: e.data["owner"] == name, timeout=10
+        )
+        assert announced.data["set_by"] == "boreas"
+        await limits_applied(probe, name, 2)
+        await api.new_account([name])
+        launched = [
+            (await api.launch(headers, cpus=1, memory_mb=512)).json()["id"] for _ in range(3)
+        ]
+        await wait_until(
+            lambda: sum(len(d) for d in decided(probe, set(launched))) == 3,
+            timeout=20,
+            what="three launches decided",
+        )
+        admitted, rejected = decided(probe, set(launched))
+        assert (len(admitted), len(rejected)) == (2, 1)
+        assert rejected[0].data["reason"].startswith("instances limit 2 reached")
+        audit = await api.client.get("/v1/audit?action=quota_set", headers=await api.admin())
+        assert any(e["target"] == name and e["actor"] == "boreas" for e in audit.json()["items"])

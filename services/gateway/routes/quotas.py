@@ -6,16 +6,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from services.gateway.deps import AdminUser, CurrentUser, Db, GatewayDep
+from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
 from services.gateway.repository import audit, identity, quotas
 from services.gateway.schemas import NO_NUL, Strict
 from shared.events import QuotaLimitsSet, ResourceUsage
 from shared.outbox import add_to_outbox
 
 router = APIRouter(tags=["quotas"])
+# Who the audit log and quota.limits_set name when Boreas itself set the limits.
+SYSTEM_ACTOR = "boreas"
 
 Limit = Annotated[int | None, Field(ge=0, le=10**9)]
 
@@ -29,6 +32,23 @@ class QuotaLimits(Strict):
 class Quota(BaseModel):
     limits: dict[str, int | None]
     usage: dict[str, int | None]
+
+
+async def start_with_default_limits(conn: asyncpg.Connection, username: str, gw: Gateway) -> None:
+    """A new user's limits are the configured defaults, set as an admin would set them."""
+    settings = gw.settings
+    limits = {
+        "instances": settings.default_quota_instances,
+        "cpus": settings.default_quota_cpus,
+        "memory_mb": settings.default_quota_memory_mb,
+    }
+    await quotas.set_limits(conn, username, limits)
+    await add_to_outbox(
+        conn,
+        QuotaLimitsSet(owner=username, limits=ResourceUsage(**limits), set_by=SYSTEM_ACTOR),
+        source=gw.runtime.bus.source,
+    )
+    await audit.record(conn, actor=SYSTEM_ACTOR, action="quota_set", target=username, detail=limits)
 
 
 @router.put("/v1/quotas/{username}", response_model=Quota, responses={403: {}, 404: {}})
