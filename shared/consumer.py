@@ -649,7 +649,10 @@ class ConsumerRunner:
         workers = [w for c in self._consumers for w in c.workers]
         for worker in workers:
             worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if workers:
+            _done, stuck = await asyncio.wait(workers, timeout=timeout)
+            if stuck:
+                log.warning("consumer_workers_did_not_stop", workers=len(stuck))
         for consumer in self._consumers:
             for source in consumer.sources:
                 if source.channel is not None:

@@ -37,6 +37,8 @@ from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 
 log = structlog.get_logger(__name__)
+# Seconds cancelled background tasks get to end when the service stops.
+STOP_TASKS_GRACE = 5.0
 
 Clock = Callable[[], datetime]
 _T = TypeVar("_T")
@@ -145,7 +147,7 @@ class ServiceRuntime:
             await self.consumers.stop(timeout=self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancelled_within(self._tasks, STOP_TASKS_GRACE)
         # A stop may come before start() finished: close only what was opened.
         if hasattr(self, "bus"):
             with contextlib.suppress(Exception):
@@ -281,3 +283,13 @@ def serve(
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         sys.exit(runner.run(run_until_signalled(runtime)))
+
+
+async def _cancelled_within(tasks: list[asyncio.Task], grace: float) -> None:
+    """Wait at most ``grace`` seconds for cancelled ``tasks`` to end: a stop must finish, and a
+    task that does not end (stuck in a library call that shields itself) is named in the log."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=grace)
+    if pending:
+        log.warning("tasks_did_not_stop", tasks=sorted(t.get_name() for t in pending))
