@@ -42,6 +42,8 @@ async def start_with_default_limits(conn: asyncpg.Connection, username: str, gw:
         "cpus": settings.default_quota_cpus,
         "memory_mb": settings.default_quota_memory_mb,
     }
+    if all(limit is None for limit in limits.values()):
+        return  # no default limits: as if none were set, nothing to announce
     await quotas.set_limits(conn, username, limits)
     await add_to_outbox(
         conn,
