@@ -43,6 +43,8 @@ from shared.outbox import add_to_outbox
 from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
+# An instance's reason stays readable; `attempts` in instance.failed keeps every cause whole.
+MAX_REASON = 2000
 
 SOURCE = "boreas/scheduler"
 POLL_SECONDS = 1.0
@@ -241,11 +243,14 @@ class CloudWorker:
             log.info("launch_waiting_for_cloud", throttled=throttled, retry_in=round(wait, 1))
             self.wake()
             return
+        # Each tried account's cause, in the reason the owner reads on the instance.
         reason = (
-            "no candidate account could launch it"
+            "no candidate account could launch it: " + "; ".join(attempts)
+            if eligible and attempts
+            else "no candidate account could launch it"
             if eligible
             else "no account granted to the owner matches the placement"
-        )
+        )[:MAX_REASON]
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.record(conn, call.instance_id, owner=call.owner, status="failed")
             await repository.finish_call(conn, call.id, "failed")

@@ -71,8 +71,16 @@ async def test_nothing_fits_fails_with_the_reasons(
     [failed] = await probe.wait_for(
         "instance.failed", lambda e: e.subject == instance_id, timeout=15
     )
-    assert failed.data["reason"] == "no candidate account could launch it"
     assert any("no size with 200 cpus" in a for a in failed.data["attempts"])
+    # The owner reads each tried account's cause in the instance itself.
+    expected = f"no candidate account could launch it: {account['name']}: no size with 200 cpus"
+    assert failed.data["reason"].startswith(expected)
+
+    async def shown() -> str:
+        got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
+        return got.json()["reason"] or ""
+
+    assert (await wait_until(shown, timeout=10, what="the reason shown")).startswith(expected)
 
 
 async def test_terminating_before_placement_ends_the_instance(
@@ -86,10 +94,9 @@ async def test_terminating_before_placement_ends_the_instance(
     [failed] = await probe.wait_for(
         "instance.failed", lambda e: e.subject == instance["id"], timeout=15
     )
-    assert failed.data["reason"] in (
-        "terminated before it was placed",
-        "no candidate account could launch it",
-    )
+    assert failed.data["reason"] == "terminated before it was placed" or failed.data[
+        "reason"
+    ].startswith("no candidate account could launch it")
 
     async def ended() -> bool:
         got = await api.client.get(f"/v1/instances/{instance['id']}", headers=alice)
