@@ -300,17 +300,10 @@ class ConsumerRunner:
             await dlq.bind(dead_letters, routing_key=name)
             topics = [t.TOPIC for t in subscription.event_types]
             bindings = [(exchanges[exchange_of(topic)], topic) for topic in topics]
-            # An internal topic travelled on the public exchange before it had its own: let
-            # nothing wait for it there.
-            moved = [topic for topic in topics if exchange_of(topic) != EXCHANGE]
-            kind = "queue" if subscription.order_by is None else "exchange"
-            await self._remove_stale_bindings(
-                name, kind, {(exchange.name, topic) for exchange, topic in bindings}
-            )
             if subscription.order_by is None:
                 source = Source(name, None)
                 consumer.sources.append(source)
-                await self._consume(consumer, source, bindings=bindings, unbind=(events, moved))
+                await self._consume(consumer, source, bindings=bindings)
             else:
                 await self._retire_unpartitioned_queue(consumer, events, topics)
                 unkeyed = await setup.declare_exchange(f"{name}.unkeyed", "fanout", durable=True)
@@ -322,8 +315,6 @@ class ConsumerRunner:
                 )
                 for exchange, topic in bindings:
                     await router.bind(exchange, routing_key=topic)
-                for topic in moved:
-                    await router.unbind(events, routing_key=topic)
                 for partition in range(s.partitions):
                     source = Source(f"{name}.{partition}", partition)
                     consumer.sources.append(source)
@@ -336,6 +327,14 @@ class ConsumerRunner:
         finally:
             with contextlib.suppress(Exception):
                 await setup.close()
+        await self._remove_stale_bindings(
+            name,
+            "queue" if subscription.order_by is None else "exchange",
+            {(exchange.name, topic) for exchange, topic in bindings},
+            # Before it had its own exchange, an internal topic travelled on the public one,
+            # in releases that recorded no bindings: let nothing wait for it there.
+            earlier=[(EXCHANGE, t) for t in topics if exchange_of(t) != EXCHANGE],
+        )
         log.info(
             "consumer_attached",
             queue=name,
@@ -349,12 +348,17 @@ class ConsumerRunner:
         handler: str,
         kind: str,
         declared: set[tuple[str, str]],
+        earlier: list[tuple[str, str]],
     ) -> None:
         """Unbind what an earlier release of ``handler`` bound and this one no longer declares
-        (the bindings are recorded in ``bus_bindings``), then record this release's."""
-        rows = await self._pool.fetch(
-            "SELECT exchange, kind, routing_key FROM bus_bindings WHERE handler = $1", handler
-        )
+        (recorded in ``bus_bindings``, or ``earlier``: (exchange, topic) that releases before
+        the record may have bound), then record this release's."""
+        rows = [
+            *await self._pool.fetch(
+                "SELECT exchange, kind, routing_key FROM bus_bindings WHERE handler = $1", handler
+            ),
+            *({"exchange": e, "kind": kind, "routing_key": t, "earlier": True} for e, t in earlier),
+        ]
         for row in rows:
             if row["kind"] == kind and (row["exchange"], row["routing_key"]) in declared:
                 continue
@@ -371,6 +375,8 @@ class ConsumerRunner:
             finally:
                 with contextlib.suppress(Exception):
                     await channel.close()
+            if row.get("earlier"):
+                continue  # never recorded; most starts find nothing there
             await self._pool.execute(
                 """DELETE FROM bus_bindings
                    WHERE handler = $1 AND exchange = $2 AND kind = $3 AND routing_key = $4""",
@@ -397,7 +403,6 @@ class ConsumerRunner:
         source: Source,
         *,
         bindings: list[tuple[AbstractExchange, str]] | None = None,
-        unbind: tuple[AbstractExchange, list[str]] | None = None,
         router: AbstractExchange | None = None,
         fallback: AbstractExchange | None = None,
     ) -> None:
@@ -416,9 +421,6 @@ class ConsumerRunner:
         if source.partition is None:
             for exchange, topic in bindings or ():
                 await queue.bind(exchange, routing_key=topic)
-            if unbind is not None:
-                for topic in unbind[1]:
-                    await queue.unbind(unbind[0], routing_key=topic)
         else:
             key = consumer.subscription.order_by
             assert key is not None and router is not None
