@@ -6,13 +6,12 @@ one (chunked) is counted as it arrives and cut off at the limit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from services.gateway.problems import PROBLEM_JSON
+from services.gateway.problems import problem
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -33,7 +32,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _refuse(send, self._detail())
+            await _refuse(scope, send, self._detail())
             return
         received = 0
 
@@ -58,19 +57,8 @@ def _content_length(scope: MutableMapping[str, Any]) -> int | None:
     return None
 
 
-async def _refuse(send: Send, detail: str) -> None:
-    body = json.dumps(
-        {"type": "about:blank", "title": "Content Too Large", "status": 413, "detail": detail}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: MutableMapping[str, Any], send: Send, detail: str) -> None:
+    async def nothing_read() -> Message:  # the body stays unread
+        return {"type": "http.disconnect"}
+
+    await problem(413, detail, headers={"Connection": "close"})(scope, nothing_read, send)

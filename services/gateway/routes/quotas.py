@@ -44,13 +44,21 @@ async def start_with_default_limits(conn: asyncpg.Connection, username: str, gw:
     }
     if all(limit is None for limit in limits.values()):
         return  # no default limits: as if none were set, nothing to announce
+    await _set_limits(conn, gw, username, limits, actor=SYSTEM_ACTOR)
+
+
+async def _set_limits(
+    conn: asyncpg.Connection, gw: Gateway, username: str, limits: dict[str, Any], *, actor: str
+) -> None:
+    """Store ``limits``, announce them to quota and audit who set them, in ``conn``'s
+    transaction."""
     await quotas.set_limits(conn, username, limits)
     await add_to_outbox(
         conn,
-        QuotaLimitsSet(owner=username, limits=ResourceUsage(**limits), set_by=SYSTEM_ACTOR),
+        QuotaLimitsSet(owner=username, limits=ResourceUsage(**limits), set_by=actor),
         source=gw.runtime.bus.source,
     )
-    await audit.record(conn, actor=SYSTEM_ACTOR, action="quota_set", target=username, detail=limits)
+    await audit.record(conn, actor=actor, action="quota_set", target=username, detail=limits)
 
 
 @router.put("/v1/quotas/{username}", response_model=Quota, responses={403: {}, 404: {}})
@@ -60,16 +68,7 @@ async def set_quota(
     async with gw.outbox.transaction(db) as conn:
         if not await identity.user_exists(conn, username):
             raise HTTPException(404, f"There is no user named {username!r}.")
-        limits = body.model_dump()
-        await quotas.set_limits(conn, username, limits)
-        await add_to_outbox(
-            conn,
-            QuotaLimitsSet(owner=username, limits=ResourceUsage(**limits), set_by=admin.username),
-            source=gw.runtime.bus.source,
-        )
-        await audit.record(
-            conn, actor=admin.username, action="quota_set", target=username, detail=limits
-        )
+        await _set_limits(conn, gw, username, body.model_dump(), actor=admin.username)
         return Quota(**await quotas.view(conn, username))
 
 
