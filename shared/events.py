@@ -202,6 +202,24 @@ class InstanceActionRequested(Event):
     provider_instance_id: str | None = None
 
 
+class InstanceOwnerChanged(Event):
+    """An admin gave an instance to another user (when deleting its owner): from now on its
+    events, usage and quota count for ``owner``; ``previous_owner`` is who had it."""
+
+    TOPIC = "instance.owner_changed"
+    PUBLIC = True
+    # 1.0: first version
+    VERSION = "1.0"
+    SUBJECT_FIELD = "instance_id"
+
+    instance_id: uuid.UUID
+    owner: str
+    previous_owner: str
+    changed_by: str
+    cpus: int
+    memory_mb: int
+
+
 class SealedSecret(BaseModel):
     """Credentials sealed by the gateway (AES-256-GCM, see shared/credentials.py)."""
 
@@ -221,7 +239,8 @@ class ProviderAccountChanged(Event):
 
     TOPIC = "provider_account.changed"
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: added deleted (an admin deleted the account: stop polling it, place nothing there)
+    VERSION = "1.1"
 
     account_id: str
     name: str
@@ -230,6 +249,24 @@ class ProviderAccountChanged(Event):
     grants: list[str]
     credentials: SealedSecret
     revision: int
+    deleted: bool = False
+
+
+class ProviderAccountHealth(Event):
+    """How the poller's last polls of an account went. Internal.
+
+    Sent when a poll fails, when polls succeed again, and otherwise at most every
+    ``HEALTH_REPORT_SECONDS`` of successful polls; ``last_error`` is redacted.
+    """
+
+    TOPIC = "provider_account.health_reported"
+    # 1.0: first version
+    VERSION = "1.0"
+
+    account_id: str
+    last_poll_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
 
 
 class InstanceLaunchAdmitted(Event):
@@ -367,7 +404,9 @@ CATALOG: tuple[type[Event], ...] = (
     InstanceFailed,
     InstanceStateChanged,
     InstanceActionRequested,
+    InstanceOwnerChanged,
     ProviderAccountChanged,
+    ProviderAccountHealth,
     InstanceLaunchAdmitted,
     QuotaLimitsSet,
     QuotaUsageChanged,
