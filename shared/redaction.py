@@ -7,6 +7,7 @@ nobody else should, in a log line or an audit detail.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "redacted"
@@ -33,3 +34,12 @@ def redact_urls_in(text: str) -> str:
     if "://" not in text:
         return text
     return _URL_IN_TEXT.sub(lambda m: f"{m.group(1)}?{REDACTED}", text)
+
+
+def redact_values_in(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` (of 4 characters or more) replaced, and every URL's
+    query cut: for error messages that may repeat what they were sent."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return redact_urls_in(text)

@@ -12,8 +12,11 @@ from shared.outbox import add_to_outbox
 SOURCE = "boreas/gateway"
 
 
-async def announce_account(conn: asyncpg.Connection, account_id: str) -> ProviderAccountOut:
-    """Queue ``provider_account.changed`` in the caller's transaction; returns the public view."""
+async def announce_account(
+    conn: asyncpg.Connection, account_id: str, *, deleted: bool = False
+) -> ProviderAccountOut:
+    """Queue ``provider_account.changed`` in the caller's transaction; returns the public view.
+    ``deleted``: the last announcement, before the caller deletes the row."""
     account = await accounts.account_with_grants(conn, account_id)
     if account is None:
         raise LookupError(f"no provider account {account_id}")
@@ -28,6 +31,7 @@ async def announce_account(conn: asyncpg.Connection, account_id: str) -> Provide
             grants=account["grants"],
             credentials=SealedSecret(**sealed.model_dump()),
             revision=account["revision"],
+            deleted=deleted,
         ),
         source=SOURCE,
     )

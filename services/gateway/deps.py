@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.gateway import security
+from services.gateway import cloud_check, security
 from services.gateway.repository import identity
 from services.gateway.repository.identity import User
 from shared.config import GatewaySettings
@@ -31,6 +31,14 @@ class Gateway:
     clock: Clock
     resolver: Resolver  # webhook host names
     pause: Callable[[float], Awaitable[None]] = asyncio.sleep  # slows down guessed logins
+
+    async def cloud_refusal(
+        self, provider: str, credentials: Mapping[str, str], config: Mapping[str, Any]
+    ) -> str | None:
+        """Why the account's cloud refuses it (None: it accepts)."""
+        return await cloud_check.cloud_refusal(
+            provider, credentials, config, simulator_url=self.settings.simulator_url
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:  # set once the runtime has started

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from services.gateway.repository import feed, instances, quotas, webhooks
+from services.gateway.repository import accounts, feed, instances, quotas, webhooks
 from services.gateway.repository import status as repository
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
@@ -19,6 +19,7 @@ from shared.events import (
     InstanceRejected,
     InstanceState,
     InstanceStateChanged,
+    ProviderAccountHealth,
     QuotaUsageChanged,
     ServiceHeartbeat,
     WebhookDeliveryAttempted,
@@ -158,6 +159,12 @@ async def record_webhook_disabled(event: WebhookDisabled, uow: UnitOfWork) -> No
     )
 
 
+async def record_account_health(
+    event: ProviderAccountHealth, uow: UnitOfWork, *, clock: Clock
+) -> None:
+    await accounts.record_health(uow.conn, event, reported_at=clock())
+
+
 def subscriptions(*, clock: Clock) -> list[Subscription]:
     def bound(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         return functools.partial(handler, clock=clock)
@@ -186,6 +193,14 @@ def subscriptions(*, clock: Clock) -> list[Subscription]:
             WebhookDeliveryAttempted,
             record_delivery_attempt,
             name="record_delivery_attempt",
+            order_by=None,
+            dedupe=False,
+        ),
+        # Applied only if its poll is the newest seen: any order gives the same result.
+        Subscription(
+            ProviderAccountHealth,
+            bound(record_account_health),
+            name="record_account_health",
             order_by=None,
             dedupe=False,
         ),

@@ -60,6 +60,24 @@ class UserOut(BaseModel):
     role: Literal["user", "admin"]
 
 
+class UserAccount(UserOut):
+    """A user as admins see them."""
+
+    disabled: bool
+    created_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserAccount]
+    next_cursor: str | None
+
+
+class UserChange(Strict):
+    disabled: bool | None = None
+    role: Literal["user", "admin"] | None = None
+    password: Password | None = None
+
+
 class NewProviderAccount(Strict):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
     provider: Slug
@@ -90,6 +108,26 @@ class ProviderAccountOut(ProviderAccountView):
     """An account as an admin sees it."""
 
     grants: list[str]
+
+
+class AccountHealth(BaseModel):
+    """How the poller's polls of the account go: when it last polled, and the last error while
+    polls keep failing."""
+
+    last_poll_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+class ProviderAccountDetail(ProviderAccountOut):
+    health: AccountHealth
+
+
+class AccountChange(Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")] | None = None
+    credentials: Annotated[dict[ShortText, Text], Field(min_length=1, max_length=32)] | None = None
+    config: Annotated[dict[ShortText, JsonValue], Field(max_length=64)] | None = None
+    grants: Annotated[list[Grantee], Field(max_length=1000)] | None = None
 
 
 class PlacementIn(Strict):

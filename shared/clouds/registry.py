@@ -1,6 +1,7 @@
 """From a provider account (provider name, opened credentials, config) to a libcloud driver.
 
-Only the scheduler and the poller call this, with credentials opened in memory for the call.
+The scheduler and the poller call this with credentials opened in memory for the call, and the
+gateway with an admin's new credentials, to check them with the cloud before it stores them.
 Provider-specific differences Boreas cares about (where tags live, what a state means) are here,
 so placement and polling stay provider-neutral.
 """

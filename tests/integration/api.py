@@ -78,7 +78,7 @@ class Api:
             json={
                 "name": f"acct-{uuid.uuid4().hex[:8]}",
                 "provider": provider,
-                "credentials": {"api_key": "key-id", "api_secret": secret},
+                "credentials": {"api_key": f"key-{uuid.uuid4().hex}", "api_secret": secret},
                 "config": {"regions": ["north", "south"]},
                 "grants": grants,
             },

@@ -12,8 +12,10 @@ from tests.integration.stack import poller_runtime, quota_runtime, scheduler_run
 
 
 @pytest.fixture
-async def api(amqp_url: str, database_url: str) -> AsyncIterator[Api]:
-    async with running_gateway(gateway_settings(amqp_url, database_url)) as running:
+async def api(amqp_url: str, database_url: str, simulator_url: str) -> AsyncIterator[Api]:
+    """The gateway; accounts of the simulated cloud it checks are on the module's simulator."""
+    settings = gateway_settings(amqp_url, database_url, simulator_url=simulator_url)
+    async with running_gateway(settings) as running:
         yield running
 
 

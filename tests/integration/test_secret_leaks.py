@@ -40,8 +40,8 @@ async def test_a_provider_secret_never_leaks(api: Api, probe: EventProbe) -> Non
         admin = await api.admin()
         account = {
             "name": f"leaky-{uuid.uuid4().hex[:6]}",
-            "provider": "ec2",
-            "credentials": {"access_key": "AKIA-TEST", "secret_key": secret},
+            "provider": "simulator",
+            "credentials": {"api_key": f"leak-key-{uuid.uuid4().hex[:8]}", "api_secret": secret},
             "config": {"regions": ["north"]},
             "grants": [alice_name],
         }
@@ -109,4 +109,4 @@ async def test_a_provider_secret_never_leaks(api: Api, probe: EventProbe) -> Non
     async with pool.acquire() as conn:
         sealed = await sealed_credentials(conn, created.json()["id"])
     opened = api.app.state.gateway.cipher.open(created.json()["id"], sealed)
-    assert opened["secret_key"] == secret
+    assert opened["api_secret"] == secret

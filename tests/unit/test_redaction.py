@@ -7,7 +7,7 @@ import pytest
 import structlog
 
 from shared.logging import configure_logging
-from shared.redaction import redact_url, redact_urls_in
+from shared.redaction import redact_url, redact_urls_in, redact_values_in
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,14 @@ def test_log_lines_carry_no_query_and_httpx_keeps_quiet(capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "s3cr3t" not in err
     assert err.count("https://hooks.example/in?redacted") == 2  # ours and somelib's; not httpx's
+
+
+def test_a_clouds_error_message_loses_the_credentials_it_repeats() -> None:
+    message = (
+        "InvalidCredsError: key AKIA-42 with secret wJalr-long/secret refused "
+        "(see https://cloud.example/auth?sig=wJalr-long/secret)"
+    )
+    shown = redact_values_in(message, ["wJalr-long/secret", "AKIA-42", "abc"])
+    assert "wJalr" not in shown and "AKIA-42" not in shown
+    assert shown.startswith("InvalidCredsError: key redacted with secret redacted refused")
+    assert redact_values_in("abc is fine", ["abc"]) == "abc is fine", "too short to redact"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from shared.credentials import SealedCredentials
+from shared.events import ProviderAccountHealth
 
 # Every column but the sealed credentials: what routes may read.
 _PUBLIC = "a.id, a.name, a.provider, a.config, a.revision, a.created_at, a.updated_at"
@@ -41,6 +43,14 @@ async def replace_grants(conn: asyncpg.Connection, account_id: str, grantees: li
         "INSERT INTO account_grants (account_id, grantee) VALUES ($1, $2)",
         [(account_id, g) for g in sorted(set(grantees))],
     )
+
+
+async def ungrant_everywhere(conn: asyncpg.Connection, grantee: str) -> list[str]:
+    """Remove ``grantee`` from every account's grants; the accounts that had it."""
+    rows = await conn.fetch(
+        "DELETE FROM account_grants WHERE grantee = $1 RETURNING account_id", grantee
+    )
+    return sorted(r["account_id"] for r in rows)
 
 
 async def bump_revision(conn: asyncpg.Connection, account_id: str) -> None:
@@ -139,3 +149,68 @@ async def replace_credentials(
         account_id,
         sealed.model_dump_json(),
     )
+
+
+async def record_health(
+    conn: asyncpg.Connection, report: ProviderAccountHealth, *, reported_at: datetime
+) -> None:
+    """Keep the report unless one about a later poll is kept already (or the account is gone)."""
+    await conn.execute(
+        """INSERT INTO account_health
+               (account_id, last_poll_at, last_error, consecutive_failures, reported_at)
+           SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM provider_accounts WHERE id = $1)
+           ON CONFLICT (account_id) DO UPDATE SET
+               last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
+               consecutive_failures = excluded.consecutive_failures,
+               reported_at = excluded.reported_at
+           WHERE account_health.last_poll_at IS NULL
+              OR excluded.last_poll_at >= account_health.last_poll_at""",
+        report.account_id,
+        report.last_poll_at,
+        report.last_error,
+        report.consecutive_failures,
+        reported_at,
+    )
+
+
+async def health_of(conn: asyncpg.Connection, account_id: str) -> dict[str, Any]:
+    """The poller's last report; before the first, no poll and no failure."""
+    row = await conn.fetchrow(
+        """SELECT last_poll_at, last_error, consecutive_failures FROM account_health
+           WHERE account_id = $1""",
+        account_id,
+    )
+    if row is None:
+        return {"last_poll_at": None, "last_error": None, "consecutive_failures": 0}
+    return dict(row)
+
+
+async def update_account(
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    name: str | None,
+    config: dict[str, Any] | None,
+    sealed: SealedCredentials | None,
+) -> bool:
+    """Change what is given (None: keep) and count a revision; False when the name is taken."""
+    try:
+        async with conn.transaction():  # a savepoint: a taken name leaves the caller's intact
+            await conn.execute(
+                """UPDATE provider_accounts SET name = coalesce($2, name),
+                       config = coalesce($3::jsonb, config),
+                       credentials = coalesce($4::jsonb, credentials),
+                       revision = revision + 1, updated_at = now()
+                   WHERE id = $1""",
+                account_id,
+                name,
+                None if config is None else json.dumps(config),
+                None if sealed is None else sealed.model_dump_json(),
+            )
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
+async def delete_account(conn: asyncpg.Connection, account_id: str) -> None:
+    await conn.execute("DELETE FROM provider_accounts WHERE id = $1", account_id)

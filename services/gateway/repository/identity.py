@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -42,20 +43,117 @@ async def create_user(
 
 
 async def admin_exists(conn: asyncpg.Connection) -> bool:
-    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin')")
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND deleted_at IS NULL)"
+    )
 
 
-async def credentials_of(conn: asyncpg.Connection, username: str) -> tuple[User, str] | None:
+@dataclass(frozen=True)
+class Login:
+    user: User
+    password_hash: str
+    disabled: bool
+
+
+async def credentials_of(conn: asyncpg.Connection, username: str) -> Login | None:
     row = await conn.fetchrow(
-        "SELECT id, username, role, password_hash FROM users WHERE username = $1", username
+        """SELECT id, username, role, password_hash, disabled_at IS NOT NULL AS disabled
+           FROM users WHERE username = $1 AND deleted_at IS NULL""",
+        username,
     )
     if row is None:
         return None
-    return User(row["id"], row["username"], row["role"]), row["password_hash"]
+    return Login(
+        User(row["id"], row["username"], row["role"]), row["password_hash"], row["disabled"]
+    )
 
 
 async def user_exists(conn: asyncpg.Connection, username: str) -> bool:
-    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)", username)
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1 AND deleted_at IS NULL)", username
+    )
+
+
+_ACCOUNT = "id, username, role, disabled_at IS NOT NULL AS disabled, created_at"
+
+
+async def account_of(
+    conn: asyncpg.Connection, username: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    """A user's row as admins see it (never the password hash); None if there is none."""
+    return await conn.fetchrow(
+        f"SELECT {_ACCOUNT} FROM users WHERE username = $1 AND deleted_at IS NULL"
+        + (" FOR UPDATE" if for_update else ""),
+        username,
+    )
+
+
+async def users_page(
+    conn: asyncpg.Connection, *, limit: int, after: str | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {_ACCOUNT} FROM users
+            WHERE deleted_at IS NULL AND ($2::text IS NULL OR username > $2)
+            ORDER BY username LIMIT $1""",
+        limit,
+        after,
+    )
+
+
+async def other_active_admins(conn: asyncpg.Connection, username: str) -> int:
+    """Admins who can still log in, besides ``username`` (locked, so two admins demoting each
+    other at once cannot leave none)."""
+    rows = await conn.fetch(
+        """SELECT id FROM users WHERE role = 'admin' AND username <> $1
+               AND disabled_at IS NULL AND deleted_at IS NULL FOR UPDATE""",
+        username,
+    )
+    return len(rows)
+
+
+async def update_user(
+    conn: asyncpg.Connection,
+    user_id: uuid.UUID,
+    *,
+    now: datetime,
+    disabled: bool | None = None,
+    role: str | None = None,
+    password_hash: str | None = None,
+) -> None:
+    await conn.execute(
+        """UPDATE users SET
+               disabled_at = CASE WHEN $2::boolean IS NULL THEN disabled_at
+                                  WHEN $2 THEN coalesce(disabled_at, $5) END,
+               role = coalesce($3, role),
+               password_hash = coalesce($4, password_hash)
+           WHERE id = $1""",
+        user_id,
+        disabled,
+        role,
+        password_hash,
+        now,
+    )
+
+
+async def revoke_all_tokens(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> int:
+    """Revoke every live token of the user; how many there were."""
+    status = await conn.execute(
+        """UPDATE tokens SET revoked_at = $2
+           WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2""",
+        user_id,
+        now,
+    )
+    return int(status.split()[-1])
+
+
+async def delete_user(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> None:
+    """Leave a tombstone: no password, no tokens, the name reserved for good."""
+    await conn.execute("DELETE FROM tokens WHERE user_id = $1", user_id)
+    await conn.execute(
+        "UPDATE users SET deleted_at = $2, password_hash = '' WHERE id = $1",
+        user_id,
+        now,
+    )
 
 
 async def store_token(
@@ -72,7 +170,8 @@ async def store_token(
 async def user_of_token(conn: asyncpg.Connection, digest: bytes, now: datetime) -> User | None:
     row = await conn.fetchrow(
         """SELECT u.id, u.username, u.role FROM tokens t JOIN users u ON u.id = t.user_id
-           WHERE t.digest = $1 AND t.revoked_at IS NULL AND t.expires_at > $2""",
+           WHERE t.digest = $1 AND t.revoked_at IS NULL AND t.expires_at > $2
+             AND u.disabled_at IS NULL AND u.deleted_at IS NULL""",
         digest,
         now,
     )

@@ -167,3 +167,38 @@ async def apply_update(
         *(changes[n] for n in names),
     )
     return status.endswith(" 1")
+
+
+# Still there on a cloud (or about to be): what deleting its owner or its account must settle.
+_LIVE = """state NOT IN ('terminated', 'rejected')
+           AND NOT (state = 'error' AND provider_instance_id IS NULL)"""
+
+
+async def live_of_owner(conn: asyncpg.Connection, owner: str) -> list[dict[str, Any]]:
+    """The owner's live instances, locked."""
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM instances WHERE owner = $1 AND {_LIVE} ORDER BY id FOR UPDATE",
+        owner,
+    )
+    return [_instance(r) for r in rows]
+
+
+async def live_on_account(conn: asyncpg.Connection, account_id: str) -> int:
+    return await conn.fetchval(
+        f"SELECT count(*) FROM instances WHERE account_id = $1 AND {_LIVE}", account_id
+    )
+
+
+async def give_to(
+    conn: asyncpg.Connection, instance_ids: list[uuid.UUID], owner: str, now: datetime
+) -> None:
+    """Transfer the instances to ``owner``. Their Idempotency-Keys stay behind: a key belongs to
+    whoever sent it."""
+    await conn.execute(
+        """UPDATE instances SET owner = $2, idempotency_key = NULL, request_digest = NULL,
+               updated_at = $3
+           WHERE id = ANY($1::uuid[])""",
+        instance_ids,
+        owner,
+        now,
+    )

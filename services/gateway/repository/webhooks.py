@@ -41,6 +41,14 @@ async def count_live(conn: asyncpg.Connection, owner: str) -> int:
     )
 
 
+async def live_ids_of(conn: asyncpg.Connection, owner: str) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT id FROM webhooks WHERE owner = $1 AND deleted_at IS NULL ORDER BY id FOR UPDATE",
+        owner,
+    )
+    return [r["id"] for r in rows]
+
+
 async def create(
     conn: asyncpg.Connection,
     *,

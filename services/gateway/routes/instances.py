@@ -177,39 +177,49 @@ async def _act(
         )
         if found is None:
             raise HTTPException(404, "There is no such instance.")
-        state = InstanceState(found["state"])
-        if action is InstanceAction.TERMINATE:
-            if state in _FINISHED:
-                return InstanceOut(**found)  # nothing left to do: DELETE is idempotent
-            shown: InstanceState | None = InstanceState.TERMINATING
-        else:
-            allowed, shown = _ACTIONS[action]
-            if state not in allowed:
-                raise HTTPException(
-                    409, f"Cannot {action.value} an instance that is {state.value}."
-                )
-        if shown is not None:
-            await instances.set_state(conn, found["id"], shown.value, gw.clock())
-            found = {**found, "state": shown.value, "updated_at": gw.clock()}
-        await add_to_outbox(
-            conn,
-            InstanceActionRequested(
-                instance_id=found["id"],
-                owner=found["owner"],
-                action=action,
-                requested_by=user.username,
-                account_id=found["account_id"],
-                provider_instance_id=found["provider_instance_id"],
-            ),
-            source=gw.runtime.bus.source,
-        )
-        await audit.record(
-            conn,
-            actor=user.username,
-            action=f"instance_{action.value}_requested",
-            target=str(found["id"]),
-        )
-    return InstanceOut(**found)
+        return InstanceOut(**await request_action(conn, found, action, user.username, gw))
+
+
+async def request_action(
+    conn: asyncpg.Connection,
+    found: dict[str, Any],
+    action: InstanceAction,
+    requested_by: str,
+    gw: Gateway,
+) -> dict[str, Any]:
+    """Ask for ``action`` on the instance ``found`` (locked by the caller's transaction); the
+    instance as it shows now. 409 when its state does not allow the action."""
+    state = InstanceState(found["state"])
+    if action is InstanceAction.TERMINATE:
+        if state in _FINISHED:
+            return found  # nothing left to do: DELETE is idempotent
+        shown: InstanceState | None = InstanceState.TERMINATING
+    else:
+        allowed, shown = _ACTIONS[action]
+        if state not in allowed:
+            raise HTTPException(409, f"Cannot {action.value} an instance that is {state.value}.")
+    if shown is not None:
+        await instances.set_state(conn, found["id"], shown.value, gw.clock())
+        found = {**found, "state": shown.value, "updated_at": gw.clock()}
+    await add_to_outbox(
+        conn,
+        InstanceActionRequested(
+            instance_id=found["id"],
+            owner=found["owner"],
+            action=action,
+            requested_by=requested_by,
+            account_id=found["account_id"],
+            provider_instance_id=found["provider_instance_id"],
+        ),
+        source=gw.runtime.bus.source,
+    )
+    await audit.record(
+        conn,
+        actor=requested_by,
+        action=f"instance_{action.value}_requested",
+        target=str(found["id"]),
+    )
+    return found
 
 
 ACTION_RESPONSES = {**NOT_FOUND, 409: {"description": "not possible in the instance's state"}}

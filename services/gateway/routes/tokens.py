@@ -28,6 +28,7 @@ MAX_LOGIN_PAUSE = 5.0
     response_model=TokenIssued,
     responses={
         401: {"description": "wrong username or password"},
+        403: {"description": "the account is disabled"},
         429: {"description": "slow down"},
     },
 )
@@ -52,7 +53,7 @@ async def issue_token(body: TokenRequest, request: Request, gw: GatewayDep) -> T
     excess = failures_anywhere - settings.login_failures_per_minute + 1
     if excess > 0:
         await gw.pause(min(MAX_LOGIN_PAUSE, LOGIN_PAUSE_STEP * excess))
-    user, stored_hash = found if found else (None, None)
+    stored_hash = found.password_hash if found else None
     if not await asyncio.to_thread(security.verify_password, stored_hash, body.password):
         async with gw.pool.acquire() as conn, conn.transaction():
             for bucket in (pair, username):
@@ -61,7 +62,10 @@ async def issue_token(body: TokenRequest, request: Request, gw: GatewayDep) -> T
                 conn, actor=body.username, action="login_failed", detail={"address": client}
             )
         raise HTTPException(401, "Wrong username or password.")
-    assert user is not None
+    assert found is not None
+    user = found.user
+    if found.disabled:  # said only to whoever knows the password
+        raise HTTPException(403, "This account is disabled; ask an admin to enable it.")
     token = security.new_token()
     expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
     async with gw.pool.acquire() as conn, conn.transaction():

@@ -1,18 +1,35 @@
-"""Users: admins create them; everyone may ask who they are."""
+"""Users: admins create, list, disable, reset and delete them; everyone may ask who they are."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
+import asyncpg
+from fastapi import APIRouter, HTTPException, Query, Response
 
 from services.gateway import security
-from services.gateway.deps import AdminUser, CurrentUser, Db, GatewayDep
-from services.gateway.repository import audit, identity
+from services.gateway.account_events import announce_account
+from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
+from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.repository import accounts, audit, identity, instances, webhooks
+from services.gateway.routes.instances import request_action
 from services.gateway.routes.quotas import start_with_default_limits
-from services.gateway.schemas import NewUser, UserOut
+from services.gateway.schemas import (
+    NewUser,
+    UserAccount,
+    UserChange,
+    Username,
+    UserOut,
+    UserPage,
+)
+from services.gateway.webhook_events import announce_webhook
+from shared.events import InstanceAction, InstanceOwnerChanged
+from shared.outbox import add_to_outbox
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
+
+NOT_FOUND = {404: {"description": "no such user"}}
 
 
 @router.post("", status_code=201, response_model=UserOut, responses={403: {}, 409: {}})
@@ -23,7 +40,9 @@ async def create_user(body: NewUser, admin: AdminUser, db: Db, gw: GatewayDep) -
             conn, username=body.username, password_hash=password_hash, role=body.role
         )
         if user is None:
-            raise HTTPException(409, f"The username {body.username!r} is taken.")
+            raise HTTPException(
+                409, f"The username {body.username!r} is taken (or was, by a deleted user)."
+            )
         await audit.record(
             conn,
             actor=admin.username,
@@ -38,3 +57,184 @@ async def create_user(body: NewUser, admin: AdminUser, db: Db, gw: GatewayDep) -
 @router.get("/me", response_model=UserOut)
 async def who_am_i(user: CurrentUser) -> UserOut:
     return UserOut(id=user.id, username=user.username, role=user.role)
+
+
+@router.get("", response_model=UserPage, responses={400: {"description": "bad cursor"}})
+async def list_users(
+    admin: AdminUser,
+    db: Db,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: CursorParam = None,
+) -> UserPage:
+    after = decode_cursor(cursor, str)
+    rows = await identity.users_page(db, limit=limit + 1, after=after[0] if after else None)
+    rows, next_cursor = split_page(rows, limit, lambda r: (r["username"],))
+    return UserPage(items=[UserAccount(**r) for r in rows], next_cursor=next_cursor)
+
+
+async def _target(conn: asyncpg.Connection, username: str) -> asyncpg.Record:
+    found = await identity.account_of(conn, username, for_update=True)
+    if found is None:
+        raise HTTPException(404, f"There is no user named {username!r}.")
+    return found
+
+
+@router.patch(
+    "/{username}",
+    response_model=UserAccount,
+    responses={**NOT_FOUND, 409: {"description": "it would leave no admin who can log in"}},
+)
+async def change_user(
+    username: str, body: UserChange, admin: AdminUser, db: Db, gw: GatewayDep
+) -> UserAccount:
+    """Disable or enable a user, change their role, or reset their password. Disabling and a new
+    password revoke every token the user holds, at once."""
+    password_hash = (
+        await asyncio.to_thread(security.hash_password, body.password) if body.password else None
+    )
+    async with gw.outbox.transaction(db) as conn:
+        target = await _target(conn, username)
+        loses_admin = target["role"] == "admin" and (body.disabled or body.role == "user")
+        if loses_admin and await identity.other_active_admins(conn, username) == 0:
+            raise HTTPException(
+                409, f"{username!r} is the last admin who can log in; make another admin first."
+            )
+        now = gw.clock()
+        await identity.update_user(
+            conn,
+            target["id"],
+            now=now,
+            disabled=body.disabled,
+            role=body.role,
+            password_hash=password_hash,
+        )
+        revoked = 0
+        if body.disabled or password_hash is not None:
+            revoked = await identity.revoke_all_tokens(conn, target["id"], now)
+        changed: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"password"})
+        if password_hash is not None:
+            changed["password"] = "reset"
+        await audit.record(
+            conn,
+            actor=admin.username,
+            action="user_changed",
+            target=username,
+            detail={**changed, "tokens_revoked": revoked},
+        )
+        updated = await identity.account_of(conn, username)
+    return UserAccount(**updated)
+
+
+@router.delete("/{username}/tokens", status_code=204, response_class=Response, responses=NOT_FOUND)
+async def revoke_tokens(username: str, user: CurrentUser, db: Db, gw: GatewayDep) -> Response:
+    """Log a user out everywhere: admins for anyone, users for themselves."""
+    if not user.is_admin and user.username != username:
+        raise HTTPException(404, f"There is no user named {username!r}.")
+    async with db.transaction():
+        target = await _target(db, username)
+        revoked = await identity.revoke_all_tokens(db, target["id"], gw.clock())
+        await audit.record(
+            db,
+            actor=user.username,
+            action="tokens_revoked",
+            target=username,
+            detail={"count": revoked},
+        )
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{username}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "the user owns live instances, or is yourself"},
+        422: {"description": "no such user to transfer to"},
+    },
+)
+async def delete_user(
+    username: str,
+    admin: AdminUser,
+    db: Db,
+    gw: GatewayDep,
+    settle: Annotated[
+        Literal["terminate"] | None,
+        Query(alias="instances", description="terminate the user's live instances"),
+    ] = None,
+    transfer_to: Annotated[
+        Username | None, Query(description="give the user's live instances to this user")
+    ] = None,
+) -> Response:
+    """The user can no longer log in, their tokens and webhooks go, and the name stays reserved.
+    Their live instances are terminated or given to another user, as asked."""
+    if settle is not None and transfer_to is not None:
+        raise HTTPException(422, "Choose one: ?instances=terminate or ?transfer_to=<username>.")
+    if username == admin.username:
+        raise HTTPException(409, "You cannot delete yourself; ask another admin.")
+    async with gw.outbox.transaction(db) as conn:
+        target = await _target(conn, username)
+        live = await instances.live_of_owner(conn, username)
+        detail: dict[str, Any] = {"instances": len(live)}
+        if live and transfer_to is not None:
+            await _transfer(conn, live, username, transfer_to, admin.username, gw)
+            detail["transferred_to"] = transfer_to
+        elif live and settle == "terminate":
+            for found in live:
+                await request_action(conn, found, InstanceAction.TERMINATE, admin.username, gw)
+            detail["terminated"] = True
+        elif live:
+            raise HTTPException(
+                409,
+                f"{username!r} owns {len(live)} live instance(s): delete with "
+                "?instances=terminate or ?transfer_to=<username>.",
+            )
+        now = gw.clock()
+        for webhook_id in await webhooks.live_ids_of(conn, username):
+            await webhooks.mark_deleted(conn, webhook_id, now)
+            await announce_webhook(conn, webhook_id, gw.cipher)
+        for account_id in await accounts.ungrant_everywhere(conn, username):
+            await accounts.bump_revision(conn, account_id)
+            await announce_account(conn, account_id)
+        await identity.delete_user(conn, target["id"], now)
+        await audit.record(
+            conn, actor=admin.username, action="user_deleted", target=username, detail=detail
+        )
+    return Response(status_code=204)
+
+
+async def _transfer(
+    conn: asyncpg.Connection,
+    live: list[dict[str, Any]],
+    owner: str,
+    recipient: str,
+    admin: str,
+    gw: Gateway,
+) -> None:
+    if recipient == owner:
+        raise HTTPException(422, "Transfer the instances to someone else than their owner.")
+    if await identity.account_of(conn, recipient) is None:
+        raise HTTPException(422, f"There is no user named {recipient!r} to transfer to.")
+    launching = sum(1 for found in live if found["state"] == "requested")
+    if launching:
+        # Until quota and the scheduler have taken a launch in, it is not theirs to move.
+        raise HTTPException(
+            409,
+            f"{launching} of {owner!r}'s instances are still being launched; try again once "
+            "they are pending (a few seconds).",
+            headers={"Retry-After": "5"},
+        )
+    await instances.give_to(conn, [found["id"] for found in live], recipient, gw.clock())
+    for found in live:
+        await add_to_outbox(
+            conn,
+            InstanceOwnerChanged(
+                instance_id=found["id"],
+                owner=recipient,
+                previous_owner=owner,
+                changed_by=admin,
+                cpus=found["cpus"],
+                memory_mb=found["memory_mb"],
+            ),
+            source=gw.runtime.bus.source,
+        )
