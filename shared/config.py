@@ -163,6 +163,31 @@ class NotifierSettings(ServiceSettings):
     # Requests in flight at once per replica, and to one webhook.
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
     webhook_concurrency_per_endpoint: int = Field(default=4, ge=1, le=100)
+    # Requests in flight at once per replica to one owner's webhooks: below the replica's
+    # concurrency, so one owner's slow receivers always leave room for others. Unset: a quarter.
+    webhook_concurrency_per_owner: int | None = Field(default=None, ge=1, le=999)
+
+    def webhook_owner_limit(self) -> int:
+        if self.webhook_concurrency_per_owner is not None:
+            return self.webhook_concurrency_per_owner
+        return max(1, self.webhook_concurrency // 4)
+
+    @model_validator(mode="after")
+    def _one_owner_never_fills_the_pool(self) -> NotifierSettings:
+        pool, per_owner = self.webhook_concurrency, self.webhook_owner_limit()
+        if pool < 2:
+            raise ValueError(
+                "BOREAS_WEBHOOK_CONCURRENCY must be at least 2: one owner's webhooks may use "
+                "only part of it (BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER, which must be below it), "
+                "so that other owners' deliveries always find room"
+            )
+        if per_owner >= pool:
+            raise ValueError(
+                f"BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER ({per_owner}) must be below "
+                f"BOREAS_WEBHOOK_CONCURRENCY ({pool}): one owner's slow webhooks must never "
+                "hold every request a notifier replica may have in flight"
+            )
+        return self
 
 
 class GatewaySettings(ServiceSettings):

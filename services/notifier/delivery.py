@@ -1,5 +1,10 @@
 """The webhook delivery worker: claims due deliveries, signs and sends them, records the outcome.
 
+Claims are shared out among the webhooks' owners (``fairness.share_out``): each owner has at
+most ``BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER`` requests in flight on a replica, below the
+replica's ``BOREAS_WEBHOOK_CONCURRENCY``, so one owner's slow receivers never take every slot.
+No transaction is open while a request is: the lease on the row is what holds it.
+
 Each attempt's outcome is written in one transaction with its ``webhook.delivery_attempted``
 report (outbox), so the delivery log the gateway serves never misses an attempt. Delivery is
 at-least-once: a replica that dies mid-request leaves its lease to expire and another replica
@@ -13,6 +18,7 @@ import contextlib
 import functools
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +27,7 @@ import asyncpg
 import httpx
 import structlog
 
-from services.notifier import repository
+from services.notifier import fairness, repository
 from services.notifier.repository import Claimed
 from services.notifier.retry import RetryPolicy, Verdict, judge
 from shared.config import NotifierSettings
@@ -66,7 +72,8 @@ class WebhookDeliverer:
     on_commit: Callable[[], None] = lambda: None  # wakes the outbox relay
     _resolver: targets.Resolver = field(default_factory=targets.Resolver, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    # Each request in flight on this replica, with its webhook's owner (for fairness.share_out).
+    _in_flight: dict[asyncio.Task[None], str] = field(default_factory=dict, init=False)
 
     @functools.cached_property
     def policy(self) -> RetryPolicy:
@@ -120,22 +127,33 @@ class WebhookDeliverer:
         room = self.settings.webhook_concurrency - len(self._in_flight)
         if room <= 0:
             return 0
+        per_owner = self.settings.webhook_owner_limit()
+        in_flight = Counter(self._in_flight.values())
         now = self.clock()
-        claimed = await repository.claim(
+        candidates = await repository.due(
             self.pool,
             now=now,
-            lease_until=now + timedelta(seconds=self.settings.webhook_timeout + 30),
             per_webhook=self.settings.webhook_concurrency_per_endpoint,
-            limit=room,
+            per_owner=min(per_owner, room),  # no owner can be given more than that
+            skip_owners=[owner for owner, busy in in_flight.items() if busy >= per_owner],
+        )
+        chosen = fairness.share_out(candidates, in_flight=in_flight, per_owner=per_owner, room=room)
+        if not chosen:
+            return 0
+        claimed = await repository.lease(
+            self.pool,
+            [c.id for c in chosen],
+            now=now,
+            lease_until=now + timedelta(seconds=self.settings.webhook_timeout + 30),
         )
         for delivery in claimed:
             task = asyncio.create_task(self._deliver(clients, delivery))
-            self._in_flight.add(task)
+            self._in_flight[task] = delivery.owner
             task.add_done_callback(self._finished)
         return len(claimed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._wake.set()  # a slot is free, and the next delivery of that key may be due
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook_delivery_crashed", error=repr(task.exception()))

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.notifier.fairness import Candidate
 from shared.events import SealedSecret, WebhookChanged, WebhookSecret
 
 WAKE_CHANNEL = "boreas_webhook_deliveries"
@@ -108,23 +109,26 @@ class Claimed:
     created_at: datetime
 
 
-async def claim(
+async def due(
     pool: asyncpg.Pool,
     *,
     now: datetime,
-    lease_until: datetime,
     per_webhook: int,
-    limit: int,
-) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries, each the oldest unfinished one of its ordering key,
-    at most ``per_webhook`` in flight per webhook (counting those already leased). Each webhook
-    contributes its own earliest rows, so one with a large backlog does not starve the others.
-
-    Replicas claim concurrently: a row another replica leased in the meantime fails the final
-    ``leased_until`` check when its lock is released, so each row goes to one replica."""
+    per_owner: int,
+    skip_owners: list[str],
+) -> list[Candidate]:
+    """Deliveries that may be sent now, each the oldest unfinished one of its ordering key, at
+    most ``per_webhook`` in flight per webhook (counting those already leased, by any replica)
+    and at most ``per_owner`` candidates per webhook owner (the earliest due); none of the
+    owners in ``skip_owners``. Each webhook contributes its own earliest rows, so one with a
+    large backlog does not starve the others. Which of them go is :func:`fairness.share_out`'s
+    choice."""
     rows = await pool.fetch(
-        """WITH chosen AS (
-               SELECT due.id FROM webhooks w CROSS JOIN LATERAL (
+        """SELECT id, owner, next_attempt_at FROM (
+               SELECT due.id, due.next_attempt_at, w.owner,
+                      row_number() OVER (PARTITION BY w.owner
+                                         ORDER BY due.next_attempt_at, due.id) AS place
+               FROM webhooks w CROSS JOIN LATERAL (
                    SELECT d.id, d.next_attempt_at FROM deliveries d
                    WHERE d.webhook_id = w.id AND d.state = 'pending'
                      AND d.next_attempt_at <= $1
@@ -134,26 +138,41 @@ async def claim(
                          WHERE e.webhook_id = d.webhook_id AND e.ordering_key = d.ordering_key
                            AND e.state = 'pending' AND e.id < d.id)
                    ORDER BY d.next_attempt_at, d.id
-                   LIMIT greatest($3 - (
+                   LIMIT greatest($2 - (
                        SELECT count(*) FROM deliveries b
                        WHERE b.webhook_id = w.id AND b.state = 'pending'
                          AND b.leased_until > $1), 0)
                ) due
-               WHERE w.active
-               ORDER BY due.next_attempt_at, due.id
-               LIMIT $4
-           )
-           UPDATE deliveries d SET leased_until = $2
-           FROM chosen c, webhooks w
-           WHERE d.id = c.id AND w.id = d.webhook_id AND d.state = 'pending'
-             AND (d.leased_until IS NULL OR d.leased_until <= $1)
+               WHERE w.active AND w.owner <> ALL($4::text[])
+           ) ranked
+           WHERE place <= $3""",
+        now,
+        per_webhook,
+        per_owner,
+        skip_owners,
+    )
+    return [Candidate(r["id"], r["owner"], r["next_attempt_at"]) for r in rows]
+
+
+async def lease(
+    pool: asyncpg.Pool, delivery_ids: list[int], *, now: datetime, lease_until: datetime
+) -> list[Claimed]:
+    """Lease the chosen deliveries to this replica, with what sending them takes.
+
+    Replicas claim concurrently: a row another replica leased since it was chosen fails the
+    ``leased_until`` check here and is left out, so each row goes to one replica. A row chosen
+    as first of its key is still first: a key's rows are queued one transaction after another
+    (the queueing handler is ordered by that key), so none can appear before it."""
+    rows = await pool.fetch(
+        """UPDATE deliveries d SET leased_until = $3
+           FROM webhooks w
+           WHERE d.id = ANY($1::bigint[]) AND w.id = d.webhook_id AND d.state = 'pending'
+             AND (d.leased_until IS NULL OR d.leased_until <= $2)
            RETURNING d.id, d.webhook_id, w.owner, w.url, w.sealed_url, w.secrets, d.message_id,
-                     d.topic,
-                     d.body, d.attempts, d.created_at""",
+                     d.topic, d.body, d.attempts, d.created_at""",
+        delivery_ids,
         now,
         lease_until,
-        per_webhook,
-        limit,
     )
     return [
         Claimed(

@@ -483,7 +483,10 @@ async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
     await receiver.start()
     counters = (CountingTransport(), CountingTransport())
     settings = notifier_settings(
-        *stack_urls, webhook_concurrency=PER_REPLICA, webhook_concurrency_per_endpoint=8
+        *stack_urls,
+        webhook_concurrency=PER_REPLICA,
+        webhook_concurrency_per_endpoint=8,
+        webhook_concurrency_per_owner=PER_REPLICA - 1,  # one owner: two replicas, 6 at once
     )
     async with (
         notifier_runtime(settings, counters[0]) as first,
@@ -576,3 +579,88 @@ async def test_a_token_in_a_webhook_url_stays_out_of_logs_audit_and_events(
     logged = capfd.readouterr()
     assert token not in logged.out + logged.err
     assert report.data["outcome"] == "delivered", report.data
+
+
+POOL, PER_OWNER = 4, 2  # a notifier replica's requests in flight, and one owner's share of them
+
+
+@pytest.fixture
+def own_stack_urls(infra: Infrastructure) -> Iterator[tuple[str, str]]:
+    """A vhost and database of the test's own: no delivery left by another test takes a slot."""
+    with infra.isolated() as urls:
+        yield urls
+
+
+async def test_an_owner_whose_receiver_holds_every_request_leaves_room_for_another_owner(
+    own_stack_urls: tuple[str, str],
+) -> None:
+    """The security review's case: one owner has more webhooks than a replica may have requests
+    in flight, all on a receiver that answers only when the test lets it; another owner's
+    delivery still goes out while they are all held, and theirs follow once released."""
+    amqp_url, _ = own_stack_urls
+    release = asyncio.Event()
+    open_now = most_open = 0
+
+    async def hold(_request: Request) -> int:
+        nonlocal open_now, most_open
+        open_now += 1
+        most_open = max(most_open, open_now)
+        await release.wait()
+        open_now -= 1
+        return 204
+
+    held, fast = Receiver(answer=hold), Receiver()
+    await held.start()
+    await fast.start()
+    # Requests are never given up on while the test holds them: the review's receiver answered
+    # within the timeout too, just slowly.
+    settings = notifier_settings(
+        *own_stack_urls,
+        webhook_concurrency=POOL,
+        webhook_concurrency_per_owner=PER_OWNER,
+        webhook_timeout=60.0,
+    )
+    cipher = settings.credential_cipher()
+    ann, bea = f"ann-{uuid.uuid4().hex[:6]}", f"bea-{uuid.uuid4().hex[:6]}"
+    ann_hooks = [
+        announced_webhook(uuid.uuid4(), ann, held.url(f"/ann/{i}"), cipher) for i in range(POOL + 2)
+    ]
+    bea_hook = announced_webhook(uuid.uuid4(), bea, fast.url("/bea"), cipher)
+    try:
+        async with notifier_runtime(settings) as notifier:
+            await publish(amqp_url, *ann_hooks, bea_hook)
+            for hook in (*ann_hooks, bea_hook):
+                await wait_until(
+                    lambda h=hook: notifier_knows(notifier, str(h.webhook_id)), timeout=10
+                )
+            [ann_event] = await publish(amqp_url, rejected(ann))
+            await wait_until(
+                lambda: len(held.requests) >= PER_OWNER, timeout=10, what="ann's share is held"
+            )
+            [bea_event] = await publish(amqp_url, rejected(bea))
+            await wait_until(
+                lambda: fast.at("/bea"), timeout=20, what="bea's delivery while ann's are held"
+            )
+            # Bea's went out while ann's were held, not after they had been given up on...
+            ann_ids = [h.webhook_id for h in ann_hooks]
+            tried = await notifier.pool.fetchval(
+                "SELECT sum(attempts) FROM deliveries WHERE webhook_id = ANY($1::uuid[])", ann_ids
+            )
+            assert tried == 0
+            # ...and with room left in the replica, ann still had no more than her share.
+            assert len(held.requests) == PER_OWNER
+            release.set()
+            await wait_until(
+                lambda: all(held.deduped(f"/ann/{i}") for i in range(POOL + 2)),
+                timeout=30,
+                what="every one of ann's deliveries",
+            )
+    finally:
+        release.set()
+        await held.stop()
+        await fast.stop()
+
+    assert [r.message_id for r in fast.at("/bea")] == [bea_event]
+    for i in range(POOL + 2):
+        assert [r.message_id for r in held.deduped(f"/ann/{i}")] == [ann_event]
+    assert most_open == PER_OWNER

@@ -3,7 +3,7 @@
 import pydantic
 import pytest
 
-from shared.config import GatewaySettings, ServiceSettings
+from shared.config import GatewaySettings, NotifierSettings, ServiceSettings
 from shared.credentials import new_key_text
 
 
@@ -73,3 +73,32 @@ def test_secret_key_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyP
     settings = ServiceSettings()
     assert key not in repr(settings) and key not in str(settings.model_dump())
     assert settings.credential_cipher().current_key_id
+
+
+def test_one_owners_webhooks_get_a_quarter_of_a_replicas_requests_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("BOREAS_WEBHOOK_CONCURRENCY", "BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER"):
+        monkeypatch.delenv(name, raising=False)
+    assert NotifierSettings().webhook_owner_limit() == 8
+    monkeypatch.setenv("BOREAS_WEBHOOK_CONCURRENCY", "6")
+    assert NotifierSettings().webhook_owner_limit() == 1
+    monkeypatch.setenv("BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER", "5")
+    assert NotifierSettings().webhook_owner_limit() == 5
+
+
+def test_an_owner_may_never_fill_a_replicas_webhook_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BOREAS_WEBHOOK_CONCURRENCY", "16")
+    monkeypatch.setenv("BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER", "16")
+    with pytest.raises(
+        pydantic.ValidationError,
+        match=r"BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER \(16\) must be below "
+        r"BOREAS_WEBHOOK_CONCURRENCY \(16\)",
+    ):
+        NotifierSettings()
+    monkeypatch.delenv("BOREAS_WEBHOOK_CONCURRENCY_PER_OWNER")
+    monkeypatch.setenv("BOREAS_WEBHOOK_CONCURRENCY", "1")
+    with pytest.raises(pydantic.ValidationError, match="must be at least 2"):
+        NotifierSettings()
