@@ -226,6 +226,9 @@ class GatewaySettings(ServiceSettings):
     # refused (429); past it for one username from all addresses together, each further attempt
     # on it is slowed down, never refused, so nobody can lock a user out.
     login_failures_per_minute: int = Field(default=5, ge=1)
+    # Event streams (GET /v1/events) one user may have open at once, across all gateway
+    # processes and replicas; the next one gets 429.
+    event_streams_per_user: int = Field(default=5, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _prod_needs_an_admin_password(self) -> GatewaySettings:

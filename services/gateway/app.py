@@ -8,12 +8,14 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from uuid import uuid4
 
 from fastapi import FastAPI
 
 from services.gateway.body_limit import BodyLimit
 from services.gateway.bootstrap import ensure_admin
 from services.gateway.deps import Gateway
+from services.gateway.event_hub import EventHub
 from services.gateway.handlers import subscriptions
 from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
@@ -38,6 +40,10 @@ from shared.webhooks.targets import Resolver
 
 
 def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
+    # One listener feeds every event stream of this process (each worker process has its own).
+    hub = EventHub(
+        settings.event_streams_per_user, holder=f"{settings.replica_id}-{uuid4().hex[:8]}"
+    )
     runtime = ServiceRuntime(
         "gateway",
         settings,
@@ -45,6 +51,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         subscriptions=lambda _rt: subscriptions(clock=clock),
         background=lambda rt: {
             "feed_pruning": lambda: feed.prune_forever(rt.pool, clock),
+            "event_hub": lambda: hub.run(feed.PostgresFeed(rt.pool)),
             "webhook_log_pruning": lambda: webhook_log.prune_attempts_forever(rt.pool, clock),
             "rate_limit_pruning": lambda: identity.prune_rate_limits_forever(
                 rt.pool, clock, tokens.RATE_WINDOW
@@ -73,6 +80,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.gateway = gateway
+    app.state.event_hub = hub
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_problem_openapi(app)

@@ -1,4 +1,5 @@
-"""GET /v1/events over a real HTTP connection: only the caller's own events, resumable."""
+"""GET /v1/events over a real HTTP connection: only the caller's own events, resumable, at most
+BOREAS_EVENT_STREAMS_PER_USER streams per user, a closed one's slot free again at once."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
 from shared.bus import Bus
 from shared.events import InstanceRejected
+from shared.testing import wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import ADMIN_PASSWORD, SESSION_KEY
 from tests.processes import answers, free_port, running_process
+
+STREAMS_PER_USER = 3
+# The server's keep-alive comment comes every 15 s: a closed client's slot must be free well
+# before that, so it is noticed by itself rather than by a failing write.
+SLOT_FREED_WITHIN = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +39,7 @@ def gateway(infra: Infrastructure) -> Iterator[tuple[str, str]]:
             "BOREAS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BOREAS_SECRET_KEY": SESSION_KEY,
             "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "1000",
+            "BOREAS_EVENT_STREAMS_PER_USER": str(STREAMS_PER_USER),
         }
         base = f"http://127.0.0.1:{port}"
         with running_process(
@@ -154,3 +163,160 @@ async def test_the_largest_feed_number_is_accepted(gateway: tuple[str, str]) -> 
             assert stream.status_code == 200
             lines = stream.aiter_lines()
             assert await anext(lines) == ": connected"
+
+
+async def new_user(client: httpx.AsyncClient, prefix: str) -> tuple[str, dict[str, str]]:
+    name, password = f"{prefix}-{uuid.uuid4().hex[:6]}", f"{prefix}-password-1"
+    admin = await token(client, "admin", ADMIN_PASSWORD)
+    created = await client.post(
+        "/v1/users", json={"username": name, "password": password}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    return name, await token(client, name, password)
+
+
+async def open_stream(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    """The answer to GET /v1/events, its body unread unless it is an error (then read)."""
+    response = await client.send(
+        client.build_request("GET", "/v1/events", headers=headers), stream=True
+    )
+    if response.status_code != 200:
+        await response.aread()
+        await response.aclose()
+    return response
+
+
+class OpenStream:
+    """A stream that said it is listening; its lines are read by one iterator, kept here: a
+    dropped iterator is finalized, and that closes the connection."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        assert response.status_code == 200, response.text
+        self.response, self.lines = response, response.aiter_lines()
+
+    async def connected(self) -> OpenStream:
+        assert await anext(self.lines) == ": connected"
+        return self
+
+    async def close(self) -> None:
+        await self.lines.aclose()
+        await self.response.aclose()
+
+
+async def test_streams_past_the_cap_are_refused_until_one_is_closed(
+    gateway: tuple[str, str],
+) -> None:
+    base, _ = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client, AsyncExitStack() as open_:
+
+        async def connect(headers: dict[str, str]) -> OpenStream:
+            stream = await OpenStream(await open_stream(client, headers)).connected()
+            open_.push_async_callback(stream.close)
+            return stream
+
+        _, carol = await new_user(client, "carol")
+        streams = [await connect(carol) for _ in range(STREAMS_PER_USER)]
+
+        refused = await open_stream(client, carol)
+        assert refused.status_code == 429, refused.status_code
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert str(STREAMS_PER_USER) in refused.json()["detail"]
+
+        # The cap is per user: someone else still gets a stream.
+        _, dave = await new_user(client, "dave")
+        await connect(dave)
+
+        # The client goes away without a word: the server must notice by itself (no write of
+        # its own is due for 15 s) and free the slot.
+        await streams[0].close()
+
+        async def reopened() -> httpx.Response | None:
+            stream = await open_stream(client, carol)
+            return stream if stream.status_code == 200 else None
+
+        again = OpenStream(await wait_until(reopened, timeout=SLOT_FREED_WITHIN, what="a slot"))
+        open_.push_async_callback(again.close)
+        await again.connected()
+        assert (await open_stream(client, carol)).status_code == 429
+
+
+async def collect(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    enough: Callable[[list[tuple[int, str, dict]]], bool],
+    connected: asyncio.Event | None = None,
+) -> list[tuple[int, str, dict]]:
+    """Events of one stream (id, topic, CloudEvent) until ``enough`` of them came."""
+    found: list[tuple[int, str, dict]] = []
+    async with asyncio.timeout(15), client.stream("GET", "/v1/events", headers=headers) as stream:
+        assert stream.status_code == 200
+        block: dict[str, str] = {}
+        async for line in stream.aiter_lines():
+            if line == ": connected" and connected is not None:
+                connected.set()
+            if line.startswith(("id:", "event:", "data:")):
+                key, _, value = line.partition(": ")
+                block[key] = value
+            elif line == "" and "data" in block:
+                found.append((int(block["id"]), block["event"], json.loads(block["data"])))
+                block = {}
+                if enough(found):
+                    return found
+    return found
+
+
+async def test_each_users_streams_carry_their_own_events_live_and_resumed(
+    gateway: tuple[str, str],
+) -> None:
+    base, amqp_url = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        erin, erin_headers = await new_user(client, "erin")
+        frank, frank_headers = await new_user(client, "frank")
+        admin = await token(client, "admin", ADMIN_PASSWORD)
+        sent: dict[str, list[str]] = {erin: [], frank: []}
+
+        def three(found: list[tuple[int, str, dict]]) -> bool:
+            return len(found) == 3
+
+        def all_sent(found: list[tuple[int, str, dict]]) -> bool:
+            return {e["id"] for _, _, e in found} >= {*sent[erin], *sent[frank]}
+
+        streams = {  # two streams of erin's: each gets all of hers
+            "erin": (erin_headers, three),
+            "erin again": (erin_headers, three),
+            "frank": (frank_headers, three),
+            "admin": (admin, all_sent),
+        }
+        listening = {name: asyncio.Event() for name in streams}
+        readers = {
+            name: asyncio.create_task(collect(client, headers, enough, listening[name]))
+            for name, (headers, enough) in streams.items()
+        }
+        for event in listening.values():
+            await event.wait()
+
+        bus = Bus(amqp_url, source="boreas/quota")
+        await bus.connect()
+        try:
+            for i in range(3):
+                for owner in (erin, frank):
+                    event = InstanceRejected(instance_id=uuid.uuid4(), owner=owner, reason=f"r{i}")
+                    sent[owner].append((await bus.publish(event)).id)
+        finally:
+            await bus.close()
+
+        live = {name: await reader for name, reader in readers.items()}
+        assert sorted(e["id"] for _, _, e in live["erin"]) == sorted(sent[erin])
+        assert sorted(e["id"] for _, _, e in live["frank"]) == sorted(sent[frank])
+        assert live["erin again"] == live["erin"]
+        assert all_sent(live["admin"])
+
+        # Resumed from before all of them, and after the first: the backlog is theirs alone.
+        for name, headers in (("erin", erin_headers), ("frank", frank_headers)):
+            numbers = [n for n, _, _ in live[name]]
+            replayed = await collect(client, {**headers, "Last-Event-ID": "0"}, three)
+            assert replayed == live[name]
+            after_first = {**headers, "Last-Event-ID": str(numbers[0])}
+            rest = await collect(client, after_first, lambda found: len(found) == 2)
+            assert rest == live[name][1:]

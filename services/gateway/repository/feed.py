@@ -1,18 +1,30 @@
-"""The numbered feed of public events behind GET /v1/events."""
+"""The numbered feed of public events behind GET /v1/events, and the leases of open streams."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
+from uuid import UUID
 
 import asyncpg
 
-from shared.db import TRANSIENT_DB_ERRORS
+from shared.db import TRANSIENT_DB_ERRORS, listen_forever
 from shared.events import Envelope
 
 RETENTION = timedelta(days=7)
+WAKE_CHANNEL = "boreas_event_feed"
+# Leases expired this long ago belong to users who have not opened a stream since: tidied hourly.
+STALE_LEASES = timedelta(hours=1)
+
+
+class FeedRow(NamedTuple):
+    seq: int
+    owner: str | None
+    topic: str
+    envelope: str  # the CloudEvent as JSON text
 
 
 async def append(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
@@ -31,24 +43,111 @@ async def append(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
         [e.topic for e in envelopes],
         [e.model_dump_json(exclude_none=True) for e in envelopes],
     )
-    await conn.execute("SELECT pg_notify('boreas_event_feed', '')")
+    await conn.execute(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
 
 
-async def after(
-    pool: asyncpg.Pool, seq: int, *, owner: str | None, limit: int = 200
-) -> list[asyncpg.Record]:
-    """Events numbered after ``seq``: the owner's own, or everyone's for ``owner=None``."""
-    return await pool.fetch(
-        """SELECT seq, topic, envelope FROM event_feed
-           WHERE seq > $1 AND ($2::text IS NULL OR owner = $2) ORDER BY seq LIMIT $3""",
-        seq,
-        owner,
-        limit,
-    )
+class PostgresFeed:
+    """What the event hub (services/gateway/event_hub.py) reads and writes, in PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def horizon(self) -> int:
+        return await self.pool.fetchval("SELECT coalesce(max(seq), 0) FROM event_feed")
+
+    async def after(self, seq: int, limit: int) -> list[FeedRow]:
+        """Everyone's events numbered after ``seq``, the lowest first."""
+        rows = await self.pool.fetch(
+            """SELECT seq, owner, topic, envelope FROM event_feed
+               WHERE seq > $1 ORDER BY seq LIMIT $2""",
+            seq,
+            limit,
+        )
+        return [FeedRow(*row) for row in rows]
+
+    async def backlog(self, after: int, upto: int, owner: str | None, limit: int) -> list[FeedRow]:
+        """Events numbered in (``after``, ``upto``], the lowest first: ``owner``'s, or everyone's
+        for ``None``. Two statements rather than ``owner IS NULL OR``: each keeps its index."""
+        if owner is None:
+            rows = await self.pool.fetch(
+                """SELECT seq, owner, topic, envelope FROM event_feed
+                   WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3""",
+                after,
+                upto,
+                limit,
+            )
+        else:
+            rows = await self.pool.fetch(
+                """SELECT seq, owner, topic, envelope FROM event_feed
+                   WHERE owner = $3 AND seq > $1 AND seq <= $2 ORDER BY seq LIMIT $4""",
+                after,
+                upto,
+                owner,
+                limit,
+            )
+        return [FeedRow(*row) for row in rows]
+
+    async def listen(self, on_notify: Callable[[], None]) -> None:
+        """Call ``on_notify`` whenever an append commits (for ever; the hub polls as well)."""
+        await listen_forever(self.pool, WAKE_CHANNEL, lambda *_: on_notify(), retry_interval=1.0)
+
+    async def admit(
+        self, stream_id: UUID, owner: str, holder: str, cap: int, lease_seconds: float
+    ) -> bool:
+        """Lease a slot for a new stream of ``owner`` unless ``cap`` live ones hold them all.
+        Admissions of one owner take turns; expired leases (of a process that died) go first."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """SELECT pg_advisory_xact_lock(
+                       hashtext('boreas.event_stream_leases'), hashtext($1))""",
+                owner,
+            )
+            await conn.execute(
+                "DELETE FROM event_stream_leases WHERE owner = $1 AND expires_at <= now()", owner
+            )
+            held = await conn.fetchval(
+                "SELECT count(*) FROM event_stream_leases WHERE owner = $1", owner
+            )
+            if held >= cap:
+                return False
+            await conn.execute(
+                """INSERT INTO event_stream_leases (stream_id, owner, holder, expires_at)
+                   VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
+                stream_id,
+                owner,
+                holder,
+                lease_seconds,
+            )
+            return True
+
+    async def renew(
+        self, holder: str, streams: Sequence[tuple[UUID, str]], lease_seconds: float
+    ) -> None:
+        """Extend the leases of ``holder``'s open ``streams`` (id, owner) in one statement, and
+        put back any that expired meanwhile (this process was cut off from the database)."""
+        await self.pool.execute(
+            """INSERT INTO event_stream_leases (stream_id, owner, holder, expires_at)
+               SELECT stream_id, owner, $3, now() + make_interval(secs => $4)
+               FROM unnest($1::uuid[], $2::text[]) AS s(stream_id, owner)
+               ON CONFLICT (stream_id) DO UPDATE SET expires_at = excluded.expires_at""",
+            [stream_id for stream_id, _ in streams],
+            [owner for _, owner in streams],
+            holder,
+            lease_seconds,
+        )
+
+    async def release(self, stream_id: UUID) -> None:
+        await self.pool.execute("DELETE FROM event_stream_leases WHERE stream_id = $1", stream_id)
+
+    async def release_holder(self, holder: str) -> None:
+        await self.pool.execute("DELETE FROM event_stream_leases WHERE holder = $1", holder)
 
 
 async def prune(pool: asyncpg.Pool, now: datetime, keep: timedelta) -> None:
     await pool.execute("DELETE FROM event_feed WHERE received_at < $1", now - keep)
+    await pool.execute(
+        "DELETE FROM event_stream_leases WHERE expires_at < now() - $1::interval", STALE_LEASES
+    )
 
 
 async def prune_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> None:

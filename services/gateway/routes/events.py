@@ -1,70 +1,130 @@
-"""GET /v1/events: the caller's own events as server-sent events, resumable with Last-Event-ID."""
+"""GET /v1/events: the caller's own events as server-sent events, resumable with Last-Event-ID,
+fed by the process's event hub, at most BOREAS_EVENT_STREAMS_PER_USER at once per user."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from services.gateway.deps import CurrentUser, GatewayDep
-from services.gateway.repository import feed
+from services.gateway.deps import CurrentUser
+from services.gateway.event_hub import (
+    LEASE_SECONDS,
+    Ending,
+    EventHub,
+    HubNotReady,
+    Stream,
+    StreamRefused,
+)
+from services.gateway.problems import problem
+from services.gateway.repository.feed import FeedRow
+from services.gateway.repository.identity import User
 
 router = APIRouter(tags=["events"])
 
-POLL_SECONDS = 0.25
 # The feed numbers rows with a PostgreSQL bigint.
 MAX_FEED_NUMBER = 2**63 - 1
 KEEPALIVE_SECONDS = 15.0
+# The last words of a stream the server ends (a client that went away hears nothing).
+LAST_WORDS = {
+    Ending.FELL_BEHIND: "cut off: more events waited for this client than a stream may hold",
+    Ending.STOPPING: "this gateway is stopping",
+    Ending.DATABASE_AWAY: "the database is not reachable right now",
+}
+
+
+class EventStreamResponse(Response):
+    """Takes a slot when the server calls it and gives it back when the stream ends, however it
+    ends. It listens on the ASGI receive channel for the client's disconnect, so a closed client
+    frees its slot at once (a write to it would only notice at the next keep-alive)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, hub: EventHub, user: User, position: int | None) -> None:
+        self.hub, self.user, self.position = hub, user, position
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            stream = await self.hub.open(self.user.username, everyone=self.user.is_admin)
+        except StreamRefused:
+            cap = self.hub.streams_per_user
+            refusal = problem(
+                429,
+                f"You have {cap} event streams open, as many as one user may; close one first.",
+                headers={"Retry-After": str(int(LEASE_SECONDS))},
+            )
+            await refusal(scope, receive, send)
+            return
+        except HubNotReady:
+            away = problem(
+                503,
+                "Event streams are not available yet; retry shortly.",
+                headers={"Retry-After": "5"},
+            )
+            await away(scope, receive, send)
+            return
+        watcher = asyncio.create_task(_end_when_client_leaves(receive, stream))
+        try:
+            await self._serve(stream, send)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await self.hub.close(stream)
+
+    async def _serve(self, stream: Stream, send: Send) -> None:
+        async def write(text: str, *, more: bool = True) -> None:
+            body = text.encode()
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await write(": connected\n\n")
+        async for rows in self.hub.follow(stream, self.position, KEEPALIVE_SECONDS):
+            await write("".join(map(_event, rows)) if rows else ": keep-alive\n\n")
+        last_words = LAST_WORDS.get(stream.ended) if stream.ended else None
+        ending = f": {last_words}; reconnect with Last-Event-ID to resume\n\n" if last_words else ""
+        await write(ending, more=False)
 
 
 @router.get(
     "/v1/events",
-    response_class=StreamingResponse,
+    status_code=200,
+    response_class=EventStreamResponse,
     responses={
         200: {
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "`id:` the feed number, `event:` the topic, `data:` the CloudEvent",
         },
         400: {},
+        429: {"description": "the caller has BOREAS_EVENT_STREAMS_PER_USER streams open"},
     },
 )
 async def event_stream(
     request: Request,
     user: CurrentUser,
-    gw: GatewayDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
-) -> StreamingResponse:
+) -> Response:
     """Without Last-Event-ID: events from now on. With it: everything after that id that the
     feed still holds (a week). Users get their own events; admins everyone's."""
-    if last_event_id is not None:
-        position = _feed_number(last_event_id)
-    else:
-        position = await gw.pool.fetchval("SELECT coalesce(max(seq), 0) FROM event_feed")
-    owner = None if user.is_admin else user.username
+    position = None if last_event_id is None else _feed_number(last_event_id)
+    return EventStreamResponse(request.app.state.event_hub, user, position)
 
-    async def stream() -> AsyncIterator[str]:
-        seq, quiet = position, 0.0
-        yield ": connected\n\n"
-        while not await request.is_disconnected():
-            rows = await feed.after(gw.pool, seq, owner=owner)
-            for row in rows:
-                seq = row["seq"]
-                yield f"id: {seq}\nevent: {row['topic']}\ndata: {row['envelope']}\n\n"
-            if rows:
-                quiet = 0.0
-                continue
-            await asyncio.sleep(POLL_SECONDS)
-            quiet += POLL_SECONDS
-            if quiet >= KEEPALIVE_SECONDS:
-                quiet = 0.0
-                yield ": keep-alive\n\n"
 
-    return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+def _event(row: FeedRow) -> str:
+    return f"id: {row.seq}\nevent: {row.topic}\ndata: {row.envelope}\n\n"
+
+
+async def _end_when_client_leaves(receive: Receive, stream: Stream) -> None:
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    stream.end(Ending.CLIENT_GONE)
 
 
 def _feed_number(last_event_id: str) -> int:
