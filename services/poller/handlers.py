@@ -10,7 +10,12 @@ from services.poller import repository
 from shared.clouds.connections import CloudConnections
 from shared.config import PollerSettings
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
-from shared.events import InstanceActionRequested, InstancePlaced, ProviderAccountChanged
+from shared.events import (
+    InstanceActionRequested,
+    InstanceOwnerChanged,
+    InstancePlaced,
+    ProviderAccountChanged,
+)
 from shared.ordering import OrderKey
 from shared.runtime import Clock
 
@@ -18,6 +23,7 @@ from shared.runtime import Clock
 async def record_account(
     event: ProviderAccountChanged, uow: UnitOfWork, *, clouds: CloudConnections
 ) -> None:
+    """The newest revision of an account; a deleted one is never claimed for a poll again."""
     await repository.upsert_account(uow.conn, event)
     uow.after_commit(lambda: clouds.forget(event.account_id))
 
@@ -33,6 +39,12 @@ async def follow_placements(
         now=clock(),
         default_interval=settings.poll_interval,
     )
+
+
+async def change_owner(event: InstanceOwnerChanged, uow: UnitOfWork) -> None:
+    """An admin gave the instance to another user: its next state changes name the new owner,
+    also when this arrives before the placement (see repository.follow)."""
+    await repository.change_owner(uow.conn, event.instance_id, event.owner)
 
 
 async def expect_action(
@@ -64,6 +76,13 @@ def subscriptions(
             name="follow_placement",
             order_by=OrderKey.INSTANCE,
             dedupe=False,  # following twice is following once; a poke twice, a poke
+        ),
+        # Inbox kept: a copy of an earlier change delivered after a later one is skipped.
+        Subscription(
+            InstanceOwnerChanged,
+            change_owner,
+            name="change_owner",
+            order_by=OrderKey.INSTANCE,
         ),
         Subscription(
             InstanceActionRequested,

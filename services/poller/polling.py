@@ -5,6 +5,10 @@ instance in transition, an action asked for and not yet seen), and at its idle i
 everything is settled (still often enough to see nodes that die or change outside Boreas). A
 placement or an action pokes its account, so the next poll comes within the fast interval. A
 quiet poll reads and writes one row: it locks nothing and publishes nothing.
+
+Each account's health (``provider_account.health_reported``) is published in the transaction
+that records a poll's outcome: on every failure, on the success that ends them, and otherwise on
+a success at most every ``HEALTH_REPORT_SECONDS`` (:mod:`services.poller.health`).
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import structlog
 
 from services.poller import repository
 from services.poller.diff import FINAL, Known, Seen, changing, diff
+from services.poller.health import describe_failure, health_due
 from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
+from shared.credentials import SealedCredentials
 from shared.db import TRANSIENT_DB_ERRORS
-from shared.events import Envelope, InstanceState, InstanceStateChanged
-from shared.outbox import add_envelopes
+from shared.events import Envelope, InstanceState, InstanceStateChanged, ProviderAccountHealth
+from shared.outbox import add_envelopes, add_to_outbox
 from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
@@ -151,15 +157,7 @@ class Poller:
             and states[i] == r["state"]  # an action's effect shows as a transition
             for i, r in rows.items()
         )
-        await repository.polled(
-            self._pool,
-            account["id"],
-            replica=self._settings.replica_id,
-            at=now,
-            changing=changing(states.values(), expecting),
-            fast=fast,
-            idle=idle,
-        )
+        await self._record_success(account, now, changing(states.values(), expecting), fast, idle)
         if result.transitions:
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
 
@@ -192,14 +190,76 @@ class Poller:
             self._on_commit()
         return {str(row["instance_id"]): row["state"] for row in moved}
 
+    async def _record_success(
+        self, account: dict[str, Any], now: datetime, busy: bool, fast: float, idle: float
+    ) -> None:
+        polled = {
+            "replica": self._settings.replica_id,
+            "at": now,
+            "changing": busy,
+            "fast": fast,
+            "idle": idle,
+        }
+        due = health_due(
+            failed=False,
+            failures_before=account["failures"],
+            reported_at=account["health_reported_at"],
+            now=now,
+        )
+        if not due:
+            # The quiet poll: one statement, no transaction, nothing published.
+            await repository.polled(self._pool, account["id"], **polled)
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            live = await repository.polled(conn, account["id"], health_reported=True, **polled)
+            if live:
+                await add_to_outbox(
+                    conn,
+                    ProviderAccountHealth(
+                        account_id=account["id"],
+                        last_poll_at=now,
+                        last_error=None,
+                        consecutive_failures=0,
+                    ),
+                    source=SOURCE,
+                )
+        self._on_commit()
+
     async def _back_off(self, account: dict[str, Any], error: Exception, fast: float) -> None:
         delay = retry_delay(fast, account["failures"] + 1, self._settings.poll_backoff_max)
-        text = f"{type(error).__name__}: {str(error)[:200]}"
+        text = describe_failure(error, self._credential_values(account))
+        now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
-            await repository.back_off(
-                conn, account["id"], until=self._clock() + timedelta(seconds=delay), error=text
+            failures = await repository.back_off(
+                conn,
+                account["id"],
+                until=now + timedelta(seconds=delay),
+                error=text,
+                reported_at=now,
             )
-            await repository.log_poll(
-                conn, account["id"], self._settings.replica_id, self._clock(), False
-            )
+            await repository.log_poll(conn, account["id"], self._settings.replica_id, now, False)
+            if failures is not None:
+                # last_poll_at is the time of the poll reported, failed or not: the gateway
+                # keeps the report about the latest poll, whatever order reports arrive in.
+                await add_to_outbox(
+                    conn,
+                    ProviderAccountHealth(
+                        account_id=account["id"],
+                        last_poll_at=now,
+                        last_error=text,
+                        consecutive_failures=failures,
+                    ),
+                    source=SOURCE,
+                )
+        self._on_commit()
         log.warning("poll_failed", error=text, retry_in=round(delay, 1))
+
+    def _credential_values(self, account: dict[str, Any]) -> list[str]:
+        """The account's credentials in clear (in memory only), so a cloud's error message that
+        echoes one is redacted; none if they do not open (that may be the very failure)."""
+        try:
+            sealed = SealedCredentials.model_validate(account["credentials"])
+            opened = self._settings.credential_cipher().open(account["id"], sealed)
+        except Exception:
+            return []
+        return [value for value in opened.values() if isinstance(value, str)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,12 +13,15 @@ from shared.events import InstancePlaced, ProviderAccountChanged
 
 
 async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged) -> None:
+    """Keep the newest revision; an older one arriving late changes nothing. A deleted account
+    is kept deleted at its revision (a tombstone, never claimed), so a late older one cannot
+    revive it."""
     await conn.execute(
-        """INSERT INTO accounts (id, name, provider, config, credentials, revision)
-           VALUES ($1, $2, $3, $4, $5, $6)
+        """INSERT INTO accounts (id, name, provider, config, credentials, revision, deleted)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, provider = EXCLUDED.provider,
                config = EXCLUDED.config, credentials = EXCLUDED.credentials,
-               revision = EXCLUDED.revision
+               revision = EXCLUDED.revision, deleted = EXCLUDED.deleted
            WHERE accounts.revision < EXCLUDED.revision""",
         event.account_id,
         event.name,
@@ -25,16 +29,38 @@ async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged
         json.dumps(event.config),
         event.credentials.model_dump_json(),
         event.revision,
+        event.deleted,
     )
 
 
+# instance.placed and instance.owner_changed reach the poller on two queues, so an owner change
+# may be handled before the placement it follows. The handler of each takes this lock on the
+# instance first: whichever comes second then sees what the first committed. An owner change
+# finding the instance not yet followed is kept in owner_changes, and following it takes the
+# owner from there (and removes the row), so the first state change already names the new owner.
+_INSTANCE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('boreas.poller.instance.' || $1))"
+
+
+async def _lock_instances(conn: asyncpg.Connection, instance_ids: list[str]) -> None:
+    # One at a time in id order: two batches locking overlapping sets cannot deadlock.
+    for instance_id in sorted(set(instance_ids)):
+        await conn.execute(_INSTANCE_LOCK, instance_id)
+
+
 async def follow(conn: asyncpg.Connection, placed: list[InstancePlaced]) -> None:
-    """Follow placed instances from now on (pending: their accounts are polled fast)."""
+    """Follow placed instances from now on (pending: their accounts are polled fast), for the
+    owner an earlier owner change gave them to, if any."""
+    await _lock_instances(conn, [str(e.instance_id) for e in placed])
     await conn.execute(
         """INSERT INTO instances (instance_id, owner, account_id, provider, provider_instance_id,
                                   cpus, memory_mb, state)
-           SELECT *, 'pending' FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                           $5::text[], $6::int[], $7::int[])
+           SELECT p.instance_id, coalesce(c.owner, p.owner), p.account_id, p.provider,
+                  p.provider_instance_id, p.cpus, p.memory_mb, 'pending'
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+                       $7::int[])
+                AS p(instance_id, owner, account_id, provider, provider_instance_id, cpus,
+                     memory_mb)
+           LEFT JOIN owner_changes c ON c.instance_id = p.instance_id
            ON CONFLICT DO NOTHING""",
         [e.instance_id for e in placed],
         [e.owner for e in placed],
@@ -44,6 +70,30 @@ async def follow(conn: asyncpg.Connection, placed: list[InstancePlaced]) -> None
         [e.cpus or 0 for e in placed],
         [e.memory_mb or 0 for e in placed],
     )
+    await conn.execute(
+        "DELETE FROM owner_changes WHERE instance_id = ANY($1::uuid[])",
+        [e.instance_id for e in placed],
+    )
+
+
+async def change_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str) -> bool:
+    """The instance is ``owner``'s now: its next state changes say so. Returns False when it
+    is not followed yet (the change is kept for :func:`follow`)."""
+    await _lock_instances(conn, [str(instance_id)])
+    followed = await conn.fetchval(
+        "UPDATE instances SET owner = $2 WHERE instance_id = $1 RETURNING true",
+        instance_id,
+        owner,
+    )
+    if followed:
+        return True
+    await conn.execute(
+        """INSERT INTO owner_changes (instance_id, owner) VALUES ($1, $2)
+           ON CONFLICT (instance_id) DO UPDATE SET owner = EXCLUDED.owner, changed_at = now()""",
+        instance_id,
+        owner,
+    )
+    return False
 
 
 async def claim_due_accounts(
@@ -59,7 +109,7 @@ async def claim_due_accounts(
     rows = await conn.fetch(
         """UPDATE accounts a SET next_poll_at = $1 + make_interval(
                secs => coalesce((a.config->>'poll_interval')::float8, $2))
-           WHERE a.id IN (SELECT id FROM accounts WHERE next_poll_at <= $1
+           WHERE a.id IN (SELECT id FROM accounts WHERE next_poll_at <= $1 AND NOT deleted
                           ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED)
            RETURNING a.*""",
         now,
@@ -73,14 +123,24 @@ async def claim_due_accounts(
 
 
 async def back_off(
-    conn: asyncpg.Connection, account_id: str, *, until: datetime, error: str
-) -> int:
+    conn: asyncpg.Connection,
+    account_id: str,
+    *,
+    until: datetime,
+    error: str,
+    reported_at: datetime,
+) -> int | None:
+    """A poll failed: the next one waits until ``until``. Returns the account's ``failures``
+    (this one counted), its health report marked as sent at ``reported_at``; None if the
+    account was deleted meanwhile (nothing to report)."""
     return await conn.fetchval(
-        """UPDATE accounts SET failures = failures + 1, next_poll_at = $2, last_error = $3
-           WHERE id = $1 RETURNING failures""",
+        """UPDATE accounts SET failures = failures + 1, next_poll_at = $2, last_error = $3,
+               health_reported_at = $4
+           WHERE id = $1 AND NOT deleted RETURNING failures""",
         account_id,
         until,
         error,
+        reported_at,
     )
 
 
@@ -124,26 +184,32 @@ async def polled(
     changing: bool,
     fast: float,
     idle: float,
-) -> None:
+    health_reported: bool = False,
+) -> bool:
     """A poll succeeded: record it, and when the next is due: within ``fast`` seconds if the
-    poll saw something changing or an instance placed meanwhile is, else ``idle``."""
-    await conn.execute(
+    poll saw something changing or an instance placed meanwhile is, else ``idle``. With
+    ``health_reported``, its health report is marked as sent at ``at``. Returns False if the
+    account was deleted meanwhile."""
+    return await conn.fetchval(
         """WITH account AS (
                UPDATE accounts SET failures = 0, last_error = NULL, last_poll_at = $3,
+                   health_reported_at = CASE WHEN $7 THEN $3 ELSE health_reported_at END,
                    next_poll_at = $3::timestamptz + make_interval(secs => CASE
                        WHEN $4 OR EXISTS (
                            SELECT 1 FROM instances i WHERE i.account_id = $1
                              AND (i.state IN ('pending', 'rebooting', 'terminating')
                                   OR i.expect_change_until > $3))
                        THEN $5::float8 ELSE $6::float8 END)
-               WHERE id = $1)
-           INSERT INTO polls (account_id, replica, at, ok) VALUES ($1, $2, $3, true)""",
+               WHERE id = $1 AND NOT deleted RETURNING 1),
+           logged AS (INSERT INTO polls (account_id, replica, at, ok) VALUES ($1, $2, $3, true))
+           SELECT EXISTS (SELECT 1 FROM account)""",
         account_id,
         replica,
         at,
         changing,
         fast,
         idle,
+        health_reported,
     )
 
 

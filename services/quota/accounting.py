@@ -102,6 +102,15 @@ def after_end(status: Status | None) -> Status | None:
     return Status.RELEASED if status in HOLDS else None
 
 
+def transfer(giver: Amounts, taker: Amounts, amounts: Amounts) -> tuple[Amounts, Amounts]:
+    """The previous and the new owner's usage once an instance holding ``amounts`` changes
+    hands (an admin gave it away). The new owner may end up above a limit: that was the admin's
+    decision, and only their next launches are refused. The previous owner's usage never goes
+    below zero; if it had drifted that low, reconciliation repairs it from the ledger."""
+    left = giver - amounts
+    return Amounts(*(max(0, getattr(left, r)) for r in RESOURCES)), taker + amounts
+
+
 def usage_delta(old: Status | None, new: Status, amounts: Amounts) -> Amounts:
     """How usage moves when an instance goes from ``old`` to ``new``."""
     held_before, held_after = old in HOLDS, new in HOLDS

@@ -8,6 +8,7 @@ import structlog
 
 from services.quota import repository
 from services.quota.accounting import (
+    HOLDS,
     Amounts,
     Ask,
     Limits,
@@ -16,6 +17,7 @@ from services.quota.accounting import (
     after_placement,
     decide,
     one_instance,
+    transfer,
     usage_delta,
 )
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
@@ -24,6 +26,7 @@ from shared.events import (
     InstanceFailed,
     InstanceLaunchAdmitted,
     InstanceLaunchRequested,
+    InstanceOwnerChanged,
     InstancePlaced,
     InstanceRejected,
     InstanceState,
@@ -153,6 +156,37 @@ async def follow_terminations(received: list[Received], uow: BatchUnitOfWork) ->
     await _move(uow, [(r, after_end) for r in received])
 
 
+async def change_owner(event: InstanceOwnerChanged, uow: UnitOfWork) -> None:
+    """The instance now counts for its new owner: its ledger entry moves, and the room it holds
+    (reserved or active) leaves the owner the ledger had and joins the new one, even above
+    the new owner's limits (an admin's decision; their next launches are refused as usual)."""
+    entry = (await repository.entries(uow.conn, [event.instance_id])).get(str(event.instance_id))
+    if entry is None:
+        return  # not a launch this quota decided
+    owner, status, amounts = entry
+    if owner == event.owner:
+        return  # given already
+    if owner != event.previous_owner:
+        # The ledger is what usage was counted from: the room leaves the owner it names.
+        log.warning(
+            "owner_change_from_another_owner",
+            instance_id=str(event.instance_id),
+            ledger_owner=owner,
+            previous_owner=event.previous_owner,
+        )
+    await repository.set_owner(uow.conn, event.instance_id, event.owner)
+    if status not in HOLDS:
+        return
+    owners = sorted({owner, event.owner})  # locked in owner order, as every batch does
+    usage = await repository.lock_usages(uow.conn, owners)
+    left, taken = transfer(usage[owner], usage[event.owner], amounts)
+    after = {owner: left, event.owner: taken}
+    await repository.set_usages(uow.conn, after)
+    limits = await repository.limits_for(uow.conn, owners)
+    for name in owners:
+        await uow.publish(usage_event(name, after[name], limits.get(name, Limits())))
+
+
 async def apply_limits(event: QuotaLimitsSet, uow: UnitOfWork) -> None:
     limits = Limits(
         instances=event.limits.instances, cpus=event.limits.cpus, memory_mb=event.limits.memory_mb
@@ -197,4 +231,10 @@ SUBSCRIPTIONS = [
         dedupe=False,
     ),
     Subscription(QuotaLimitsSet, apply_limits, name="apply_limits", order_by=OrderKey.OWNER),
+    # With inbox rows, unlike the others: the ledger says who has an instance now, not which
+    # changes were applied, and a copy of an earlier change delivered again after a later one
+    # would give the instance back.
+    Subscription(
+        InstanceOwnerChanged, change_owner, name="change_owner", order_by=OrderKey.INSTANCE
+    ),
 ]

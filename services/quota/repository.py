@@ -115,6 +115,14 @@ async def entries(
     }
 
 
+async def set_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str) -> None:
+    await conn.execute(
+        "UPDATE ledger SET owner = $2, updated_at = now() WHERE instance_id = $1",
+        instance_id,
+        owner,
+    )
+
+
 async def set_statuses(conn: asyncpg.Connection, statuses: dict[str, Status]) -> None:
     if not statuses:
         return

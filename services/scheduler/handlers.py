@@ -21,6 +21,7 @@ from shared.events import (
     InstanceActionRequested,
     InstanceFailed,
     InstanceLaunchAdmitted,
+    InstanceOwnerChanged,
     InstanceState,
     InstanceStateChanged,
     ProviderAccountChanged,
@@ -38,6 +39,8 @@ async def record_account(
     catalogs: CatalogCache,
     book: AccountBook,
 ) -> None:
+    """The newest revision of an account; a deleted one leaves the candidates (the book reads
+    live accounts only) with its catalog and cloud connection forgotten."""
     await repository.upsert_account(uow.conn, event)
     uow.after_commit(book.forget)
     uow.after_commit(lambda: catalogs.forget(event.account_id))
@@ -95,10 +98,23 @@ async def carry_out_action(
     if launch is None and (placement is None or placement["status"] not in ("placed", "launching")):
         return  # failed or cancelled: nothing on any cloud to act on
     # Queued behind the launch when there is one: the worker keeps an instance's calls in order.
+    # For the owner the placement names: an action asked for before the instance was given to
+    # another user may arrive after the change (another queue).
     await repository.add_call(
-        uow.conn, event.instance_id, owner=event.owner, action=event.action.value, request={}
+        uow.conn,
+        event.instance_id,
+        owner=placement["owner"] if placement is not None else event.owner,
+        action=event.action.value,
+        request={},
     )
     uow.after_commit(worker.wake)
+
+
+async def change_owner(event: InstanceOwnerChanged, uow: UnitOfWork) -> None:
+    """An admin gave the instance to another user: what the scheduler records and publishes
+    for it from now on names the new owner."""
+    await _lock_instance(uow, event.instance_id)
+    await repository.change_owner(uow.conn, event.instance_id, event.owner)
 
 
 async def follow_state(event: InstanceStateChanged, uow: UnitOfWork) -> None:
@@ -136,6 +152,13 @@ def subscriptions(
             InstanceActionRequested,
             bound(carry_out_action, worker=worker),
             name="carry_out_action",
+            order_by=OrderKey.INSTANCE,
+        ),
+        # Inbox kept: a copy of an earlier change delivered after a later one is skipped.
+        Subscription(
+            InstanceOwnerChanged,
+            change_owner,
+            name="change_owner",
             order_by=OrderKey.INSTANCE,
         ),
         Subscription(

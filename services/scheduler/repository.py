@@ -14,13 +14,16 @@ from shared.events import ProviderAccountChanged
 
 
 async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged) -> None:
-    """Keep the newest revision; an older one arriving late changes nothing."""
+    """Keep the newest revision; an older one arriving late changes nothing. A deleted account
+    is kept deleted at its revision (a tombstone), so a late older one cannot revive it."""
     await conn.execute(
-        """INSERT INTO accounts (id, name, provider, config, grants, credentials, revision)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """INSERT INTO accounts (id, name, provider, config, grants, credentials, revision,
+                                 deleted)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, provider = EXCLUDED.provider,
                config = EXCLUDED.config, grants = EXCLUDED.grants,
-               credentials = EXCLUDED.credentials, revision = EXCLUDED.revision
+               credentials = EXCLUDED.credentials, revision = EXCLUDED.revision,
+               deleted = EXCLUDED.deleted
            WHERE accounts.revision < EXCLUDED.revision""",
         event.account_id,
         event.name,
@@ -29,11 +32,13 @@ async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged
         event.grants,
         event.credentials.model_dump_json(),
         event.revision,
+        event.deleted,
     )
 
 
 async def all_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT * FROM accounts ORDER BY name")
+    """The accounts placement may use and actions may reach (deleted ones are not)."""
+    rows = await conn.fetch("SELECT * FROM accounts WHERE NOT deleted ORDER BY name")
     return [_account(r) for r in rows]
 
 
@@ -92,6 +97,23 @@ async def end_placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> boo
         return False
     await conn.execute("UPDATE accounts SET load = load - 1 WHERE id = $1", account_id)
     return True
+
+
+async def change_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str) -> None:
+    """The instance is ``owner``'s now: its placement, and the calls not yet made for it, so
+    what they publish later names the new owner (calls made are history, left as they were)."""
+    await conn.execute(
+        """UPDATE placements SET owner = $2, updated_at = now()
+           WHERE instance_id = $1 AND owner <> $2""",
+        instance_id,
+        owner,
+    )
+    await conn.execute(
+        """UPDATE cloud_calls SET owner = $2, updated_at = now()
+           WHERE instance_id = $1 AND status = 'pending' AND owner <> $2""",
+        instance_id,
+        owner,
+    )
 
 
 # -- calls owed to clouds ---------------------------------------------------------------------

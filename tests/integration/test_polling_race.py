@@ -45,7 +45,13 @@ async def test_a_placement_during_the_list_call_is_not_reported_terminated(
     schema = f"pr_{unique}"
     runtime = ServiceRuntime(schema, settings, service_migrations(ROOT / "services" / "poller"))
     async with runtime:
-        account = {"id": f"acct-{unique}", "config": {}, "failures": 0}
+        # Its health reported a moment ago: this poll has none to report, and publishes nothing.
+        account = {
+            "id": f"acct-{unique}",
+            "config": {},
+            "failures": 0,
+            "health_reported_at": utcnow(),
+        }
         await runtime.pool.execute(
             """INSERT INTO accounts (id, name, provider, config, credentials, revision)
                VALUES ($1, $1, 'simulator', $2, '{}', 1)""",
