@@ -70,14 +70,14 @@ class Api:
         assert response.status_code == 201, response.text
         return name, await self.login(name, password)
 
-    async def new_account(
-        self, grants: list[str], *, provider: str = "simulator", secret: str = "s3cret"
-    ) -> dict:
+    async def new_account(self, grants: list[str], *, secret: str = "s3cret") -> dict:
+        """An account of the simulated cloud (the gateway checks its credentials there: see
+        the credential_checks fixture)."""
         response = await self.client.post(
             "/v1/provider-accounts",
             json={
                 "name": f"acct-{uuid.uuid4().hex[:8]}",
-                "provider": provider,
+                "provider": "simulator",
                 "credentials": {"api_key": f"key-{uuid.uuid4().hex}", "api_secret": secret},
                 "config": {"regions": ["north", "south"]},
                 "grants": grants,

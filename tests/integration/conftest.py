@@ -11,11 +11,19 @@ from tests.integration.simulator import simulator_process
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
 
 
+@pytest.fixture(scope="session", autouse=True)
+def credential_checks(database_url: str) -> Iterator[None]:
+    """A simulated cloud for the gateway to check new accounts' credentials with, wherever a
+    test starts one (in-process or as a process: both read BOREAS_SIMULATOR_URL) without naming
+    a simulator of its own."""
+    with simulator_process(database_url) as url, pytest.MonkeyPatch.context() as env:
+        env.setenv("BOREAS_SIMULATOR_URL", url)
+        yield
+
+
 @pytest.fixture
-async def api(amqp_url: str, database_url: str, simulator_url: str) -> AsyncIterator[Api]:
-    """The gateway; accounts of the simulated cloud it checks are on the module's simulator."""
-    settings = gateway_settings(amqp_url, database_url, simulator_url=simulator_url)
-    async with running_gateway(settings) as running:
+async def api(amqp_url: str, database_url: str) -> AsyncIterator[Api]:
+    async with running_gateway(gateway_settings(amqp_url, database_url)) as running:
         yield running
 
 

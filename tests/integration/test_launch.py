@@ -54,8 +54,8 @@ async def test_placement_is_limited_to_granted_accounts(infra: Infrastructure) -
 async def _placement_is_limited_to_granted_accounts(api: Api) -> None:
     alice_name, alice = await api.new_user("alice")
     _, loner = await api.new_user("loner")
-    granted = await api.new_account([alice_name], provider="simulator")
-    other = await api.new_account([], provider="ec2")
+    granted = await api.new_account([alice_name])
+    other = await api.new_account([])
 
     nothing = await api.launch(loner)
     assert nothing.status_code == 422
