@@ -35,6 +35,7 @@ async def _check_grantees(conn: asyncpg.Connection, grantees: list[str]) -> None
 
 
 NOT_FOUND = {404: {"description": "no such provider account"}}
+ADMINS_ONLY = {403: {"description": "only an admin may do this"}}
 REFUSED = {422: {"description": "invalid, or the cloud refused the account (its message says why)"}}
 
 
@@ -139,7 +140,7 @@ async def get_account(
 @router.patch(
     "/{account_id}",
     response_model=ProviderAccountOut,
-    responses={**NOT_FOUND, 409: {"description": "the name is taken"}, **REFUSED},
+    responses={**ADMINS_ONLY, **NOT_FOUND, 409: {"description": "the name is taken"}, **REFUSED},
 )
 async def change_account(
     account_id: str, body: AccountChange, admin: AdminUser, db: Db, gw: GatewayDep
@@ -185,7 +186,7 @@ async def change_account(
     "/{account_id}",
     status_code=204,
     response_class=Response,
-    responses={**NOT_FOUND, 409: {"description": "Boreas instances live there"}},
+    responses={**ADMINS_ONLY, **NOT_FOUND, 409: {"description": "Boreas instances live there"}},
 )
 async def delete_account(account_id: str, admin: AdminUser, db: Db, gw: GatewayDep) -> Response:
     async with gw.outbox.transaction(db) as conn:

@@ -30,6 +30,7 @@ from shared.outbox import add_to_outbox
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
 NOT_FOUND = {404: {"description": "no such user"}}
+ADMINS_ONLY = {403: {"description": "only an admin may do this"}}
 
 
 @router.post("", status_code=201, response_model=UserOut, responses={403: {}, 409: {}})
@@ -59,7 +60,9 @@ async def who_am_i(user: CurrentUser) -> UserOut:
     return UserOut(id=user.id, username=user.username, role=user.role)
 
 
-@router.get("", response_model=UserPage, responses={400: {"description": "bad cursor"}})
+@router.get(
+    "", response_model=UserPage, responses={**ADMINS_ONLY, 400: {"description": "bad cursor"}}
+)
 async def list_users(
     admin: AdminUser,
     db: Db,
@@ -82,7 +85,11 @@ async def _target(conn: asyncpg.Connection, username: str) -> asyncpg.Record:
 @router.patch(
     "/{username}",
     response_model=UserAccount,
-    responses={**NOT_FOUND, 409: {"description": "it would leave no admin who can log in"}},
+    responses={
+        **ADMINS_ONLY,
+        **NOT_FOUND,
+        409: {"description": "it would leave no admin who can log in"},
+    },
 )
 async def change_user(
     username: str, body: UserChange, admin: AdminUser, db: Db, gw: GatewayDep
@@ -148,6 +155,7 @@ async def revoke_tokens(username: str, user: CurrentUser, db: Db, gw: GatewayDep
     status_code=204,
     response_class=Response,
     responses={
+        **ADMINS_ONLY,
         **NOT_FOUND,
         409: {"description": "the user owns live instances, or is yourself"},
         422: {"description": "no such user to transfer to"},
