@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.gateway.repository import accounts
 from shared.bus import Bus
-from shared.events import InstancePlaced, InstanceStateChanged, ProviderAccountHealth
+from shared.events import Event, InstancePlaced, InstanceStateChanged, ProviderAccountHealth
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 
@@ -25,6 +25,20 @@ async def _as(api: Api, source: str) -> AsyncIterator[Bus]:
         yield bus
     finally:
         await bus.close()
+
+
+async def _told(
+    api: Api, source: str, event: Event, headers: dict, field: str, shows: object
+) -> None:
+    """Publish ``event`` as ``source`` would and wait until the instance shows ``field``."""
+    async with _as(api, source) as bus:
+        await bus.publish(event)
+
+    async def shown() -> bool:
+        got = await api.client.get(f"/v1/instances/{event.instance_id}", headers=headers)
+        return got.json()[field] == shows
+
+    await wait_until(shown, timeout=15, what=f"the gateway shows {field} {shows}")
 
 
 def _account(simulator_url: str, grants: list[str], **credentials: str) -> dict:
@@ -145,48 +159,28 @@ async def test_an_account_goes_only_once_no_instance_lives_there(
     )
     account_id = created.json()["id"]
     launched = await api.launch(user)
-    # No scheduler here: the gateway takes the placement from the event the scheduler sends.
+    # No scheduler or poller here: the test sends what they would, and the gateway follows.
     instance_id = launched.json()["id"]
-    async with _as(api, "boreas/scheduler") as bus:
-        await bus.publish(
-            InstancePlaced(
-                instance_id=uuid.UUID(instance_id),
-                owner=name,
-                account_id=account_id,
-                provider="simulator",
-                provider_instance_id="sim-test",
-            )
-        )
-
-    async def placed() -> bool:
-        got = await api.client.get(f"/v1/instances/{instance_id}", headers=user)
-        return got.json()["account_id"] == account_id
-
-    await wait_until(placed, timeout=15, what="the gateway recorded the placement")
+    where = {
+        "instance_id": uuid.UUID(instance_id),
+        "owner": name,
+        "account_id": account_id,
+        "provider": "simulator",
+        "provider_instance_id": "sim-test",
+    }
+    await _told(api, "boreas/scheduler", InstancePlaced(**where), user, "account_id", account_id)
     busy = await api.client.delete(f"/v1/provider-accounts/{account_id}", headers=admin)
     assert busy.status_code == 409 and "1 Boreas instance" in busy.json()["detail"]
 
-    async with _as(api, "boreas/poller") as bus:
-        await bus.publish(
-            InstanceStateChanged(
-                instance_id=uuid.UUID(instance_id),
-                owner=name,
-                account_id=account_id,
-                provider="simulator",
-                provider_instance_id="sim-test",
-                old_state="pending",
-                new_state="terminated",
-                cpus=2,
-                memory_mb=2048,
-                observed_at=datetime.now(UTC),
-            )
-        )
-
-    async def ended() -> bool:
-        got = await api.client.get(f"/v1/instances/{instance_id}", headers=user)
-        return got.json()["state"] == "terminated"
-
-    await wait_until(ended, timeout=15, what="the gateway saw the termination")
+    ended = InstanceStateChanged(
+        **where,
+        old_state="pending",
+        new_state="terminated",
+        cpus=2,
+        memory_mb=2048,
+        observed_at=datetime.now(UTC),
+    )
+    await _told(api, "boreas/poller", ended, user, "state", "terminated")
     gone = await api.client.delete(f"/v1/provider-accounts/{account_id}", headers=admin)
     assert gone.status_code == 204, gone.text
     [last] = await probe.wait_for(
