@@ -9,6 +9,9 @@ queries per round do not depend on how many streams are open.
 Streams per user are capped across all gateway processes by leases in PostgreSQL
 (``event_stream_leases``): a stream takes one when it opens and gives it back when it closes; the
 hub renews all of its process's leases in one statement, so those of a process that died expire.
+Each lease names the token its stream was opened with, and the same statement returns the streams
+whose token is no longer valid (revoked, expired, its user disabled or deleted): the hub ends them,
+so a stream outlives its token by at most RENEW_SECONDS and one round of the loop (POLL_SECONDS).
 """
 
 from __future__ import annotations
@@ -47,11 +50,17 @@ class Feed(Protocol):
     ) -> list[FeedRow]: ...
     async def listen(self, on_notify: Callable[[], None]) -> None: ...
     async def admit(
-        self, stream_id: UUID, owner: str, holder: str, cap: int, lease_seconds: float
+        self,
+        stream_id: UUID,
+        owner: str,
+        token_digest: bytes,
+        holder: str,
+        cap: int,
+        lease_seconds: float,
     ) -> bool: ...
     async def renew(
-        self, holder: str, streams: Sequence[tuple[UUID, str]], lease_seconds: float
-    ) -> None: ...
+        self, holder: str, streams: Sequence[tuple[UUID, str, bytes]], lease_seconds: float
+    ) -> set[UUID]: ...
     async def release(self, stream_id: UUID) -> None: ...
     async def release_holder(self, holder: str) -> None: ...
 
@@ -63,6 +72,7 @@ class Ending(enum.Enum):
     FELL_BEHIND = "fell_behind"
     STOPPING = "stopping"
     DATABASE_AWAY = "database_away"
+    TOKEN_INVALID = "token_invalid"  # revoked, expired, or its user disabled or deleted
 
 
 class StreamRefused(Exception):
@@ -76,8 +86,17 @@ class HubNotReady(Exception):
 class Stream:
     """One open GET /v1/events: the rows the hub handed it that it has not sent yet."""
 
-    def __init__(self, stream_id: UUID, username: str, everyone: bool, horizon: int, buffer: int):
+    def __init__(
+        self,
+        stream_id: UUID,
+        username: str,
+        everyone: bool,
+        token_digest: bytes,
+        horizon: int,
+        buffer: int,
+    ):
         self.id, self.username, self.everyone = stream_id, username, everyone
+        self.token_digest = token_digest  # of the token it was opened with
         # When this stream subscribed, the hub had handed out every row numbered up to here
         # (and none above): older rows come from the backlog, newer ones from the hub.
         self.horizon = horizon
@@ -90,13 +109,14 @@ class Stream:
         if self.ended is not None:
             return
         if len(self._rows) >= self.buffer:
-            self._rows.clear()
             self.end(Ending.FELL_BEHIND)
             return
         self._rows.append(row)
         self._wake.set()
 
     def end(self, why: Ending) -> None:
+        """Send nothing more, not even the rows waiting (their reader may no longer see them)."""
+        self._rows.clear()
         if self.ended is None:
             self.ended = why
         self._wake.set()
@@ -195,15 +215,27 @@ class EventHub:
         return len(rows)
 
     async def renew(self) -> None:
+        """Extend the leases of the streams still going and end those whose token is no longer
+        valid, in one call however many there are. An ended stream's lease is left to its
+        close (or to expire, should the close not come)."""
         assert self._feed is not None
-        streams = [(s.id, s.username) for s in self.streams]
-        if streams:
-            await self._feed.renew(self.holder, streams, LEASE_SECONDS)
+        going = [s for s in self.streams if s.ended is None]
+        if not going:
+            return
+        lapsed = await self._feed.renew(
+            self.holder, [(s.id, s.username, s.token_digest) for s in going], LEASE_SECONDS
+        )
+        for stream in going:
+            if stream.id in lapsed:
+                log.info(
+                    "event_stream_token_invalid", stream_id=str(stream.id), user=stream.username
+                )
+                stream.end(Ending.TOKEN_INVALID)
 
-    async def open(self, username: str, *, everyone: bool) -> Stream:
-        """A slot for a new stream of ``username`` and its subscription (``everyone``: an
-        admin's, which gets every row). Raises StreamRefused at the cap, HubNotReady when the
-        hub has not read the feed yet."""
+    async def open(self, username: str, *, everyone: bool, token_digest: bytes) -> Stream:
+        """A slot for a new stream of ``username``, opened with the token of ``token_digest``,
+        and its subscription (``everyone``: an admin's, which gets every row). Raises
+        StreamRefused at the cap, HubNotReady when the hub has not read the feed yet."""
         try:
             async with asyncio.timeout(READY_PATIENCE):
                 await self.ready.wait()
@@ -212,10 +244,10 @@ class EventHub:
         assert self._feed is not None and self._last_seen is not None
         stream_id = uuid4()
         if not await self._feed.admit(
-            stream_id, username, self.holder, self.streams_per_user, LEASE_SECONDS
+            stream_id, username, token_digest, self.holder, self.streams_per_user, LEASE_SECONDS
         ):
             raise StreamRefused
-        stream = Stream(stream_id, username, everyone, self._last_seen, self.buffer)
+        stream = Stream(stream_id, username, everyone, token_digest, self._last_seen, self.buffer)
         self._subscribed += 1
         if everyone:
             self._everyone.add(stream)

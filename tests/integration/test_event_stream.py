@@ -1,5 +1,6 @@
 """GET /v1/events over a real HTTP connection: only the caller's own events, resumable, at most
-BOREAS_EVENT_STREAMS_PER_USER streams per user, a closed one's slot free again at once."""
+BOREAS_EVENT_STREAMS_PER_USER streams per user, a closed one's slot free again at once, and a
+stream whose token stops being valid (logout, a disabled user, expiry) ended by the server."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 
+import asyncpg
 import httpx
 import pytest
 
+from services.gateway import security
+from services.gateway.event_hub import RENEW_SECONDS
 from shared.bus import Bus
 from shared.events import InstanceRejected
 from shared.testing import wait_until
@@ -25,10 +29,12 @@ STREAMS_PER_USER = 3
 # The server's keep-alive comment comes every 15 s: a closed client's slot must be free well
 # before that, so it is noticed by itself rather than by a failing write.
 SLOT_FREED_WITHIN = 5.0
+# The hub checks its streams' tokens at each renewal: a stream whose token lapsed ends by the next.
+ENDS_WITHIN = RENEW_SECONDS + 5.0
 
 
 @pytest.fixture(scope="module")
-def gateway(infra: Infrastructure) -> Iterator[tuple[str, str]]:
+def gateway(infra: Infrastructure) -> Iterator[tuple[str, str, str]]:
     port = free_port()
     with infra.isolated() as (amqp_url, database_url):
         env = {
@@ -47,7 +53,7 @@ def gateway(infra: Infrastructure) -> Iterator[tuple[str, str]]:
             env=env,
             ready=lambda: answers(f"{base}/readyz", lambda r: r.status_code == 200),
         ):
-            yield base, amqp_url
+            yield base, amqp_url, database_url
 
 
 async def token(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
@@ -83,9 +89,9 @@ async def read_events(
 
 
 async def test_stream_carries_only_the_callers_events_and_resumes(
-    gateway: tuple[str, str],
+    gateway: tuple[str, str, str],
 ) -> None:
-    base, amqp_url = gateway
+    base, amqp_url, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         admin = await token(client, "admin", ADMIN_PASSWORD)
         names = {}
@@ -141,9 +147,9 @@ async def test_stream_carries_only_the_callers_events_and_resumes(
     ],
 )
 async def test_a_last_event_id_that_is_no_feed_number_is_a_400_problem(
-    gateway: tuple[str, str], last_event_id: str
+    gateway: tuple[str, str, str], last_event_id: str
 ) -> None:
-    base, _ = gateway
+    base, _, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         admin = await token(client, "admin", ADMIN_PASSWORD)
         answer = await client.get(
@@ -154,8 +160,8 @@ async def test_a_last_event_id_that_is_no_feed_number_is_a_400_problem(
     assert "Last-Event-ID" in answer.json()["detail"]
 
 
-async def test_the_largest_feed_number_is_accepted(gateway: tuple[str, str]) -> None:
-    base, _ = gateway
+async def test_the_largest_feed_number_is_accepted(gateway: tuple[str, str, str]) -> None:
+    base, _, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         admin = await token(client, "admin", ADMIN_PASSWORD)
         headers = {**admin, "Last-Event-ID": str(2**63 - 1)}
@@ -198,15 +204,26 @@ class OpenStream:
         assert await anext(self.lines) == ": connected"
         return self
 
+    async def next_event(self) -> dict:
+        """The CloudEvent of the next event the stream sends."""
+        async for line in self.lines:
+            if line.startswith("data: "):
+                return json.loads(line.removeprefix("data: "))
+        raise AssertionError("the stream ended")
+
+    async def comments_to_the_end(self) -> list[str]:
+        """The comments the stream sends until the server ends it."""
+        return [line async for line in self.lines if line.startswith(":")]
+
     async def close(self) -> None:
         await self.lines.aclose()
         await self.response.aclose()
 
 
 async def test_streams_past_the_cap_are_refused_until_one_is_closed(
-    gateway: tuple[str, str],
+    gateway: tuple[str, str, str],
 ) -> None:
-    base, _ = gateway
+    base, _, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=10) as client, AsyncExitStack() as open_:
 
         async def connect(headers: dict[str, str]) -> OpenStream:
@@ -267,9 +284,9 @@ async def collect(
 
 
 async def test_each_users_streams_carry_their_own_events_live_and_resumed(
-    gateway: tuple[str, str],
+    gateway: tuple[str, str, str],
 ) -> None:
-    base, amqp_url = gateway
+    base, amqp_url, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         erin, erin_headers = await new_user(client, "erin")
         frank, frank_headers = await new_user(client, "frank")
@@ -320,3 +337,79 @@ async def test_each_users_streams_carry_their_own_events_live_and_resumed(
             after_first = {**headers, "Last-Event-ID": str(numbers[0])}
             rest = await collect(client, after_first, lambda found: len(found) == 2)
             assert rest == live[name][1:]
+
+
+def closed_for_its_token(comments: list[str]) -> bool:
+    return bool(comments) and comments[-1].startswith(": closed: ") and "log in" in comments[-1]
+
+
+async def test_disabling_a_user_ends_their_open_stream(gateway: tuple[str, str, str]) -> None:
+    base, _, _ = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        name, gina = await new_user(client, "gina")
+        stream = await OpenStream(await open_stream(client, gina)).connected()
+        try:
+            admin = await token(client, "admin", ADMIN_PASSWORD)
+            disabled = await client.patch(
+                f"/v1/users/{name}", json={"disabled": True}, headers=admin
+            )
+            assert disabled.status_code == 200, disabled.text
+            async with asyncio.timeout(ENDS_WITHIN):
+                comments = await stream.comments_to_the_end()
+        finally:
+            await stream.close()
+    assert closed_for_its_token(comments), comments
+
+
+async def test_logging_out_ends_the_stream_of_that_token_and_no_other(
+    gateway: tuple[str, str, str],
+) -> None:
+    base, amqp_url, _ = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client, AsyncExitStack() as open_:
+        name, first = await new_user(client, "hana")
+        second = await token(client, name, "hana-password-1")
+        streams = []
+        for headers in (first, second):
+            stream = await OpenStream(await open_stream(client, headers)).connected()
+            open_.push_async_callback(stream.close)
+            streams.append(stream)
+
+        logged_out = await client.delete("/v1/tokens/current", headers=first)
+        assert logged_out.status_code == 204, logged_out.text
+        async with asyncio.timeout(ENDS_WITHIN):
+            comments = await streams[0].comments_to_the_end()
+        assert closed_for_its_token(comments), comments
+
+        # The renewal that ended the first stream checked the second's token too: it goes on.
+        bus = Bus(amqp_url, source="boreas/quota")
+        await bus.connect()
+        try:
+            event = InstanceRejected(instance_id=uuid.uuid4(), owner=name, reason="still here")
+            published = await bus.publish(event)
+        finally:
+            await bus.close()
+        async with asyncio.timeout(ENDS_WITHIN):
+            assert (await streams[1].next_event())["id"] == published.id
+
+
+async def test_a_stream_ends_when_its_token_expires(gateway: tuple[str, str, str]) -> None:
+    base, _, database_url = gateway
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        _, ivan = await new_user(client, "ivan")
+        stream = await OpenStream(await open_stream(client, ivan)).connected()
+        try:
+            # This gateway's tokens live 12 hours: this one's time is made to run out now.
+            digest = security.token_digest(ivan["Authorization"].removeprefix("Bearer "))
+            conn = await asyncpg.connect(database_url)
+            try:
+                expired = await conn.execute(
+                    "UPDATE gateway.tokens SET expires_at = now() WHERE digest = $1", digest
+                )
+            finally:
+                await conn.close()
+            assert expired == "UPDATE 1"
+            async with asyncio.timeout(ENDS_WITHIN):
+                comments = await stream.comments_to_the_end()
+        finally:
+            await stream.close()
+    assert closed_for_its_token(comments), comments

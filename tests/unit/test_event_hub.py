@@ -1,6 +1,7 @@
 """The event hub against an in-memory feed that counts its reads: one read per round however many
 streams are open, each stream only its owner's rows (admins everyone's), a resumed stream's
-backlog and live rows each once and in order, and a client that cannot keep up cut off."""
+backlog and live rows each once and in order, a client that cannot keep up cut off, and a stream
+whose token is no longer valid ended at the next renewal, in as many calls however many are open."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from services.gateway.event_hub import Ending, EventHub, Stream
 from services.gateway.repository.feed import FeedRow
+from services.gateway.repository.identity import User
+from services.gateway.routes.events import EventStreamResponse
 
 KEEPALIVE = 60.0  # never reached: each test takes only batches it knows are there
 
@@ -22,6 +25,9 @@ class MemoryFeed:
     def __init__(self) -> None:
         self.rows: list[FeedRow] = []
         self.leases: dict[UUID, str] = {}
+        self.tokens: dict[UUID, bytes] = {}  # the digest of the token each stream opened with
+        # Digests of tokens revoked or expired, or of users disabled or deleted.
+        self.invalid: set[bytes] = set()
         self.calls: Counter[str] = Counter()
         # Runs inside a read, as an append and a subscription racing it would.
         self.during_read: Callable[[], Awaitable[None]] | None = None
@@ -59,30 +65,52 @@ class MemoryFeed:
         await asyncio.Event().wait()
 
     async def admit(
-        self, stream_id: UUID, owner: str, holder: str, cap: int, lease_seconds: float
+        self,
+        stream_id: UUID,
+        owner: str,
+        token_digest: bytes,
+        holder: str,
+        cap: int,
+        lease_seconds: float,
     ) -> bool:
         if sum(1 for held in self.leases.values() if held == owner) >= cap:
             return False
         self.leases[stream_id] = owner
+        self.tokens[stream_id] = token_digest
         return True
 
     async def renew(
-        self, holder: str, streams: Sequence[tuple[UUID, str]], lease_seconds: float
-    ) -> None:
+        self, holder: str, streams: Sequence[tuple[UUID, str, bytes]], lease_seconds: float
+    ) -> set[UUID]:
         self.calls["renew"] += 1
-        self.leases.update(streams)
+        for stream_id, owner, token_digest in streams:
+            self.leases[stream_id] = owner
+            self.tokens[stream_id] = token_digest
+        return {stream_id for stream_id, _, digest in streams if digest in self.invalid}
 
     async def release(self, stream_id: UUID) -> None:
+        self.calls["release"] += 1
         self.leases.pop(stream_id, None)
+        self.tokens.pop(stream_id, None)
 
     async def release_holder(self, holder: str) -> None:
+        self.calls["release_holder"] += 1
         self.leases.clear()
+        self.tokens.clear()
 
 
 async def started(feed: MemoryFeed, **options: int) -> EventHub:
     hub = EventHub(streams_per_user=1000, holder="unit", **options)
     await hub.start(feed)
     return hub
+
+
+async def open_as(
+    hub: EventHub, owner: str, *, everyone: bool = False, token: bytes | None = None
+) -> Stream:
+    """A stream of ``owner``'s, opened with ``token`` (a token's digest; by default theirs)."""
+    digest = token if token is not None else f"{owner}'s token".encode()
+    return await hub.open(owner, everyone=everyone, token_digest=digest)
 
 
 async def caught_up(hub: EventHub) -> None:
@@ -104,8 +132,8 @@ async def test_one_read_per_round_however_many_streams_are_open() -> None:
         feed = MemoryFeed()
         hub = await started(feed)
         owners = [f"user-{i % 30}" for i in range(streams)]
-        opened = [await hub.open(owner, everyone=False) for owner in owners]
-        admin = await hub.open("admin", everyone=True)
+        opened = [await open_as(hub, owner) for owner in owners]
+        admin = await open_as(hub, "admin", everyone=True)
         feed.calls.clear()
         for _ in range(3):
             feed.append("user-0", "user-1", "user-29", None)
@@ -123,10 +151,10 @@ async def test_one_read_per_round_however_many_streams_are_open() -> None:
 async def test_each_stream_gets_its_owners_rows_and_an_admins_gets_all() -> None:
     feed = MemoryFeed()
     hub = await started(feed)
-    alice = await hub.open("alice", everyone=False)
-    alice_again = await hub.open("alice", everyone=False)
-    bob = await hub.open("bob", everyone=False)
-    admin = await hub.open("admin", everyone=True)
+    alice = await open_as(hub, "alice")
+    alice_again = await open_as(hub, "alice")
+    bob = await open_as(hub, "bob")
+    admin = await open_as(hub, "admin", everyone=True)
     feed.append("alice", "bob", "alice", None, "carol", "bob")
     await hub.tick()
     assert [r.seq for r in await alice.take(0)] == [1, 3]
@@ -139,7 +167,7 @@ async def test_a_resumed_stream_gets_its_backlog_then_the_hubs_rows_each_once() 
     feed = MemoryFeed()
     feed.append("alice", "bob", "alice", "alice", "bob", "alice", "alice")
     hub = await started(feed, page=2)  # the backlog comes in pages
-    stream = await hub.open("alice", everyone=False)
+    stream = await open_as(hub, "alice")
     assert stream.horizon == 7
 
     async def rows_committed_while_the_backlog_is_read() -> None:
@@ -161,7 +189,7 @@ async def test_a_position_ahead_of_the_hub_skips_what_was_sent_already() -> None
     feed = MemoryFeed()
     hub = await started(feed)
     feed.append("alice", "alice", "alice")  # another process's hub sent them already
-    stream = await hub.open("alice", everyone=False)
+    stream = await open_as(hub, "alice")
     batches = hub.follow(stream, 2, KEEPALIVE)
     await hub.tick()
     assert await received(batches, 1) == [3]
@@ -172,7 +200,7 @@ async def test_a_fresh_stream_starts_at_the_hubs_horizon_without_a_query() -> No
     feed = MemoryFeed()
     feed.append("alice", "alice")
     hub = await started(feed)
-    stream = await hub.open("alice", everyone=False)
+    stream = await open_as(hub, "alice")
     batches = hub.follow(stream, None, KEEPALIVE)
     feed.append("alice")
     await hub.tick()
@@ -183,8 +211,8 @@ async def test_a_fresh_stream_starts_at_the_hubs_horizon_without_a_query() -> No
 async def test_a_client_that_cannot_keep_up_is_cut_off_and_holds_nothing() -> None:
     feed = MemoryFeed()
     hub = await started(feed, buffer=3)
-    slow = await hub.open("alice", everyone=False)
-    other = await hub.open("bob", everyone=False)
+    slow = await open_as(hub, "alice")
+    other = await open_as(hub, "bob")
     batches = hub.follow(slow, None, KEEPALIVE)
     feed.append("alice", "alice", "alice", "bob", "alice", "alice")
     await hub.tick()
@@ -205,7 +233,7 @@ async def test_nobody_listening_skips_ahead_unless_a_stream_subscribes_meanwhile
 
     async def subscribe_during_the_read() -> None:
         feed.append("alice")
-        opened.append(await hub.open("alice", everyone=False))
+        opened.append(await open_as(hub, "alice"))
 
     feed.during_read = subscribe_during_the_read
     await hub.tick()  # the skip would pass row 3, which the new stream is owed
@@ -216,7 +244,7 @@ async def test_nobody_listening_skips_ahead_unless_a_stream_subscribes_meanwhile
 async def test_a_closed_stream_gets_nothing_more_and_gives_its_slot_back() -> None:
     feed = MemoryFeed()
     hub = await started(feed)
-    stream = await hub.open("alice", everyone=False)
+    stream = await open_as(hub, "alice")
     assert stream.id in feed.leases
     await hub.close(stream)
     assert stream.id not in feed.leases
@@ -232,8 +260,85 @@ async def test_a_stopping_hub_ends_its_streams_and_gives_back_their_slots() -> N
     hub = EventHub(streams_per_user=5, holder="unit")
     running = asyncio.create_task(hub.run(feed))
     await hub.ready.wait()
-    stream = await hub.open("alice", everyone=False)
+    stream = await open_as(hub, "alice")
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     assert stream.ended is Ending.STOPPING
+    assert feed.leases == {}
+
+
+async def test_a_renewal_ends_exactly_the_streams_whose_tokens_are_no_longer_valid() -> None:
+    feed = MemoryFeed()
+    hub = await started(feed)
+    logged_out, kept, disabled_admin = b"alice's first token", b"alice's second", b"an admin's"
+    ending = [
+        await open_as(hub, "alice", token=logged_out),
+        await open_as(hub, "alice", token=logged_out),
+        await open_as(hub, "admin", everyone=True, token=disabled_admin),
+    ]
+    going_on = [
+        await open_as(hub, "alice", token=kept),
+        await open_as(hub, "bob"),
+        await open_as(hub, "another admin", everyone=True),
+    ]
+    feed.append("alice")
+    await hub.tick()  # waiting in the buffers when the tokens lapse
+    feed.invalid |= {logged_out, disabled_admin}
+    await hub.renew()
+
+    assert [stream.ended for stream in ending] == [Ending.TOKEN_INVALID] * 3
+    assert [stream.ended for stream in going_on] == [None] * 3
+    for stream in ending:
+        assert [batch async for batch in hub.follow(stream, None, KEEPALIVE)] == []
+        await hub.close(stream)
+    assert set(feed.leases) == {stream.id for stream in going_on}
+    feed.append("alice", "bob")
+    await hub.tick()
+    assert [[r.seq for r in await s.take(0)] for s in going_on] == [[1, 2], [3], [1, 2, 3]]
+
+
+async def test_a_renewal_checks_the_tokens_in_as_many_calls_for_1_stream_as_for_300() -> None:
+    calls = {}
+    for count in (1, 300):
+        feed = MemoryFeed()
+        hub = await started(feed)
+        tokens = [f"token {i}".encode() for i in range(count)]
+        streams = [await open_as(hub, f"user-{i % 30}", token=tokens[i]) for i in range(count)]
+        feed.invalid |= set(tokens[::3])
+        feed.calls.clear()
+        await hub.renew()
+        calls[count] = dict(feed.calls)
+        ended = [stream.ended is Ending.TOKEN_INVALID for stream in streams]
+        assert ended == [digest in feed.invalid for digest in tokens]
+    assert calls[1] == calls[300] == {"renew": 1}
+
+
+async def test_a_stream_whose_token_lapsed_says_why_in_its_last_words_and_frees_its_slot() -> None:
+    feed = MemoryFeed()
+    hub = await started(feed)
+    token = b"alice's token"
+    sent: list[tuple[bytes, bool]] = []
+    connected = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            sent.append((message["body"], message["more_body"]))
+            connected.set()
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    response = EventStreamResponse(hub, User(uuid4(), "alice", "user"), token, None)
+    serving = asyncio.create_task(response({"type": "http"}, receive, send))
+    await connected.wait()
+    assert list(feed.tokens.values()) == [token]
+    feed.invalid.add(token)
+    await hub.renew()
+    async with asyncio.timeout(5):
+        await serving
+
+    last_words, more = sent[-1]
+    assert last_words.startswith(b": closed: ") and b"log in again" in last_words
+    assert more is False
     assert feed.leases == {}

@@ -92,10 +92,17 @@ class PostgresFeed:
         await listen_forever(self.pool, WAKE_CHANNEL, lambda *_: on_notify(), retry_interval=1.0)
 
     async def admit(
-        self, stream_id: UUID, owner: str, holder: str, cap: int, lease_seconds: float
+        self,
+        stream_id: UUID,
+        owner: str,
+        token_digest: bytes,
+        holder: str,
+        cap: int,
+        lease_seconds: float,
     ) -> bool:
-        """Lease a slot for a new stream of ``owner`` unless ``cap`` live ones hold them all.
-        Admissions of one owner take turns; expired leases (of a process that died) go first."""
+        """Lease a slot for a new stream of ``owner``, opened with the token of ``token_digest``,
+        unless ``cap`` live ones hold them all. Admissions of one owner take turns; expired
+        leases (of a process that died) go first."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """SELECT pg_advisory_xact_lock(
@@ -111,30 +118,47 @@ class PostgresFeed:
             if held >= cap:
                 return False
             await conn.execute(
-                """INSERT INTO event_stream_leases (stream_id, owner, holder, expires_at)
-                   VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
+                """INSERT INTO event_stream_leases
+                       (stream_id, owner, token_digest, holder, expires_at)
+                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))""",
                 stream_id,
                 owner,
+                token_digest,
                 holder,
                 lease_seconds,
             )
             return True
 
     async def renew(
-        self, holder: str, streams: Sequence[tuple[UUID, str]], lease_seconds: float
-    ) -> None:
-        """Extend the leases of ``holder``'s open ``streams`` (id, owner) in one statement, and
-        put back any that expired meanwhile (this process was cut off from the database)."""
-        await self.pool.execute(
-            """INSERT INTO event_stream_leases (stream_id, owner, holder, expires_at)
-               SELECT stream_id, owner, $3, now() + make_interval(secs => $4)
-               FROM unnest($1::uuid[], $2::text[]) AS s(stream_id, owner)
-               ON CONFLICT (stream_id) DO UPDATE SET expires_at = excluded.expires_at""",
-            [stream_id for stream_id, _ in streams],
-            [owner for _, owner in streams],
+        self, holder: str, streams: Sequence[tuple[UUID, str, bytes]], lease_seconds: float
+    ) -> set[UUID]:
+        """Extend the leases of ``holder``'s open ``streams`` (id, owner, token digest) in one
+        statement, and put back any that expired meanwhile (this process was cut off from the
+        database); returns the ids of those whose token is no longer valid: revoked, expired,
+        or its user disabled or deleted (as identity.user_of_token sees it, by the database's
+        clock)."""
+        rows = await self.pool.fetch(
+            """WITH renewed AS (
+                   INSERT INTO event_stream_leases
+                       (stream_id, owner, token_digest, holder, expires_at)
+                   SELECT stream_id, owner, token_digest, $4, now() + make_interval(secs => $5)
+                   FROM unnest($1::uuid[], $2::text[], $3::bytea[])
+                        AS s(stream_id, owner, token_digest)
+                   ON CONFLICT (stream_id) DO UPDATE SET expires_at = excluded.expires_at
+                   RETURNING stream_id, token_digest)
+               SELECT stream_id FROM renewed r
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM tokens t JOIN users u ON u.id = t.user_id
+                   WHERE t.digest = r.token_digest AND t.revoked_at IS NULL
+                     AND t.expires_at > now() AND u.disabled_at IS NULL
+                     AND u.deleted_at IS NULL)""",
+            [stream_id for stream_id, _, _ in streams],
+            [owner for _, owner, _ in streams],
+            [token_digest for _, _, token_digest in streams],
             holder,
             lease_seconds,
         )
+        return {row["stream_id"] for row in rows}
 
     async def release(self, stream_id: UUID) -> None:
         await self.pool.execute("DELETE FROM event_stream_leases WHERE stream_id = $1", stream_id)

@@ -1,5 +1,6 @@
 """GET /v1/events: the caller's own events as server-sent events, resumable with Last-Event-ID,
-fed by the process's event hub, at most BOREAS_EVENT_STREAMS_PER_USER at once per user."""
+fed by the process's event hub, at most BOREAS_EVENT_STREAMS_PER_USER at once per user, each
+ended by the hub once the token it was opened with is no longer valid."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.deps import CurrentUser
+from services.gateway import security
+from services.gateway.deps import BearerToken, CurrentUser
 from services.gateway.event_hub import (
     LEASE_SECONDS,
     Ending,
@@ -29,11 +31,18 @@ router = APIRouter(tags=["events"])
 # The feed numbers rows with a PostgreSQL bigint.
 MAX_FEED_NUMBER = 2**63 - 1
 KEEPALIVE_SECONDS = 15.0
+RESUME = "reconnect with Last-Event-ID to resume"
 # The last words of a stream the server ends (a client that went away hears nothing).
 LAST_WORDS = {
-    Ending.FELL_BEHIND: "cut off: more events waited for this client than a stream may hold",
-    Ending.STOPPING: "this gateway is stopping",
-    Ending.DATABASE_AWAY: "the database is not reachable right now",
+    Ending.FELL_BEHIND: (
+        f"cut off: more events waited for this client than a stream may hold; {RESUME}"
+    ),
+    Ending.STOPPING: f"this gateway is stopping; {RESUME}",
+    Ending.DATABASE_AWAY: f"the database is not reachable right now; {RESUME}",
+    Ending.TOKEN_INVALID: (
+        "closed: your token was revoked or expired, or your account was disabled;"
+        f" log in again and {RESUME}"
+    ),
 }
 
 
@@ -44,15 +53,20 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, hub: EventHub, user: User, position: int | None) -> None:
+    def __init__(
+        self, hub: EventHub, user: User, token_digest: bytes, position: int | None
+    ) -> None:
         self.hub, self.user, self.position = hub, user, position
+        self.token_digest = token_digest
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            stream = await self.hub.open(self.user.username, everyone=self.user.is_admin)
+            stream = await self.hub.open(
+                self.user.username, everyone=self.user.is_admin, token_digest=self.token_digest
+            )
         except StreamRefused:
             cap = self.hub.streams_per_user
             refusal = problem(
@@ -88,7 +102,7 @@ class EventStreamResponse(Response):
         async for rows in self.hub.follow(stream, self.position, KEEPALIVE_SECONDS):
             await write("".join(map(_event, rows)) if rows else ": keep-alive\n\n")
         last_words = LAST_WORDS.get(stream.ended) if stream.ended else None
-        ending = f": {last_words}; reconnect with Last-Event-ID to resume\n\n" if last_words else ""
+        ending = f": {last_words}\n\n" if last_words else ""
         await write(ending, more=False)
 
 
@@ -108,12 +122,15 @@ class EventStreamResponse(Response):
 async def event_stream(
     request: Request,
     user: CurrentUser,
+    token: BearerToken,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
 ) -> Response:
     """Without Last-Event-ID: events from now on. With it: everything after that id that the
-    feed still holds (a week). Users get their own events; admins everyone's."""
+    feed still holds (a week). Users get their own events; admins everyone's. The stream ends
+    once its token is no longer valid (revoked, expired, its user disabled or deleted)."""
     position = None if last_event_id is None else _feed_number(last_event_id)
-    return EventStreamResponse(request.app.state.event_hub, user, position)
+    hub = request.app.state.event_hub
+    return EventStreamResponse(hub, user, security.token_digest(token), position)
 
 
 def _event(row: FeedRow) -> str:
