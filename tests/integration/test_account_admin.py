@@ -54,7 +54,7 @@ def _account(simulator_url: str, grants: list[str], **credentials: str) -> dict:
 async def test_an_account_the_cloud_refuses_is_not_kept(api: Api, simulator_url: str) -> None:
     """The review's case: a simulated account without api_secret was accepted with 201."""
     admin = await api.admin()
-    no_secret = _account(simulator_url, ["*"], api_key=f"k-{uuid.uuid4().hex}")
+    no_secret = _account(simulator_url, [], api_key=f"k-{uuid.uuid4().hex}")
     refused = await api.client.post("/v1/provider-accounts", json=no_secret, headers=admin)
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
@@ -62,11 +62,11 @@ async def test_an_account_the_cloud_refuses_is_not_kept(api: Api, simulator_url:
     assert "credentials required" in refused.json()["detail"]
 
     key = f"k-{uuid.uuid4().hex}"
-    first = _account(simulator_url, ["*"], api_key=key, api_secret="the-right-secret")
+    first = _account(simulator_url, [], api_key=key, api_secret="the-right-secret")
     assert (
         await api.client.post("/v1/provider-accounts", json=first, headers=admin)
     ).status_code == 201
-    wrong = _account(simulator_url, ["*"], api_key=key, api_secret="a-wrong-secret-value")
+    wrong = _account(simulator_url, [], api_key=key, api_secret="a-wrong-secret-value")
     refused = await api.client.post("/v1/provider-accounts", json=wrong, headers=admin)
     assert refused.status_code == 422
     assert "wrong secret" in refused.json()["detail"]
