@@ -19,6 +19,11 @@ from shared.runtime import Clock, utcnow
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
+# Where the tests' gateways check the credentials of simulated accounts; set for the session by
+# the credential_checks fixture.
+CREDENTIAL_CLOUD: str | None = None
+
+
 def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> GatewaySettings:
     values: dict[str, object] = {
         "amqp_url": amqp_url,
@@ -37,6 +42,8 @@ def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> G
         "default_quota_cpus": None,
         "default_quota_memory_mb": None,
     }
+    if CREDENTIAL_CLOUD is not None:
+        values["simulator_url"] = CREDENTIAL_CLOUD
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]
 

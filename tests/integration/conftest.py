@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from shared.runtime import ServiceRuntime
+from tests.integration import api as api_module
 from tests.integration.api import Api, gateway_settings, running_gateway
 from tests.integration.simulator import simulator_process
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
@@ -13,12 +14,15 @@ from tests.integration.stack import poller_runtime, quota_runtime, scheduler_run
 
 @pytest.fixture(scope="session", autouse=True)
 def credential_checks(database_url: str) -> Iterator[None]:
-    """A simulated cloud for the gateway to check new accounts' credentials with, wherever a
-    test starts one (in-process or as a process: both read BOREAS_SIMULATOR_URL) without naming
-    a simulator of its own."""
-    with simulator_process(database_url) as url, pytest.MonkeyPatch.context() as env:
-        env.setenv("BOREAS_SIMULATOR_URL", url)
-        yield
+    """A simulated cloud for the tests' gateways to check new accounts' credentials with (see
+    gateway_settings). Only the gateways: a test's scheduler and poller reach only the clouds
+    its accounts name, so accounts other tests registered never take its launches."""
+    with simulator_process(database_url) as url:
+        api_module.CREDENTIAL_CLOUD = url
+        try:
+            yield
+        finally:
+            api_module.CREDENTIAL_CLOUD = None
 
 
 @pytest.fixture
