@@ -26,7 +26,7 @@ from shared.db import create_pool
 from shared.events import SealedSecret, WebhookSecret
 
 
-async def reseal_all(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
+async def reseal_accounts(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
     """(accounts re-sealed, accounts already under the current key)."""
     resealed = unchanged = 0
     async with pool.acquire() as conn:
@@ -97,7 +97,7 @@ async def main() -> int:
     settings = ServiceSettings()
     pool = await create_pool(settings.database_url, "gateway")
     try:
-        resealed, unchanged = await reseal_all(pool, settings.credential_cipher())
+        resealed, unchanged = await reseal_accounts(pool, settings.credential_cipher())
         hooks_resealed, hooks_unchanged = await reseal_webhooks(pool, settings.credential_cipher())
     finally:
         await pool.close()

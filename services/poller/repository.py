@@ -213,10 +213,6 @@ async def polled(
     )
 
 
-async def failures(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> int:
-    return await conn.fetchval("SELECT failures FROM accounts WHERE id = $1", account_id) or 0
-
-
 async def clear_failures(conn: asyncpg.Connection, account_id: str) -> None:
     await conn.execute(
         "UPDATE accounts SET failures = 0, last_error = NULL WHERE id = $1 AND failures > 0",
