@@ -22,6 +22,7 @@ from services.gateway.schemas import (
     ProviderAccountPage,
     ProviderAccountView,
 )
+from shared.credentials import SealedCredentials
 
 log = structlog.get_logger(__name__)
 
@@ -150,16 +151,7 @@ async def change_account(
     found = await accounts.account_with_grants(db, account_id)
     if found is None:
         raise HTTPException(404, "There is no such provider account.")
-    sealed = None
-    if body.credentials is not None or body.config is not None:
-        credentials = body.credentials
-        if credentials is None:
-            stored = await accounts.sealed_credentials(db, account_id)
-            credentials = gw.cipher.open(account_id, stored)
-        config = found["config"] if body.config is None else body.config
-        await _check_with_cloud(gw, found["provider"], credentials, config)
-        if body.credentials is not None:
-            sealed = gw.cipher.seal(account_id, body.credentials)
+    sealed = await _checked_change(gw, db, found, body)
     async with gw.outbox.transaction(db) as conn:
         if not await accounts.lock_account(conn, account_id):
             raise HTTPException(404, "There is no such provider account.")
@@ -180,6 +172,22 @@ async def change_account(
             | ({"grants": sorted(set(body.grants))} if body.grants is not None else {}),
         )
         return await announce_account(conn, account_id)
+
+
+async def _checked_change(
+    gw: Gateway, db: asyncpg.Connection, found: dict[str, Any], body: AccountChange
+) -> SealedCredentials | None:
+    """Check new credentials or config with the cloud (422 if it refuses); the new credentials
+    sealed, if there are any."""
+    if body.credentials is None and body.config is None:
+        return None
+    credentials = body.credentials
+    if credentials is None:
+        stored = await accounts.sealed_credentials(db, found["id"])
+        credentials = gw.cipher.open(found["id"], stored)
+    config = found["config"] if body.config is None else body.config
+    await _check_with_cloud(gw, found["provider"], credentials, config)
+    return None if body.credentials is None else gw.cipher.seal(found["id"], body.credentials)
 
 
 @router.delete(

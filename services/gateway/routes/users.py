@@ -183,32 +183,50 @@ async def delete_user(
     async with gw.outbox.transaction(db) as conn:
         target = await _target(conn, username)
         live = await instances.live_of_owner(conn, username)
-        detail: dict[str, Any] = {"instances": len(live)}
-        if live and transfer_to is not None:
-            await _transfer(conn, live, username, transfer_to, admin.username, gw)
-            detail["transferred_to"] = transfer_to
-        elif live and settle == "terminate":
-            for found in live:
-                await request_action(conn, found, InstanceAction.TERMINATE, admin.username, gw)
-            detail["terminated"] = True
-        elif live:
-            raise HTTPException(
-                409,
-                f"{username!r} owns {len(live)} live instance(s): delete with "
-                "?instances=terminate or ?transfer_to=<username>.",
-            )
-        now = gw.clock()
-        for webhook_id in await webhooks.live_ids_of(conn, username):
-            await webhooks.mark_deleted(conn, webhook_id, now)
-            await announce_webhook(conn, webhook_id, gw.cipher)
-        for account_id in await accounts.ungrant_everywhere(conn, username):
-            await accounts.bump_revision(conn, account_id)
-            await announce_account(conn, account_id)
-        await identity.delete_user(conn, target["id"], now)
+        detail = await _settle(conn, live, username, settle, transfer_to, admin.username, gw)
+        await _let_go(conn, username, gw)
+        await identity.delete_user(conn, target["id"], gw.clock())
         await audit.record(
             conn, actor=admin.username, action="user_deleted", target=username, detail=detail
         )
     return Response(status_code=204)
+
+
+async def _settle(
+    conn: asyncpg.Connection,
+    live: list[dict[str, Any]],
+    owner: str,
+    settle: str | None,
+    transfer_to: str | None,
+    admin: str,
+    gw: Gateway,
+) -> dict[str, Any]:
+    """Terminate or hand over the owner's live instances, as the admin asked; the audit detail."""
+    detail: dict[str, Any] = {"instances": len(live)}
+    if not live:
+        return detail
+    if transfer_to is not None:
+        await _transfer(conn, live, owner, transfer_to, admin, gw)
+        return detail | {"transferred_to": transfer_to}
+    if settle == "terminate":
+        for found in live:
+            await request_action(conn, found, InstanceAction.TERMINATE, admin, gw)
+        return detail | {"terminated": True}
+    raise HTTPException(
+        409,
+        f"{owner!r} owns {len(live)} live instance(s): delete with "
+        "?instances=terminate or ?transfer_to=<username>.",
+    )
+
+
+async def _let_go(conn: asyncpg.Connection, username: str, gw: Gateway) -> None:
+    """The user's webhooks stop and their grants go, each announced to the services."""
+    for webhook_id in await webhooks.live_ids_of(conn, username):
+        await webhooks.mark_deleted(conn, webhook_id, gw.clock())
+        await announce_webhook(conn, webhook_id, gw.cipher)
+    for account_id in await accounts.ungrant_everywhere(conn, username):
+        await accounts.bump_revision(conn, account_id)
+        await announce_account(conn, account_id)
 
 
 async def _transfer(
