@@ -27,6 +27,13 @@ EXCHANGE = "boreas.events"
 INTERNAL_EXCHANGE = "boreas.internal"
 
 
+class Audience(enum.StrEnum):
+    """Who may read an event: every catalog class states its own, there is no default."""
+
+    PUBLIC = "public"  # part of the contract for external systems, on EXCHANGE
+    INTERNAL = "internal"  # the services' own, on INTERNAL_EXCHANGE
+
+
 class Event(BaseModel):
     """Base of every catalog entry: immutable, tolerant of unknown fields."""
 
@@ -36,9 +43,18 @@ class Event(BaseModel):
     VERSION: ClassVar[str]
     # The field that becomes the CloudEvent ``subject`` (the instance id where there is one).
     SUBJECT_FIELD: ClassVar[str | None] = None
-    # Part of the contract for external systems, on EXCHANGE; otherwise internal, on
-    # INTERNAL_EXCHANGE. Declared here once: the bus, the docs and AsyncAPI all follow it.
-    PUBLIC: ClassVar[bool] = False
+    # Who may read it. No default: each class with a TOPIC states its own (checked below), so
+    # a new event is never public, or internal, by omission. The bus, the docs and AsyncAPI
+    # all follow it.
+    AUDIENCE: ClassVar[Audience]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if hasattr(cls, "TOPIC") and not isinstance(cls.__dict__.get("AUDIENCE"), Audience):
+            raise TypeError(
+                f"{cls.__name__} must state its AUDIENCE (Audience.PUBLIC or Audience.INTERNAL)"
+            )
 
     @classmethod
     def major(cls) -> int:
@@ -79,6 +95,7 @@ class ServiceHeartbeat(Event):
     """A service replica says it is alive and connected to the bus. Internal, but public to read."""
 
     TOPIC = "service.heartbeat"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     # 1.1: added failing (background loops of the replica that are down right now)
     VERSION = "1.1"
@@ -94,7 +111,7 @@ class InstanceLaunchRequested(Event):
     """The gateway accepted a launch request; quota decides it next."""
 
     TOPIC = "instance.launch_requested"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -112,7 +129,7 @@ class InstanceRejected(Event):
     """Quota refused a launch; ``reason`` says which limit."""
 
     TOPIC = "instance.rejected"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -126,7 +143,7 @@ class InstancePlaced(Event):
     """The scheduler chose an account and the cloud accepted the instance; ``reason`` says why."""
 
     TOPIC = "instance.placed"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     # 1.1: added cpus, memory_mb (so followers of the instance need not join two topics)
     VERSION = "1.1"
@@ -147,7 +164,7 @@ class InstanceFailed(Event):
     """No candidate account could launch the instance; ``attempts`` lists what was tried."""
 
     TOPIC = "instance.failed"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -162,7 +179,7 @@ class InstanceStateChanged(Event):
     """An instance moved from one state to another, as the poller (or an action) saw it."""
 
     TOPIC = "instance.state_changed"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -190,6 +207,7 @@ class InstanceActionRequested(Event):
     """Its owner (or an admin) asked for an instance to be stopped, started, rebooted or ended."""
 
     TOPIC = "instance.action_requested"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -207,7 +225,7 @@ class InstanceOwnerChanged(Event):
     events, usage and quota count for ``owner``; ``previous_owner`` is who had it."""
 
     TOPIC = "instance.owner_changed"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -238,6 +256,7 @@ class ProviderAccountChanged(Event):
     """
 
     TOPIC = "provider_account.changed"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     # 1.1: added deleted (an admin deleted the account: stop polling it, place nothing there)
     VERSION = "1.1"
@@ -260,6 +279,7 @@ class ProviderAccountHealth(Event):
     """
 
     TOPIC = "provider_account.health_reported"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
 
@@ -273,6 +293,7 @@ class InstanceLaunchAdmitted(Event):
     """Quota reserved room for a launch; the scheduler places it next. Internal."""
 
     TOPIC = "instance.launch_admitted"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
@@ -298,6 +319,7 @@ class QuotaLimitsSet(Event):
     """An admin set a user's limits (null: unlimited). Internal: quota applies them."""
 
     TOPIC = "quota.limits_set"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
 
@@ -310,7 +332,7 @@ class QuotaUsageChanged(Event):
     """A user's usage moved; ``limits`` are null where unlimited."""
 
     TOPIC = "quota.usage_changed"
-    PUBLIC = True
+    AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
 
@@ -337,6 +359,7 @@ class WebhookChanged(Event):
     """
 
     TOPIC = "webhook.changed"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     # 2.0: ``url`` has its query string redacted; the whole URL travels in ``sealed_url``
     VERSION = "2.0"
@@ -361,6 +384,7 @@ class WebhookDeliveryAttempted(Event):
     """
 
     TOPIC = "webhook.delivery_attempted"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
 
@@ -385,6 +409,7 @@ class WebhookDisabled(Event):
     """
 
     TOPIC = "webhook.disabled"
+    AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
 
@@ -415,7 +440,7 @@ CATALOG: tuple[type[Event], ...] = (
     WebhookDisabled,
 )
 # The contract's topics for external systems.
-PUBLIC: tuple[type[Event], ...] = tuple(cls for cls in CATALOG if cls.PUBLIC)
+PUBLIC: tuple[type[Event], ...] = tuple(cls for cls in CATALOG if cls.AUDIENCE is Audience.PUBLIC)
 _PUBLIC_TOPICS: frozenset[str] = frozenset(cls.TOPIC for cls in PUBLIC)
 
 
