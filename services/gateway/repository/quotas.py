@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.chargeback import RunningSeconds
+
 UNLIMITED = {"instances": None, "cpus": None, "memory_mb": None}
 NOTHING = {"instances": 0, "cpus": 0, "memory_mb": 0}
 
@@ -78,9 +80,9 @@ async def usage_report(
     end: datetime,
     now: datetime,
     owner: str | None,
-) -> list[asyncpg.Record]:
+) -> list[RunningSeconds]:
     """Seconds of running time per owner and account within [start, end), weighted three ways."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         """WITH clipped AS (
                SELECT owner, account_id, cpus, memory_mb,
                       extract(epoch FROM least(coalesce(ended_at, $3), $2)
@@ -99,3 +101,13 @@ async def usage_report(
         now,
         owner,
     )
+    return [
+        RunningSeconds(
+            owner=row["owner"],
+            account_id=row["account_id"],
+            instance_seconds=float(row["instance_seconds"]),
+            cpu_seconds=float(row["cpu_seconds"]),
+            memory_mb_seconds=float(row["memory_mb_seconds"]),
+        )
+        for row in rows
+    ]

@@ -3,13 +3,15 @@ Chargeback: running time per owner and account over a period."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
+from services.gateway import chargeback
 from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
 from services.gateway.repository import audit, identity, quotas
 from services.gateway.schemas import NO_NUL, Strict
@@ -116,36 +118,24 @@ async def usage_report(
 ) -> UsageReport:
     """Running time only: instance-hours, cpu-hours and memory-MB-hours, per owner and account."""
     now = gw.clock()
-    end = end or now
-    start = start or end - timedelta(days=30)
-    if start >= end:
-        raise HTTPException(400, "`from` must be before `to`.")
+    try:
+        start, end = chargeback.period(start, end, now)
+    except ValueError as refused:
+        raise HTTPException(400, str(refused)) from None
     if not user.is_admin:
         if owner not in (None, user.username):
             raise HTTPException(404, f"There is no usage of {owner!r} for you to see.")
         owner = user.username
     rows = await quotas.usage_report(db, start=start, end=end, now=now, owner=owner)
-    by_owner: dict[str, list[Any]] = {}
-    for row in rows:
-        by_owner.setdefault(row["owner"], []).append(row)
-    owners = []
-    for name, account_rows in by_owner.items():
-        accounts = [
-            AccountUsage(
-                account_id=r["account_id"],
-                instance_hours=round(float(r["instance_seconds"]) / 3600, 6),
-                cpu_hours=round(float(r["cpu_seconds"]) / 3600, 6),
-                memory_mb_hours=round(float(r["memory_mb_seconds"]) / 3600, 6),
-            )
-            for r in account_rows
-        ]
-        owners.append(
-            OwnerUsage(
-                owner=name,
-                instance_hours=round(sum(a.instance_hours for a in accounts), 6),
-                cpu_hours=round(sum(a.cpu_hours for a in accounts), 6),
-                memory_mb_hours=round(sum(a.memory_mb_hours for a in accounts), 6),
-                accounts=accounts,
-            )
+    owners = [
+        OwnerUsage(
+            owner=summed.owner,
+            **asdict(summed.total),
+            accounts=[
+                AccountUsage(account_id=account_id, **asdict(hours))
+                for account_id, hours in summed.accounts.items()
+            ],
         )
+        for summed in chargeback.per_owner(rows)
+    ]
     return UsageReport(start=start, end=end, owners=owners)
