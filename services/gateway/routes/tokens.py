@@ -54,7 +54,8 @@ async def issue_token(body: TokenRequest, request: Request, gw: GatewayDep) -> T
     if excess > 0:
         await gw.pause(min(MAX_LOGIN_PAUSE, LOGIN_PAUSE_STEP * excess))
     stored_hash = found.password_hash if found else None
-    if not await asyncio.to_thread(security.verify_password, stored_hash, body.password):
+    verified = await asyncio.to_thread(security.verify_password, stored_hash, body.password)
+    if found is None or not verified:
         async with gw.pool.acquire() as conn, conn.transaction():
             for bucket in (pair, username):
                 await identity.hit_rate_limit(conn, bucket, now, RATE_WINDOW)
@@ -62,7 +63,6 @@ async def issue_token(body: TokenRequest, request: Request, gw: GatewayDep) -> T
                 conn, actor=body.username, action="login_failed", detail={"address": client}
             )
         raise HTTPException(401, "Wrong username or password.")
-    assert found is not None
     user = found.user
     if found.disabled:  # said only to whoever knows the password
         raise HTTPException(403, "This account is disabled; ask an admin to enable it.")
