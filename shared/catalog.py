@@ -5,6 +5,8 @@ python -m shared.catalog > /tmp/catalog.md   # then paste between the markers in
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
 from shared.events import CATALOG, EXCHANGE, INTERNAL_EXCHANGE, Audience, Event
@@ -29,6 +31,25 @@ def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     return f"{kind} ({fmt})" if fmt else kind
 
 
+_LIST_OR_CODE = re.compile(r"\s|[-*] |\d+\. ")
+
+
+def _paragraphs(doc: str | None) -> list[str]:
+    """A docstring as Markdown paragraphs: dedented (an indented continuation line would render
+    as code), each paragraph's lines joined into one, blank lines kept between paragraphs. A
+    paragraph holding a list or an indented block keeps its lines as they are."""
+    text = inspect.cleandoc(doc or "")
+    paragraphs = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        lines = paragraph.splitlines()
+        if any(_LIST_OR_CODE.match(line) for line in lines):
+            paragraphs.append(paragraph)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    # reStructuredText literals (``x``) as Markdown code spans (`x`).
+    return [re.sub(r"``([^`]+)``", r"`\1`", p) for p in paragraphs if p]
+
+
 def render_event(cls: type[Event]) -> str:
     schema = cls.model_json_schema()
     defs = schema.get("$defs", {})
@@ -36,8 +57,7 @@ def render_event(cls: type[Event]) -> str:
     lines = [
         f"### `{cls.TOPIC}` — version {cls.VERSION}",
         "",
-        f"{(cls.__doc__ or '').strip()}".strip(),
-        "",
+        *(line for paragraph in _paragraphs(cls.__doc__) for line in (paragraph, "")),
         (
             f"**Public**, on `{EXCHANGE}`."
             if cls.AUDIENCE is Audience.PUBLIC
