@@ -26,6 +26,7 @@ os.environ["BOREAS_ENV"] = "dev"
 
 from shared.testing import EventProbe
 from tests.infra import Infrastructure, provide_infrastructure
+from tests.processes import simulator_process
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +43,14 @@ def amqp_url(infra: Infrastructure) -> str:
 @pytest.fixture(scope="session")
 def database_url(infra: Infrastructure) -> str:
     return infra.database_url
+
+
+@pytest.fixture(scope="module")
+def simulator_url(database_url: str) -> Iterator[str]:
+    """The simulated cloud in a process of its own, one per test module, keeping its state in the
+    session's database (its accounts are uuid-named, so modules never meet in it)."""
+    with simulator_process(database_url) as url:
+        yield url
 
 
 @pytest.fixture

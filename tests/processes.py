@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -53,3 +55,18 @@ def running_process(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def simulator_process(database_url: str, port: int | None = None) -> Iterator[str]:
+    """The simulated cloud as a real process on a free port, keeping its state in ``database_url``;
+    yields its base URL."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BOREAS_DATABASE_URL": database_url, "BOREAS_SIMULATOR_PORT": str(port)}
+    with running_process(
+        [sys.executable, "-m", "shared.clouds.simulator"],
+        env=env,
+        ready=lambda: answers(f"{url}/v1/regions"),
+    ):
+        yield url

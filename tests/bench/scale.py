@@ -11,7 +11,7 @@ import asyncpg
 from services.poller.diff import Known, Seen, diff
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.clouds.simulator.driver import SimulatorNodeDriver
-from tests.integration.simulator import simulator_process
+from tests.processes import simulator_process
 
 
 async def seed(database_url: str, api_key: str, n: int) -> None:

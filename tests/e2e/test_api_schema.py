@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.infra import Infrastructure
-from tests.integration.simulator import simulator_process
 from tests.processes import answers, free_port, running_process
 
 ADMIN_PASSWORD = "schema-fuzz-admin-pw"
@@ -23,9 +22,11 @@ EXAMPLES = 30  # per operation
 
 
 @pytest.fixture(scope="module")
-def gateway_url(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gateway_url(
+    infra: Infrastructure, simulator_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
-    with infra.isolated() as (amqp_url, database_url), simulator_process(database_url) as cloud:
+    with infra.isolated() as (amqp_url, database_url):
         env = {
             **os.environ,
             "BOREAS_AMQP_URL": amqp_url,
@@ -35,7 +36,8 @@ def gateway_url(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory)
             "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
             "BOREAS_LOGIN_FAILURES_PER_MINUTE": "100000",
             "BOREAS_LOG_LEVEL": "WARNING",
-            "BOREAS_SIMULATOR_URL": cloud,  # where the fuzz account's credentials are checked
+            # where the fuzz account's credentials are checked
+            "BOREAS_SIMULATOR_URL": simulator_url,
         }
         base = f"http://127.0.0.1:{port}"
         log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"

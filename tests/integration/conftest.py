@@ -8,8 +8,8 @@ import pytest
 from shared.runtime import ServiceRuntime
 from tests.integration import api as api_module
 from tests.integration.api import Api, gateway_settings, running_gateway
-from tests.integration.simulator import simulator_process
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
+from tests.processes import simulator_process
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,13 +43,6 @@ async def clouds_side(
         poller_runtime(amqp_url, database_url) as poller,
     ):
         yield scheduler, poller
-
-
-@pytest.fixture(scope="module")
-def simulator_url(database_url: str) -> Iterator[str]:
-    """The simulated cloud in a process of its own, one per test module."""
-    with simulator_process(database_url) as url:
-        yield url
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -15,13 +14,12 @@ from shared.testing import EventProbe
 from tests.integration.api import Api
 from tests.integration.stack import POLL_INTERVAL, known_to
 from tests.integration.test_lifecycle import drive_through_lifecycle
+from tests.processes import free_port
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

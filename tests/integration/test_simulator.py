@@ -17,7 +17,7 @@ from libcloud.compute.types import NodeState
 from shared.clouds.simulator.driver import SimulatorError, SimulatorNodeDriver
 from shared.clouds.simulator.listing import sql_isoformat
 from shared.testing import wait_until
-from tests.integration.simulator import simulator_process
+from tests.processes import simulator_process
 
 FAST = {"timings": {"boot": 0.3, "stop": 0.2, "reboot": 0.2, "terminate": 0.2}}
 

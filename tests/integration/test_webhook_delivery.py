@@ -24,7 +24,6 @@ from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import Api, gateway_settings, running_gateway
-from tests.integration.simulator import simulator_process
 from tests.integration.stack import (
     poller_runtime,
     quota_runtime,
@@ -51,12 +50,6 @@ def stack_urls(infra: Infrastructure) -> Iterator[tuple[str, str]]:
     """A vhost and database of this module's own: no webhook of another test hears its events."""
     with infra.isolated() as urls:
         yield urls
-
-
-@pytest.fixture(scope="module")
-def simulator_url(stack_urls: tuple[str, str]) -> Iterator[str]:
-    with simulator_process(stack_urls[1]) as url:
-        yield url
 
 
 @pytest.fixture
