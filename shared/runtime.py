@@ -7,7 +7,8 @@ Background loops (the outbox relay, polling, webhook delivery, …) are supervis
 raises is restarted with a growing delay, and named in every heartbeat while it is down, so
 ``/v1/status`` shows the service as not alive. A loop that keeps failing for another reason than
 a lost database or broker connection makes the process exit with status 1, for its supervisor
-(systemd, Kubernetes, ``make run``) to start it afresh.
+(systemd, Kubernetes, ``make run``) to start it afresh. A loop that works in rounds is written
+with :func:`shared.loops.every`, which rides out a database outage within the loop instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import asyncpg
 import structlog
@@ -34,6 +35,7 @@ from shared.consumer import ConsumerRunner, ConsumerSettings, Subscription
 from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate, service_migrations
 from shared.events import ServiceHeartbeat
 from shared.logging import configure_logging
+from shared.loops import Backoff, every
 from shared.outbox import OutboxRelay
 
 log = structlog.get_logger(__name__)
@@ -165,34 +167,44 @@ class ServiceRuntime:
             return False
         return True
 
-    async def _heartbeat(self) -> None:
-        while True:
-            try:
-                await self.bus.publish(
-                    ServiceHeartbeat(
-                        service=self.service,
-                        replica=self.settings.replica_id,
-                        started_at=self.started_at,
-                        sent_at=self.clock(),
-                        failing=sorted(self.failing),
-                    ),
-                    # A heartbeat older than a few intervals says nothing about now: let it expire
-                    # in queues rather than revive a dead service when a backlog drains.
-                    expiration=3 * self.settings.heartbeat_interval,
-                    mandatory=False,  # nobody listening (no gateway yet) is no error worth a log
-                )
-            except Exception as exc:  # bus away: the missing heartbeat is the signal
-                log.warning("heartbeat_not_sent", error=repr(exc))
-            await asyncio.sleep(self.settings.heartbeat_interval)
+    async def _heartbeat(self) -> NoReturn:
+        interval = self.settings.heartbeat_interval
+        await every(
+            interval,
+            self._send_heartbeat,
+            name="heartbeat",
+            log=log,
+            event="heartbeat_not_sent",
+            # Whatever failed (the bus away, mostly), the missing heartbeat is the signal: the
+            # next one goes at the usual time, neither sooner nor later.
+            transient=(Exception,),
+            backoff=Backoff(first=interval, ceiling=interval),
+        )
 
-    async def _prune_inbox(self) -> None:
+    async def _send_heartbeat(self) -> None:
+        await self.bus.publish(
+            ServiceHeartbeat(
+                service=self.service,
+                replica=self.settings.replica_id,
+                started_at=self.started_at,
+                sent_at=self.clock(),
+                failing=sorted(self.failing),
+            ),
+            # A heartbeat older than a few intervals says nothing about now: let it expire in
+            # queues rather than revive a dead service when a backlog drains.
+            expiration=3 * self.settings.heartbeat_interval,
+            mandatory=False,  # nobody listening (no gateway yet) is no error worth a log
+        )
+
+    async def _prune_inbox(self) -> NoReturn:
         retention = timedelta(days=self.settings.inbox_retention_days)
-        while True:
-            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-                await self.pool.execute(
-                    "DELETE FROM inbox WHERE handled_at < $1", self.clock() - retention
-                )
-            await asyncio.sleep(3600)
+
+        async def step() -> None:
+            await self.pool.execute(
+                "DELETE FROM inbox WHERE handled_at < $1", self.clock() - retention
+            )
+
+        await every(3600, step, name="inbox_pruning", log=log)
 
     async def _supervise(self, name: str, start: Callable[[], Awaitable[None]]) -> None:
         """Run a loop for ever: restart it after a failure, give up (exit) if it keeps failing."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import NoReturn
 
 import asyncpg
 import structlog
@@ -10,7 +10,7 @@ import structlog
 from services.quota import repository
 from services.quota.accounting import Amounts
 from services.quota.handlers import usage_event
-from shared.db import TRANSIENT_DB_ERRORS
+from shared.loops import every
 from shared.outbox import add_to_outbox
 
 log = structlog.get_logger(__name__)
@@ -30,10 +30,8 @@ async def reconcile_once(pool: asyncpg.Pool, source: str = "boreas/quota") -> in
     return len(drifted)
 
 
-async def reconcile_forever(pool: asyncpg.Pool, interval: float) -> None:
-    while True:
-        try:
-            await reconcile_once(pool)
-        except TRANSIENT_DB_ERRORS as exc:
-            log.warning("reconcile_skipped", error=repr(exc))
-        await asyncio.sleep(interval)
+async def reconcile_forever(pool: asyncpg.Pool, interval: float) -> NoReturn:
+    async def step() -> None:
+        await reconcile_once(pool)
+
+    await every(interval, step, name="drift_repair", log=log, event="reconcile_skipped")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 from uuid import UUID
 
 import asyncpg
 
-from shared.db import TRANSIENT_DB_ERRORS, listen_forever
+from shared.db import listen_forever
 from shared.events import Envelope
+from shared.loops import every
 
 RETENTION = timedelta(days=7)
 WAKE_CHANNEL = "boreas_event_feed"
@@ -174,9 +173,10 @@ async def prune(pool: asyncpg.Pool, now: datetime, keep: timedelta) -> None:
     )
 
 
-async def prune_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> None:
+async def prune_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> NoReturn:
     """Keep a week of events for resuming streams; older ones go, hourly."""
-    while True:
-        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-            await prune(pool, clock(), RETENTION)
-        await asyncio.sleep(3600)
+
+    async def step() -> None:
+        await prune(pool, clock(), RETENTION)
+
+    await every(3600, step, name="feed_pruning")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
-from shared.db import TRANSIENT_DB_ERRORS
+from shared.loops import every
 
 RATE_LIMIT_PRUNE_SECONDS = 300
 
@@ -217,10 +215,11 @@ async def hit_rate_limit(
 
 async def prune_rate_limits_forever(
     pool: asyncpg.Pool, clock: Callable[[], datetime], window: timedelta
-) -> None:
+) -> NoReturn:
     """Windows that have ended count for nothing: delete them every few minutes, so buckets
     made up by a guesser (a row per username and address) do not pile up."""
-    while True:
-        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-            await pool.execute("DELETE FROM rate_limits WHERE window_start <= $1", clock() - window)
-        await asyncio.sleep(RATE_LIMIT_PRUNE_SECONDS)
+
+    async def step() -> None:
+        await pool.execute("DELETE FROM rate_limits WHERE window_start <= $1", clock() - window)
+
+    await every(RATE_LIMIT_PRUNE_SECONDS, step, name="rate_limit_pruning")

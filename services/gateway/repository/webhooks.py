@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
-from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import WebhookDeliveryAttempted, WebhookSecret
+from shared.loops import every
 
 # Every column but the sealed secrets: what routes may read.
 _PUBLIC = """id, owner, scope, url, topics, state, disabled_reason, revision, created_at,
@@ -224,11 +222,12 @@ async def attempts_page(
     )
 
 
-async def prune_attempts_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> None:
+async def prune_attempts_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> NoReturn:
     """Keep a month of delivery log; older attempts go, hourly."""
-    while True:
-        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-            await pool.execute(
-                "DELETE FROM webhook_attempts WHERE attempted_at < $1", clock() - LOG_RETENTION
-            )
-        await asyncio.sleep(3600)
+
+    async def step() -> None:
+        await pool.execute(
+            "DELETE FROM webhook_attempts WHERE attempted_at < $1", clock() - LOG_RETENTION
+        )
+
+    await every(3600, step, name="webhook_log_pruning")
