@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -30,9 +31,10 @@ class DeadLetter:
 
 
 def _describe(message: AbstractIncomingMessage) -> DeadLetter:
-    headers = message.headers or {}
+    # RabbitMQ's own headers: x-death is a list of tables, the first about the first death.
+    headers: dict[str, Any] = dict(message.headers or {})
     deaths = headers.get("x-death") or []
-    first = deaths[0] if deaths else {}
+    first: dict[str, Any] = deaths[0] if deaths else {}
     routing_keys = first.get("routing-keys") or [message.routing_key or ""]
     return DeadLetter(
         event_id=message.message_id,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -63,12 +65,16 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool | None = 
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def _drop_color_message(_logger: object, _name: str, event: dict) -> dict:
+def _drop_color_message(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     event.pop("color_message", None)  # uvicorn's ANSI copy of the message
     return event
 
 
-def _redact_urls(_logger: object, _name: str, event: dict) -> dict:
+def _redact_urls(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """No query string of any URL reaches a log line, whoever logged it."""
     return {
         key: redact_urls_in(value) if isinstance(value, str) else value

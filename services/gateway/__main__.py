@@ -2,6 +2,7 @@
 BOREAS_GATEWAY_PORT, in BOREAS_GATEWAY_WORKERS processes."""
 
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -13,7 +14,7 @@ from shared.logging import configure_logging
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
-    options = {
+    options: dict[str, Any] = {
         "host": settings.gateway_host,
         "port": settings.gateway_port,
         "log_config": None,  # uvicorn's loggers go through our structlog handler

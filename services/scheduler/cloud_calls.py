@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.types import NodeState
@@ -50,7 +51,7 @@ def read_catalog(driver: NodeDriver) -> CatalogRead:
     )
 
 
-def _first(extra: dict, *keys: str) -> object:
+def _first(extra: dict[str, Any], *keys: str) -> Any:
     return next((extra[k] for k in keys if extra.get(k) not in (None, "")), None)
 
 
@@ -65,11 +66,13 @@ def launch_node(
     """Create the node, tagged with its Boreas id (how a retry after a crash finds it)."""
     location = read.locations.get(offer.region) if offer.region else None
     # Only drivers with locations take the argument (OpenStack's create_node refuses it).
-    where = {"location": location} if location is not None else {}
-    return driver.create_node(
+    where: dict[str, Any] = {"location": location} if location is not None else {}
+    # libcloud's base class declares neither ex_metadata (every driver Boreas uses takes it) nor
+    # an image without a name (drivers need only its id), hence the two ignores.
+    return driver.create_node(  # type: ignore[call-arg]
         name=name,
         size=read.sizes[offer.size.id],
-        image=NodeImage(id=offer.image_id, name=None, driver=driver),
+        image=NodeImage(id=offer.image_id, name=None, driver=driver),  # type: ignore[arg-type]
         ex_metadata={**(extra_metadata or {}), BOREAS_TAG: str(instance_id)},
         **where,
     )
@@ -88,7 +91,8 @@ def find_launched(driver: NodeDriver, instance_id: uuid.UUID) -> Node | None:
 
 
 def act_on_node(driver: NodeDriver, provider_instance_id: str, action: str) -> None:
-    node = Node(provider_instance_id, None, NodeState.UNKNOWN, [], [], driver)
+    # A node known by its id alone: the drivers' actions need no more (libcloud types a name).
+    node = Node(provider_instance_id, None, NodeState.UNKNOWN, [], [], driver)  # type: ignore[arg-type]
     operation = {
         "stop": driver.stop_node,
         "start": driver.start_node,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ class CloudWorker:
                 for call in claimed:
                     task = asyncio.create_task(self._carry_out(call), name=f"cloud-call-{call.id}")
                     self._in_flight[call.id] = task
-                    task.add_done_callback(lambda _t, i=call.id: self._done(i))
+                    task.add_done_callback(functools.partial(self._done, call.id))
                 if time.monotonic() - renewed > self.lease / 3:
                     renewed = time.monotonic()
                     with contextlib.suppress(*TRANSIENT_DB_ERRORS):
@@ -137,7 +138,7 @@ class CloudWorker:
         finally:
             await self._finish_in_flight()
 
-    def _done(self, call_id: int) -> None:
+    def _done(self, call_id: int, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(call_id, None)
         self._wake.set()
 
@@ -194,7 +195,10 @@ class CloudWorker:
             offer = offer_for(
                 account, catalogs[account.id].catalog, request, load=load, headroom=headroom
             )
-            (attempts.append if isinstance(offer, str) else offers.append)(offer)
+            if isinstance(offer, str):
+                attempts.append(offer)
+            else:
+                offers.append(offer)
 
         ranked = rank(offers)
         for tried, offer in enumerate(ranked, 1):
@@ -205,13 +209,13 @@ class CloudWorker:
             try:
                 node = await self.clouds.call(
                     rows[account.id],
-                    lambda driver, offer=offer: launch_node(
-                        driver,
-                        catalogs[offer.account.id],
-                        offer,
-                        call.instance_id,
-                        f"boreas-{str(call.instance_id)[:8]}",
-                        offer.account.config.get("metadata"),
+                    functools.partial(
+                        launch_node,
+                        read=catalogs[offer.account.id],
+                        offer=offer,
+                        instance_id=call.instance_id,
+                        name=f"boreas-{str(call.instance_id)[:8]}",
+                        extra_metadata=offer.account.config.get("metadata"),
                     ),
                 )
             except CloudThrottled as error:
