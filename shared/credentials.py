@@ -23,19 +23,12 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict
+
+from shared.events import SealedSecret
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 DEV_KEY_FILE = Path(".boreas") / "secret.key"
-
-
-class SealedCredentials(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    key_id: str
-    nonce: str  # base64
-    ciphertext: str  # base64, tag included
 
 
 class CredentialsUnreadable(Exception):
@@ -101,20 +94,20 @@ class CredentialCipher:
 
     def seal(
         self, account_id: str, credentials: dict[str, str], *, purpose: str = PROVIDER_ACCOUNT
-    ) -> SealedCredentials:
+    ) -> SealedSecret:
         nonce = secrets.token_bytes(NONCE_BYTES)
         plaintext = json.dumps(credentials, sort_keys=True).encode()
         ciphertext = AESGCM(self.current).encrypt(
             nonce, plaintext, _associated_data(purpose, account_id)
         )
-        return SealedCredentials(
+        return SealedSecret(
             key_id=self.current_key_id,
             nonce=base64.b64encode(nonce).decode(),
             ciphertext=base64.b64encode(ciphertext).decode(),
         )
 
     def open(
-        self, account_id: str, sealed: SealedCredentials, *, purpose: str = PROVIDER_ACCOUNT
+        self, account_id: str, sealed: SealedSecret, *, purpose: str = PROVIDER_ACCOUNT
     ) -> dict[str, str]:
         keys = {key_id(k): k for k in (self.current, *self.previous)}
         key = keys.get(sealed.key_id)
@@ -133,8 +126,8 @@ class CredentialCipher:
         return json.loads(plaintext)
 
     def reseal(
-        self, account_id: str, sealed: SealedCredentials, *, purpose: str = PROVIDER_ACCOUNT
-    ) -> SealedCredentials:
+        self, account_id: str, sealed: SealedSecret, *, purpose: str = PROVIDER_ACCOUNT
+    ) -> SealedSecret:
         """Re-encrypt under the current key (no-op result if it already is)."""
         if sealed.key_id == self.current_key_id:
             return sealed

@@ -239,13 +239,15 @@ class InstanceOwnerChanged(Event):
 
 
 class SealedSecret(BaseModel):
-    """Credentials sealed by the gateway (AES-256-GCM, see shared/credentials.py)."""
+    """A secret sealed by the gateway (AES-256-GCM, see shared/credentials.py): provider
+    credentials, a webhook's signing secret or URL. The one model for it, in events, in the
+    database and in :class:`shared.credentials.CredentialCipher`."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     key_id: str
-    nonce: str
-    ciphertext: str
+    nonce: str  # base64
+    ciphertext: str  # base64, tag included
 
 
 class ProviderAccountChanged(Event):

@@ -6,7 +6,7 @@ import asyncpg
 
 from services.gateway.repository import accounts
 from services.gateway.schemas import ProviderAccountOut
-from shared.events import ProviderAccountChanged, SealedSecret
+from shared.events import ProviderAccountChanged
 from shared.outbox import add_to_outbox
 
 SOURCE = "boreas/gateway"
@@ -29,7 +29,7 @@ async def announce_account(
             provider=account["provider"],
             config=account["config"],
             grants=account["grants"],
-            credentials=SealedSecret(**sealed.model_dump()),
+            credentials=sealed,
             revision=account["revision"],
             deleted=deleted,
         ),

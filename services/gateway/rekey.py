@@ -21,9 +21,9 @@ from services.gateway.account_events import announce_account
 from services.gateway.repository import accounts, audit, webhooks
 from services.gateway.webhook_events import announce_webhook
 from shared.config import ServiceSettings
-from shared.credentials import WEBHOOK, CredentialCipher, SealedCredentials, new_key_text
+from shared.credentials import WEBHOOK, CredentialCipher, new_key_text
 from shared.db import create_pool
-from shared.events import SealedSecret, WebhookSecret
+from shared.events import WebhookSecret
 
 
 async def reseal_accounts(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
@@ -69,13 +69,7 @@ async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple
                 continue
             renewed = [
                 WebhookSecret(
-                    sealed=SealedSecret(
-                        **cipher.reseal(
-                            str(webhook_id),
-                            SealedCredentials(**s.sealed.model_dump()),
-                            purpose=WEBHOOK,
-                        ).model_dump()
-                    ),
+                    sealed=cipher.reseal(str(webhook_id), s.sealed, purpose=WEBHOOK),
                     expires_at=s.expires_at,
                 )
                 for s in secrets

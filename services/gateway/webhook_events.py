@@ -9,7 +9,7 @@ import asyncpg
 
 from services.gateway.repository import webhooks
 from shared.credentials import WEBHOOK_URL, CredentialCipher
-from shared.events import SealedSecret, WebhookChanged
+from shared.events import WebhookChanged
 from shared.outbox import add_to_outbox
 from shared.redaction import redact_url
 
@@ -31,11 +31,7 @@ async def announce_webhook(
             owner=webhook["owner"],
             scope=webhook["scope"],
             url=redact_url(webhook["url"]),
-            sealed_url=SealedSecret(
-                **cipher.seal(
-                    str(webhook_id), {"url": webhook["url"]}, purpose=WEBHOOK_URL
-                ).model_dump()
-            ),
+            sealed_url=cipher.seal(str(webhook_id), {"url": webhook["url"]}, purpose=WEBHOOK_URL),
             topics=webhook["topics"],
             secrets=webhook["secrets"],
             active=webhook["state"] == "active" and webhook["deleted_at"] is None,

@@ -36,7 +36,6 @@ from shared.credentials import (
     WEBHOOK_URL,
     CredentialCipher,
     CredentialsUnreadable,
-    SealedCredentials,
 )
 from shared.db import TRANSIENT_DB_ERRORS, listen_forever
 from shared.events import CLOUDEVENTS_CONTENT_TYPE, WebhookDeliveryAttempted, WebhookDisabled
@@ -222,14 +221,14 @@ class WebhookDeliverer:
     def _url(self, delivery: Claimed) -> str:
         if delivery.sealed_url is None:
             return delivery.url
-        sealed = SealedCredentials(**delivery.sealed_url.model_dump())
+        sealed = delivery.sealed_url
         return self.cipher.open(str(delivery.webhook_id), sealed, purpose=WEBHOOK_URL)["url"]
 
     def _secrets(self, delivery: Claimed, now: datetime) -> list[str]:
         secrets = [
             self.cipher.open(
                 str(delivery.webhook_id),
-                SealedCredentials(**s.sealed.model_dump()),
+                s.sealed,
                 purpose=WEBHOOK,
             )["secret"]
             for s in delivery.secrets

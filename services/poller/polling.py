@@ -28,9 +28,14 @@ from services.poller.health import describe_failure, health_due
 from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
-from shared.credentials import SealedCredentials
 from shared.db import TRANSIENT_DB_ERRORS
-from shared.events import Envelope, InstanceState, InstanceStateChanged, ProviderAccountHealth
+from shared.events import (
+    Envelope,
+    InstanceState,
+    InstanceStateChanged,
+    ProviderAccountHealth,
+    SealedSecret,
+)
 from shared.outbox import add_envelopes, add_to_outbox
 from shared.runtime import Clock
 
@@ -258,7 +263,7 @@ class Poller:
         """The account's credentials in clear (in memory only), so a cloud's error message that
         echoes one is redacted; none if they do not open (that may be the very failure)."""
         try:
-            sealed = SealedCredentials.model_validate(account["credentials"])
+            sealed = SealedSecret.model_validate(account["credentials"])
             opened = self._settings.credential_cipher().open(account["id"], sealed)
         except Exception:
             return []

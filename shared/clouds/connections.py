@@ -21,7 +21,8 @@ from libcloud.compute.base import NodeDriver
 
 from shared.clouds.budget import CallBudget, is_throttle
 from shared.clouds.registry import build_driver
-from shared.credentials import CredentialCipher, SealedCredentials
+from shared.credentials import CredentialCipher
+from shared.events import SealedSecret
 
 T = TypeVar("T")
 
@@ -118,7 +119,7 @@ class CloudConnections:
         raise AssertionError("unreachable")
 
     def _build(self, account: Mapping[str, Any]) -> NodeDriver:
-        sealed = SealedCredentials.model_validate(account["credentials"])
+        sealed = SealedSecret.model_validate(account["credentials"])
         credentials = self._cipher.open(account["id"], sealed)
         return build_driver(
             account["provider"],

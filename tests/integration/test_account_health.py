@@ -20,7 +20,7 @@ from shared.bus import Bus
 from shared.config import PollerSettings
 from shared.credentials import CredentialCipher
 from shared.db import service_migrations
-from shared.events import ProviderAccountChanged, SealedSecret
+from shared.events import ProviderAccountChanged
 from shared.runtime import ServiceRuntime, utcnow
 from shared.testing import EventProbe
 from tests.integration.api import SESSION_KEY, Api
@@ -49,7 +49,7 @@ def with_secret(account: dict, api_key: str, secret: str, revision: int) -> Prov
         provider="simulator",
         config=account["config"],
         grants=account["grants"],
-        credentials=SealedSecret(**sealed.model_dump()),
+        credentials=sealed,
         revision=revision,
     )
 

@@ -12,11 +12,11 @@ from services.gateway.repository.accounts import sealed_credentials
 from shared.credentials import (
     WEBHOOK,
     CredentialCipher,
-    SealedCredentials,
     key_id,
     new_key_text,
     parse_key,
 )
+from shared.events import SealedSecret
 from shared.testing import EventProbe
 from tests.infra import Infrastructure
 from tests.integration.api import gateway_settings, running_gateway
@@ -83,5 +83,7 @@ async def test_rotation_reseals_every_account_and_announces_it(infra: Infrastruc
             )
             [secret] = announced.data["secrets"]
             assert secret["sealed"]["key_id"] == sealed.key_id
-            opened = cipher.open(hook["id"], SealedCredentials(**secret["sealed"]), purpose=WEBHOOK)
+            opened = cipher.open(
+                hook["id"], SealedSecret.model_validate(secret["sealed"]), purpose=WEBHOOK
+            )
             assert opened == {"secret": hook["secret"]}

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from shared.credentials import WEBHOOK, SealedCredentials
+from shared.credentials import WEBHOOK
 from shared.events import WebhookChanged, decode
 from shared.testing import EventProbe
 from tests.integration.api import Api, gateway_settings, running_gateway
@@ -53,9 +53,7 @@ async def test_the_secret_is_shown_once_and_travels_only_sealed(
     assert isinstance(event, WebhookChanged) and event.active and event.revision == 1
     cipher = api.app.state.gateway.cipher
     [sealed] = event.secrets
-    opened = cipher.open(
-        hook["id"], SealedCredentials(**sealed.sealed.model_dump()), purpose=WEBHOOK
-    )
+    opened = cipher.open(hook["id"], sealed.sealed, purpose=WEBHOOK)
     assert opened == {"secret": secret}
 
 

@@ -9,12 +9,12 @@ import pytest
 from shared.credentials import (
     CredentialCipher,
     CredentialsUnreadable,
-    SealedCredentials,
     dev_key,
     key_id,
     new_key_text,
     parse_key,
 )
+from shared.events import SealedSecret
 
 SECRET = {"key": "AKIA-EXAMPLE", "secret": "wJalrXUtnFEMI-unique-secret-string"}
 
@@ -85,4 +85,4 @@ def test_dev_key_is_generated_once_and_private(tmp_path: Path) -> None:
 def test_sealed_form_is_plain_json() -> None:
     sealed = cipher().seal("a", SECRET)
     assert set(json.loads(sealed.model_dump_json())) == {"key_id", "nonce", "ciphertext"}
-    assert SealedCredentials.model_validate_json(sealed.model_dump_json()) == sealed
+    assert SealedSecret.model_validate_json(sealed.model_dump_json()) == sealed

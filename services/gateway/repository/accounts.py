@@ -8,8 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.credentials import SealedCredentials
-from shared.events import ProviderAccountHealth
+from shared.events import ProviderAccountHealth, SealedSecret
 
 # Every column but the sealed credentials: what routes may read.
 _PUBLIC = "a.id, a.name, a.provider, a.config, a.revision, a.created_at, a.updated_at"
@@ -22,7 +21,7 @@ async def create_account(
     name: str,
     provider: str,
     config: dict[str, Any],
-    sealed: SealedCredentials,
+    sealed: SealedSecret,
 ) -> bool:
     """False when the name is taken."""
     status = await conn.execute(
@@ -81,9 +80,9 @@ async def account_with_grants(
     return _public(row) if row else None
 
 
-async def sealed_credentials(conn: asyncpg.Connection, account_id: str) -> SealedCredentials:
+async def sealed_credentials(conn: asyncpg.Connection, account_id: str) -> SealedSecret:
     raw = await conn.fetchval("SELECT credentials FROM provider_accounts WHERE id = $1", account_id)
-    return SealedCredentials.model_validate_json(raw)
+    return SealedSecret.model_validate_json(raw)
 
 
 async def visible_accounts(
@@ -141,7 +140,7 @@ async def all_account_ids(conn: asyncpg.Connection) -> list[str]:
 
 
 async def replace_credentials(
-    conn: asyncpg.Connection, account_id: str, sealed: SealedCredentials
+    conn: asyncpg.Connection, account_id: str, sealed: SealedSecret
 ) -> None:
     await conn.execute(
         """UPDATE provider_accounts SET credentials = $2, revision = revision + 1,
@@ -191,7 +190,7 @@ async def update_account(
     *,
     name: str | None,
     config: dict[str, Any] | None,
-    sealed: SealedCredentials | None,
+    sealed: SealedSecret | None,
 ) -> bool:
     """Change what is given (None: keep) and count a revision; False when the name is taken."""
     try:

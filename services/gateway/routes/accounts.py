@@ -22,7 +22,7 @@ from services.gateway.schemas import (
     ProviderAccountPage,
     ProviderAccountView,
 )
-from shared.credentials import SealedCredentials
+from shared.events import SealedSecret
 
 log = structlog.get_logger(__name__)
 
@@ -176,7 +176,7 @@ async def change_account(
 
 async def _checked_change(
     gw: Gateway, db: asyncpg.Connection, found: dict[str, Any], body: AccountChange
-) -> SealedCredentials | None:
+) -> SealedSecret | None:
     """Check new credentials or config with the cloud (422 if it refuses); the new credentials
     sealed, if there are any."""
     if body.credentials is None and body.config is None:

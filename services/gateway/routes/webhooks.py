@@ -41,8 +41,7 @@ PUBLIC_TOPICS = [cls.TOPIC for cls in PUBLIC]
 
 
 def _seal(gw: Gateway, webhook_id: uuid.UUID, secret: str) -> SealedSecret:
-    sealed = gw.cipher.seal(str(webhook_id), {"secret": secret}, purpose=WEBHOOK)
-    return SealedSecret(**sealed.model_dump())
+    return gw.cipher.seal(str(webhook_id), {"secret": secret}, purpose=WEBHOOK)
 
 
 RESOLVE_SECONDS = 5.0
