@@ -29,7 +29,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Errors that mean "the database is away or restarting", not "this unit of work is wrong".
 # InternalClientError is what asyncpg raises when a connection that broke mid-operation is
 # released ("cannot switch to state 15; another operation is in progress"): a lost connection.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,

@@ -19,6 +19,10 @@ log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
+# What a route declares under ``responses=`` (the OpenAPI generator fills in the problem body).
+Responses = dict[int | str, dict[str, Any]]
+ADMINS_ONLY: Responses = {403: {"description": "only an admin may do this"}}
+
 
 def problem(
     status: int,
@@ -54,7 +58,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
             for e in exc.errors()
         ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        first: dict[str, Any] = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
         return problem(422, detail, title="Invalid request", errors=errors)
 

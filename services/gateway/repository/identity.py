@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import asyncpg
 
@@ -19,7 +19,7 @@ RATE_LIMIT_PRUNE_SECONDS = 300
 class User:
     id: uuid.UUID
     username: str
-    role: str
+    role: Literal["user", "admin"]
 
     @property
     def is_admin(self) -> bool:
@@ -117,20 +117,22 @@ async def update_user(
     disabled: bool | None = None,
     role: str | None = None,
     password_hash: str | None = None,
-) -> None:
-    await conn.execute(
-        """UPDATE users SET
+) -> dict[str, Any]:
+    """The user as admins see them after the change."""
+    row = await conn.fetchrow(
+        f"""UPDATE users SET
                disabled_at = CASE WHEN $2::boolean IS NULL THEN disabled_at
                                   WHEN $2 THEN coalesce(disabled_at, $5) END,
                role = coalesce($3, role),
                password_hash = coalesce($4, password_hash)
-           WHERE id = $1""",
+           WHERE id = $1 RETURNING {_ACCOUNT}""",
         user_id,
         disabled,
         role,
         password_hash,
         now,
     )
+    return dict(row)
 
 
 async def revoke_all_tokens(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> int:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Response
 
 from services.gateway.account_events import announce_account
 from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
+from services.gateway.problems import ADMINS_ONLY, Responses
 from services.gateway.repository import accounts, audit, identity, instances
 from services.gateway.schemas import (
     AccountChange,
@@ -35,9 +36,10 @@ async def _check_grantees(conn: asyncpg.Connection, grantees: list[str]) -> None
             raise HTTPException(422, f"There is no user named {grantee!r} to grant to.")
 
 
-NOT_FOUND = {404: {"description": "no such provider account"}}
-ADMINS_ONLY = {403: {"description": "only an admin may do this"}}
-REFUSED = {422: {"description": "invalid, or the cloud refused the account (its message says why)"}}
+NOT_FOUND: Responses = {404: {"description": "no such provider account"}}
+REFUSED: Responses = {
+    422: {"description": "invalid, or the cloud refused the account (its message says why)"}
+}
 
 
 async def _check_with_cloud(

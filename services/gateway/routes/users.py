@@ -12,6 +12,7 @@ from services.gateway import security
 from services.gateway.account_events import announce_account
 from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.problems import ADMINS_ONLY, Responses
 from services.gateway.repository import accounts, audit, identity, instances, webhooks
 from services.gateway.routes.instances import request_action
 from services.gateway.routes.quotas import start_with_default_limits
@@ -29,8 +30,7 @@ from shared.outbox import add_to_outbox
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
-NOT_FOUND = {404: {"description": "no such user"}}
-ADMINS_ONLY = {403: {"description": "only an admin may do this"}}
+NOT_FOUND: Responses = {404: {"description": "no such user"}}
 
 
 @router.post("", status_code=201, response_model=UserOut, responses={403: {}, 409: {}})
@@ -107,7 +107,7 @@ async def change_user(
                 409, f"{username!r} is the last admin who can log in; make another admin first."
             )
         now = gw.clock()
-        await identity.update_user(
+        updated = await identity.update_user(
             conn,
             target["id"],
             now=now,
@@ -128,7 +128,6 @@ async def change_user(
             target=username,
             detail={**changed, "tokens_revoked": revoked},
         )
-        updated = await identity.account_of(conn, username)
     return UserAccount(**updated)
 
 
