@@ -17,6 +17,7 @@ re-attaches consumers; :attr:`Bus.is_connected` tells readiness probes whether i
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
@@ -109,6 +110,7 @@ class Bus:
     ) -> None:
         if not self._exchanges:
             raise RuntimeError("Bus.connect() has not been awaited")
+        headers: dict[str, Any] = slot_headers(envelope.data, envelope.subject, envelope.id)
         message = aio_pika.Message(
             envelope.to_bytes(),
             content_type=CLOUDEVENTS_CONTENT_TYPE,
@@ -119,7 +121,7 @@ class Bus:
             timestamp=envelope.time,
             correlation_id=envelope.correlationid,
             expiration=expiration,
-            headers=slot_headers(envelope.data, envelope.subject, envelope.id),
+            headers=headers,
         )
         await self._exchanges[exchange_of(envelope.topic)].publish(
             message, routing_key=envelope.topic, mandatory=mandatory, timeout=PUBLISH_TIMEOUT

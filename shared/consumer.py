@@ -212,7 +212,9 @@ class _Delivery:
 
     @property
     def deliveries(self) -> int:
-        return int((self.message.headers or {}).get("x-delivery-count") or 0) + 1 + self.tries
+        # RabbitMQ counts a quorum queue's redeliveries in this header (an integer).
+        count = (self.message.headers or {}).get("x-delivery-count")
+        return (count if isinstance(count, int) else 0) + 1 + self.tries
 
 
 @dataclass(eq=False)
@@ -402,7 +404,7 @@ class ConsumerRunner:
         consumer: _Consumer,
         source: Source,
         *,
-        bindings: list[tuple[AbstractExchange, str]] | None = None,
+        bindings: Sequence[tuple[AbstractExchange, str]] | None = None,
         router: AbstractExchange | None = None,
         fallback: AbstractExchange | None = None,
     ) -> None:
@@ -424,9 +426,8 @@ class ConsumerRunner:
         else:
             key = consumer.subscription.order_by
             assert key is not None and router is not None
-            await queue.bind(
-                router, arguments=partition_binding(key, source.partition, s.partitions)
-            )
+            arguments: dict[str, Any] = partition_binding(key, source.partition, s.partitions)
+            await queue.bind(router, arguments=arguments)
             if fallback is not None:
                 await queue.bind(fallback)
         source.channel, source.queue = channel, queue

@@ -75,7 +75,8 @@ def nodes_tagged(driver: NodeDriver, key: str, value: str) -> list[Node]:
     if isinstance(driver, SimulatorNodeDriver):
         nodes = driver.ex_list_nodes_tagged(key, value)
     elif isinstance(driver, CompatibleEC2NodeDriver):
-        nodes = driver.list_nodes(ex_filters={f"tag:{key}": value})
+        # libcloud annotates ex_filters as a string; the driver takes (and documents) a dict.
+        nodes = driver.list_nodes(ex_filters={f"tag:{key}": value})  # type: ignore[arg-type]
     else:
         nodes = driver.list_nodes()
     return [n for n in nodes if tags_of(n).get(key) == value]

@@ -12,7 +12,7 @@ import contextlib
 import gc
 import json
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from libcloud.common.base import ConnectionUserAndKey, JsonResponse
@@ -63,6 +63,7 @@ class SimulatorResponse(JsonResponse):
         return 200 <= self.status < 300
 
     def parse_error(self) -> None:
+        body: dict[str, Any]
         try:
             body = json.loads(self.body) if self.body else {}
         except ValueError:
@@ -70,7 +71,9 @@ class SimulatorResponse(JsonResponse):
         code, message = body.get("code", "Error"), body.get("message", self.body or "")
         if self.status == 401:
             raise InvalidCredsError(message)
-        raise SimulatorError(code, message, self.status, driver=self.connection.driver)
+        raise SimulatorError(
+            code, message, self.status, driver=getattr(self.connection, "driver", None)
+        )
 
 
 class SimulatorConnection(ConnectionUserAndKey):
@@ -88,7 +91,7 @@ class SimulatorNodeDriver(NodeDriver):
     name = "Boreas simulated cloud"
     website = "https://example.invalid/boreas"
     connectionCls = SimulatorConnection
-    features: ClassVar[dict[str, list[str]]] = {"create_node": []}
+    features: dict[str, list[str]] = {"create_node": []}  # noqa: RUF012 (libcloud's own shape)
 
     def __init__(self, key: str, secret: str, endpoint: str = DEFAULT_ENDPOINT, **kwargs: Any):
         url = urlsplit(endpoint)
@@ -153,7 +156,9 @@ class SimulatorNodeDriver(NodeDriver):
         with _collector_paused():
             return [self._to_node(n) for n in self._request("/v1/nodes", params=params)]
 
-    def create_node(
+    # libcloud's drivers take ex_ keywords the base class does not declare (EC2's and OpenStack's
+    # ex_metadata among them), so the signature differs from the base's by design.
+    def create_node(  # type: ignore[override]
         self,
         name: str,
         size: NodeSize,
