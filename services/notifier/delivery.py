@@ -39,6 +39,7 @@ from shared.credentials import (
 )
 from shared.db import TRANSIENT_DB_ERRORS, listen_forever
 from shared.events import CLOUDEVENTS_CONTENT_TYPE, WebhookDeliveryAttempted, WebhookDisabled
+from shared.loops import Backoff, every
 from shared.outbox import add_to_outbox
 from shared.redaction import redact_urls_in
 from shared.runtime import Clock, utcnow
@@ -49,6 +50,9 @@ log = structlog.get_logger(__name__)
 SOURCE = "boreas/notifier"
 USER_AGENT = "Boreas-Webhooks/1"
 POLL_SECONDS = 0.5
+TIDY_SECONDS = 60.0
+# Claims retried 1 s after the database is lost, doubling to 5 s: delivery resumes soon after.
+DATABASE_BACKOFF = Backoff(first=1.0, ceiling=5.0)
 FINISHED_RETENTION = timedelta(days=7)
 MAX_ERROR_LENGTH = 300
 
@@ -83,24 +87,37 @@ class WebhookDeliverer:
         listener = asyncio.create_task(
             listen_forever(self.pool, repository.WAKE_CHANNEL, self._on_notify, POLL_SECONDS)
         )
-        housekeeping = asyncio.create_task(self._tidy_forever())
+        housekeeping = asyncio.create_task(
+            every(TIDY_SECONDS, self._tidy, name="webhook_tidying", log=log)
+        )
         clients = {
             "http": self._client(keep_alive=True),
             # The pool keys connections by address, not by name: a kept TLS connection could
             # carry another host's request past the certificate check made for the first.
             "https": self._client(keep_alive=False),
         }
+
+        async def claim_and_start() -> float:
+            """Start what is due; returns how long to wait for a wake-up (none if any started)."""
+            self._wake.clear()
+            try:
+                return 0 if await self._start_due(clients) else POLL_SECONDS
+            except TRANSIENT_DB_ERRORS:
+                raise  # every() logs it and backs off
+            except Exception:  # a bad row: log it, keep delivering the rest
+                log.exception("webhook_claim_failed")
+                return POLL_SECONDS
+
         try:
-            while True:
-                self._wake.clear()
-                try:
-                    started = await self._start_due(clients)
-                except Exception:  # a bad row or a lost query: log it, keep delivering the rest
-                    log.exception("webhook_claim_failed")
-                    started = 0
-                if not started:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            await every(
+                POLL_SECONDS,
+                claim_and_start,
+                name="webhook_delivery",
+                log=log,
+                event="webhook_claim_failed",
+                backoff=DATABASE_BACKOFF,
+                wait=self._woken_within,
+            )
         finally:
             for task in (listener, housekeeping, *self._in_flight):
                 task.cancel()
@@ -121,6 +138,11 @@ class WebhookDeliverer:
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
+
+    async def _woken_within(self, timeout: float) -> None:
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _start_due(self, clients: dict[str, httpx.AsyncClient]) -> int:
         room = self.settings.webhook_concurrency - len(self._in_flight)
@@ -318,13 +340,11 @@ class WebhookDeliverer:
             source=SOURCE,
         )
 
-    async def _tidy_forever(self) -> None:
-        while True:
-            try:
-                now = self.clock()
-                await repository.tidy(self.pool, now=now, finished_before=now - FINISHED_RETENTION)
-            except TRANSIENT_DB_ERRORS:
-                pass  # the database is away: next round
-            except Exception:
-                log.exception("webhook_tidy_failed")
-            await asyncio.sleep(60)
+    async def _tidy(self) -> None:
+        now = self.clock()
+        try:
+            await repository.tidy(self.pool, now=now, finished_before=now - FINISHED_RETENTION)
+        except TRANSIENT_DB_ERRORS:
+            raise  # every() logs it and backs off
+        except Exception:  # no supervisor watches this task of run(): log, try next round
+            log.exception("webhook_tidy_failed")

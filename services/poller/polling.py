@@ -14,6 +14,7 @@ a success at most every ``HEALTH_REPORT_SECONDS`` (:mod:`services.poller.health`
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,12 +37,15 @@ from shared.events import (
     ProviderAccountHealth,
     SealedSecret,
 )
+from shared.loops import Backoff, every
 from shared.outbox import add_envelopes, add_to_outbox
 from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "boreas/poller"
+# Claims retried 1 s after the database is lost, doubling to 5 s: polling resumes soon after.
+DATABASE_BACKOFF = Backoff(first=1.0, ceiling=5.0)
 
 
 def retry_delay(
@@ -72,40 +76,53 @@ class Poller:
     async def run(self) -> None:
         tick = min(0.25, self._settings.poll_interval / 4)
         pruned_at = self._clock()
+
+        async def claim_and_start() -> float:
+            """Start polling what is due; returns how long to wait for a slot to free."""
+            nonlocal pruned_at
+            free = self._settings.poll_concurrency - len(self._in_flight)
+            if free <= 0:
+                return math.inf  # every slot busy: wait for one
+            async with self._pool.acquire() as conn:
+                claimed = await repository.claim_due_accounts(
+                    conn,
+                    now=self._clock(),
+                    default_interval=self._settings.poll_interval,
+                    limit=free,
+                )
+            for account in claimed:
+                task = asyncio.create_task(self._poll_logged(account))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+            if self._clock() - pruned_at > timedelta(hours=1):
+                await repository.prune_polls(self._pool, self._clock())
+                pruned_at = self._clock()
+            # Nothing more due now: wait for a slot or the next tick. Else claim on at once.
+            return tick if len(claimed) < free else 0
+
         try:
-            while True:
-                free = self._settings.poll_concurrency - len(self._in_flight)
-                claimed: list[dict[str, Any]] = []
-                if free > 0:
-                    try:
-                        async with self._pool.acquire() as conn:
-                            claimed = await repository.claim_due_accounts(
-                                conn,
-                                now=self._clock(),
-                                default_interval=self._settings.poll_interval,
-                                limit=free,
-                            )
-                        if self._clock() - pruned_at > timedelta(hours=1):
-                            await repository.prune_polls(self._pool, self._clock())
-                            pruned_at = self._clock()
-                    except TRANSIENT_DB_ERRORS as exc:
-                        log.warning("poller_database_unavailable", error=repr(exc))
-                        await asyncio.sleep(1)
-                        continue
-                for account in claimed:
-                    task = asyncio.create_task(self._poll_logged(account))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._finished)
-                if len(claimed) < free or free <= 0:
-                    # Nothing more due now, or every slot busy: wait for a slot or the next tick.
-                    self._slot_freed.clear()
-                    waiting = asyncio.create_task(self._slot_freed.wait())
-                    await asyncio.wait({waiting}, timeout=tick if free > 0 else None)
-                    waiting.cancel()
+            await every(
+                tick,
+                claim_and_start,
+                name="polling",
+                log=log,
+                event="poller_database_unavailable",
+                backoff=DATABASE_BACKOFF,
+                wait=self._slot_freed_within,
+            )
         finally:
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _slot_freed_within(self, timeout: float) -> None:
+        """Wait until a poll ends, or at most ``timeout`` seconds (no limit when infinite)."""
+        if timeout <= 0:
+            return
+        self._slot_freed.clear()
+        waiting = asyncio.create_task(self._slot_freed.wait())
+        await asyncio.wait({waiting}, timeout=None if math.isinf(timeout) else timeout)
+        waiting.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
