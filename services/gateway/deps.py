@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -103,3 +104,12 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def parse_id(text: str, what: str) -> uuid.UUID:
+    """The uuid a path names; one that is not a uuid names nothing: 404, as an unknown id does,
+    so a caller cannot tell the two apart (``what``: "instance", "webhook")."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise HTTPException(404, f"There is no such {what}.") from None

@@ -119,6 +119,8 @@ async def test_unknown_and_malformed_ids_are_404_too(api: Api) -> None:
     for instance_id in (str(uuid.uuid4()), "not-a-uuid", "1"):
         response = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
         assert response.status_code == 404
+        # The same answer either way: a malformed id tells no more than an unknown one.
+        assert response.json()["detail"] == "There is no such instance.", instance_id
 
 
 async def test_users_see_their_accounts_without_who_else_may_use_them(api: Api) -> None:

@@ -74,6 +74,7 @@ async def test_someone_elses_webhook_is_not_found(api: Api) -> None:
     assert (await api.client.get("/v1/webhooks", headers=bob)).json()["items"] == []
     not_an_id = await api.client.get("/v1/webhooks/not-an-id", headers=alice)
     assert not_an_id.status_code == 404
+    assert not_an_id.json()["detail"] == "There is no such webhook."
 
     admin = await api.admin()
     seen = await api.client.get(f"/v1/webhooks/{hook['id']}", headers=admin)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
-from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep
+from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.repository import accounts, audit, instances
@@ -138,17 +138,10 @@ async def list_instances(
     return InstancePage(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
 
-def _parse_id(instance_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(instance_id)
-    except ValueError:
-        raise HTTPException(404, "There is no such instance.") from None
-
-
 @router.get("/{instance_id}", response_model=InstanceOut, responses=NOT_FOUND)
 async def get_instance(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
     found = await instances.visible_instance(
-        db, _parse_id(instance_id), viewer=user.username, everything=user.is_admin
+        db, parse_id(instance_id, "instance"), viewer=user.username, everything=user.is_admin
     )
     if found is None:
         raise HTTPException(404, "There is no such instance.")
@@ -170,7 +163,7 @@ async def _act(
     async with gw.outbox.transaction(db) as conn:
         found = await instances.visible_instance(
             conn,
-            _parse_id(instance_id),
+            parse_id(instance_id, "instance"),
             viewer=user.username,
             everything=user.is_admin,
             for_update=True,

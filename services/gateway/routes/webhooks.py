@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 
-from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep
+from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.repository import audit, webhooks
 from services.gateway.repository.identity import User
@@ -58,13 +58,6 @@ async def _check_target(url: str, gw: Gateway) -> None:
     except TimeoutError:
         host = target.host if target else url
         raise HTTPException(422, f"{host} did not resolve within {RESOLVE_SECONDS:g} s.") from None
-
-
-def _parse_id(webhook_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(webhook_id)
-    except ValueError:
-        raise HTTPException(404, "There is no such webhook.") from None
 
 
 @router.post(
@@ -155,7 +148,7 @@ async def _visible(
     """The webhook if the caller may see it (locked with ``lock``); 404 otherwise."""
     found = await webhooks.visible(
         conn,
-        _parse_id(webhook_id),
+        parse_id(webhook_id, "webhook"),
         viewer=user.username,
         everything=user.is_admin,
         for_update=lock,
