@@ -107,13 +107,11 @@ class ServiceHeartbeat(Event):
     failing: list[str] = Field(default_factory=list)
 
 
-class InstanceLaunchRequested(Event):
-    """The gateway accepted a launch request; quota decides it next."""
+class LaunchFields(Event):
+    """What a launch asks for, carried alike by :class:`InstanceLaunchRequested` and
+    :class:`InstanceLaunchAdmitted`. Not an event itself (no TOPIC): a change here changes both
+    schemas, and each needs its own version bump."""
 
-    TOPIC = "instance.launch_requested"
-    AUDIENCE = Audience.PUBLIC
-    # 1.0: first version
-    VERSION = "1.0"
     SUBJECT_FIELD = "instance_id"
 
     instance_id: uuid.UUID
@@ -123,6 +121,15 @@ class InstanceLaunchRequested(Event):
     cpus: int
     memory_mb: int
     placement: Placement = Field(default_factory=Placement)
+
+
+class InstanceLaunchRequested(LaunchFields):
+    """The gateway accepted a launch request; quota decides it next."""
+
+    TOPIC = "instance.launch_requested"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
 
 
 class InstanceRejected(Event):
@@ -291,22 +298,18 @@ class ProviderAccountHealth(Event):
     consecutive_failures: int
 
 
-class InstanceLaunchAdmitted(Event):
+class InstanceLaunchAdmitted(LaunchFields):
     """Quota reserved room for a launch; the scheduler places it next. Internal."""
 
     TOPIC = "instance.launch_admitted"
     AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
-    name: str
-    image: str
-    cpus: int
-    memory_mb: int
-    placement: Placement = Field(default_factory=Placement)
+    @classmethod
+    def of(cls, requested: InstanceLaunchRequested) -> InstanceLaunchAdmitted:
+        """The admission of ``requested``: the same launch, field for field."""
+        return cls(**{name: getattr(requested, name) for name in LaunchFields.model_fields})
 
 
 class ResourceUsage(BaseModel):
@@ -378,6 +381,9 @@ class WebhookChanged(Event):
     revision: int
 
 
+DeliveryOutcome = Literal["delivered", "retrying", "gave_up", "disabled"]
+
+
 class WebhookDeliveryAttempted(Event):
     """The notifier tried to deliver one event to one webhook. Internal: the delivery log.
 
@@ -395,7 +401,7 @@ class WebhookDeliveryAttempted(Event):
     message_id: str
     message_topic: str
     attempt: int
-    outcome: Literal["delivered", "retrying", "gave_up", "disabled"]
+    outcome: DeliveryOutcome
     status_code: int | None = None
     error: str | None = None
     duration_ms: int

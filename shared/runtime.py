@@ -61,6 +61,14 @@ def utcnow() -> datetime:
 STARTUP_PATIENCE = 60.0  # seconds to wait for RabbitMQ/PostgreSQL at start before giving up
 
 
+def _no_subscriptions(_runtime: ServiceRuntime) -> list[Subscription]:
+    return []
+
+
+def _no_loops(_runtime: ServiceRuntime) -> Loops:
+    return {}
+
+
 @dataclass
 class ServiceRuntime:
     """Owns the pool, the bus and the background tasks of one service process."""
@@ -68,8 +76,8 @@ class ServiceRuntime:
     service: str
     settings: ServiceSettings
     migrations: list[Migration]
-    subscriptions: Callable[[ServiceRuntime], list[Subscription]] = lambda _rt: []
-    background: Callable[[ServiceRuntime], Loops] = lambda _rt: {}
+    subscriptions: Callable[[ServiceRuntime], list[Subscription]] = _no_subscriptions
+    background: Callable[[ServiceRuntime], Loops] = _no_loops
     clock: Clock = utcnow
     started_at: datetime = field(default_factory=utcnow)
 
@@ -163,7 +171,7 @@ class ServiceRuntime:
         try:
             async with asyncio.timeout(2):
                 await self.pool.fetchval("SELECT 1")
-        except (TimeoutError, *TRANSIENT_DB_ERRORS):
+        except TRANSIENT_DB_ERRORS:  # a timeout among them
             return False
         return True
 
@@ -290,8 +298,8 @@ def serve(
         service,
         settings,
         service_migrations(Path(__file__).resolve().parent.parent / "services" / service),
-        **({"subscriptions": subscriptions} if subscriptions else {}),
-        **({"background": background} if background else {}),
+        subscriptions=subscriptions or _no_subscriptions,
+        background=background or _no_loops,
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         sys.exit(runner.run(run_until_signalled(runtime)))

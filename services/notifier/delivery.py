@@ -38,7 +38,12 @@ from shared.credentials import (
     CredentialsUnreadable,
 )
 from shared.db import TRANSIENT_DB_ERRORS, listen_forever
-from shared.events import CLOUDEVENTS_CONTENT_TYPE, WebhookDeliveryAttempted, WebhookDisabled
+from shared.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    DeliveryOutcome,
+    WebhookDeliveryAttempted,
+    WebhookDisabled,
+)
 from shared.loops import Backoff, every
 from shared.outbox import add_to_outbox
 from shared.redaction import redact_urls_in
@@ -271,6 +276,7 @@ class WebhookDeliverer:
                 now=now,
                 random=self.random,
             )
+        outcome: DeliveryOutcome
         async with self.pool.acquire() as conn, conn.transaction():
             if verdict is Verdict.DELIVERED:
                 outcome, kept = (

@@ -215,7 +215,7 @@ class Poller:
     async def _record_success(
         self, account: dict[str, Any], now: datetime, busy: bool, fast: float, idle: float
     ) -> None:
-        polled = {
+        polled: dict[str, Any] = {
             "replica": self._settings.replica_id,
             "at": now,
             "changing": busy,
