@@ -89,9 +89,7 @@ async def decide_launches(received: list[Received], uow: BatchUnitOfWork) -> Non
         event: InstanceLaunchRequested = item.event
         if reason is None:
             uow.publish(
-                InstanceLaunchAdmitted(
-                    **event.model_dump(exclude={"placement"}), placement=event.placement
-                ),
+                InstanceLaunchAdmitted.of(event),
                 cause=item.envelope,
             )
             last_cause[event.owner] = item.envelope

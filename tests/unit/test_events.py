@@ -9,9 +9,12 @@ import pytest
 
 from shared.events import (
     Envelope,
+    InstanceLaunchAdmitted,
+    InstanceLaunchRequested,
     InstanceRejected,
     InstanceState,
     InstanceStateChanged,
+    Placement,
     ServiceHeartbeat,
     UndecodableEvent,
     decode,
@@ -116,3 +119,19 @@ def test_unknown_type_is_undecodable() -> None:
 def test_invalid_data_is_undecodable_and_says_which_field() -> None:
     with pytest.raises(UndecodableEvent, match="instance_id"):
         decode(_with_type("boreas.instance.rejected.v1", {"owner": "a", "reason": "r"}))
+
+
+def test_an_admission_carries_its_request_field_for_field() -> None:
+    requested = InstanceLaunchRequested(
+        instance_id=INSTANCE,
+        owner="alice",
+        name="web-1",
+        image="ubuntu-24.04",
+        cpus=2,
+        memory_mb=2048,
+        placement=Placement(provider="ec2", region="eu-north-1"),
+    )
+    admitted = InstanceLaunchAdmitted.of(requested)
+    assert admitted.model_dump() == requested.model_dump()
+    assert admitted.subject() == str(INSTANCE)
+    assert admitted.TOPIC == "instance.launch_admitted"
