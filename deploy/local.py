@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 
 from shared.reachability import unreachable  # noqa: E402
+from shared.services import SERVICES  # noqa: E402
 
-SERVICES = ("gateway", "scheduler", "poller", "quota", "notifier")
 STOP_GRACE = 10.0
 READY_TIMEOUT = 60.0
 

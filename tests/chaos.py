@@ -32,6 +32,7 @@ import httpx
 
 from shared.events import EXCHANGE
 from shared.logging import configure_logging
+from shared.services import SERVICES
 from shared.testing import wait_until
 from tests.infra import Infrastructure, provide_infrastructure
 from tests.system import (
@@ -214,7 +215,7 @@ async def _faults(infra: Infrastructure, system: System, load: Load, db_url: str
 
     await timed("restart RabbitMQ", rabbitmq)
     await timed("restart PostgreSQL", postgresql)
-    for service in ("gateway", "scheduler", "poller", "quota", "notifier"):
+    for service in SERVICES:
 
         async def kill_and_start(service: str = service) -> None:
             system.kill(service, 0, signal.SIGKILL)

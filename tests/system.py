@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 
 from shared.credentials import new_key_text
+from shared.services import SERVICES
 from shared.testing import poll_until
 from tests.processes import ROOT, answers, free_port
 
-SERVICES = ("gateway", "scheduler", "poller", "quota", "notifier")
 ADMIN_PASSWORD = "admin-password-for-the-system-under-test"
 
 

@@ -9,10 +9,9 @@ import pytest
 
 from services.gateway.app import create_app
 from shared.config import GatewaySettings
+from shared.services import SERVICES
 from shared.testing import wait_until
 from tests.integration.support import settings_for, throwaway_runtime
-
-FIVE = {"gateway", "scheduler", "poller", "quota", "notifier"}
 
 
 @pytest.fixture
@@ -38,8 +37,8 @@ async def test_status_lists_the_five_services_and_marks_only_those_heard(
     status = await wait_until(
         lambda: _when(services(gateway), lambda s: s["gateway"]["alive"]), timeout=10
     )
-    assert set(status) == FIVE
-    quiet = FIVE - {"gateway"} - {n for n, s in status.items() if s["alive"]}
+    assert set(status) == set(SERVICES)
+    quiet = set(SERVICES) - {"gateway"} - {n for n, s in status.items() if s["alive"]}
     assert quiet, "other services in this database should not be alive yet"
 
     async with throwaway_runtime("quota", settings_for(amqp_url, database_url)):

@@ -10,8 +10,7 @@ from pydantic import BaseModel
 
 from services.gateway.problems import problem
 from services.gateway.repository import status as repository
-
-SERVICES = ("gateway", "scheduler", "poller", "quota", "notifier")
+from shared.services import SERVICES
 
 router = APIRouter(tags=["health"])
 
