@@ -36,6 +36,7 @@ test: $(STAMP) $(MIMIC) $(ASYNCAPI_SPECS)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

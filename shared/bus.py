@@ -23,10 +23,10 @@ import aio_pika
 import aiormq.exceptions
 import structlog
 from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
     AbstractIncomingMessage,
-    AbstractRobustChannel,
     AbstractRobustConnection,
-    AbstractRobustExchange,
 )
 
 from shared.events import (
@@ -63,17 +63,17 @@ class Bus:
         self._url = url
         self.source = source
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractRobustExchange] = {}
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": self.source}
         )
-        self._channel = await self._connection.channel(publisher_confirms=True)  # type: ignore[assignment]
+        self._channel = await self._connection.channel(publisher_confirms=True)
         self._channel.return_callbacks.add(self._on_returned)
         for name in EXCHANGES:
-            self._exchanges[name] = await self._channel.declare_exchange(  # type: ignore[assignment]
+            self._exchanges[name] = await self._channel.declare_exchange(
                 name, aio_pika.ExchangeType.TOPIC, durable=True
             )
 

@@ -68,4 +68,5 @@ def install_problem_openapi(app: FastAPI) -> None:
         app.openapi_schema = spec
         return spec
 
+    # FastAPI's documented way to customise the document: replace the method on the instance.
     app.openapi = openapi  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.placement_check import PlacementRefused, check_placement
+from services.gateway.problems import Responses
 from services.gateway.repository import accounts, audit, instances
 from services.gateway.repository.identity import User
 from services.gateway.schemas import NO_NUL, InstanceOut, InstancePage, LaunchRequest
@@ -27,7 +28,7 @@ from shared.outbox import add_to_outbox
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"])
 
-NOT_FOUND = {404: {"description": "no such instance (or not yours)"}}
+NOT_FOUND: Responses = {404: {"description": "no such instance (or not yours)"}}
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -215,7 +216,10 @@ async def request_action(
     return found
 
 
-ACTION_RESPONSES = {**NOT_FOUND, 409: {"description": "not possible in the instance's state"}}
+ACTION_RESPONSES: Responses = {
+    **NOT_FOUND,
+    409: {"description": "not possible in the instance's state"},
+}
 
 
 @router.post(

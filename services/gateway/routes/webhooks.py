@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response
 
 from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.problems import Responses
 from services.gateway.repository import audit, webhooks
 from services.gateway.repository.identity import User
 from services.gateway.schemas import (
@@ -36,7 +37,7 @@ from shared.webhooks import signing, targets, topics
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
-NOT_FOUND = {404: {"description": "no such webhook (or not yours)"}}
+NOT_FOUND: Responses = {404: {"description": "no such webhook (or not yours)"}}
 PUBLIC_TOPICS = [cls.TOPIC for cls in PUBLIC]
 
 
