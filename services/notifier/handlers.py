@@ -6,6 +6,7 @@ import functools
 import socket
 
 from services.notifier import repository
+from services.notifier.ports import FanOutRepository
 from services.notifier.syslog import SyslogSender, format_rfc5424
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import PUBLIC, WebhookChanged
@@ -19,17 +20,19 @@ async def to_syslog(event: object, uow: UnitOfWork, *, sender: SyslogSender, hos
     await sender.send(format_rfc5424(uow.envelope, hostname))
 
 
-async def queue_for_webhooks(event: object, uow: UnitOfWork, *, clock: Clock) -> None:
+async def queue_for_webhooks(
+    event: object, uow: UnitOfWork, *, clock: Clock, repo: FanOutRepository = repository
+) -> None:
     """One delivery per interested webhook: the owner's own, and admins' all-scoped ones."""
     envelope = uow.envelope
     owner = envelope.data.get("owner")
     webhook_ids = [
         webhook_id
-        for webhook_id, patterns in await repository.interested(uow.conn, owner)
+        for webhook_id, patterns in await repo.interested(uow.conn, owner)
         if topics.any_matches(patterns, envelope.topic)
     ]
     if webhook_ids:
-        await repository.add_deliveries(
+        await repo.add_deliveries(
             uow.conn,
             webhook_ids,
             message_id=envelope.id,
