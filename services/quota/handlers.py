@@ -20,6 +20,7 @@ from services.quota.accounting import (
     transfer,
     usage_delta,
 )
+from services.quota.ports import DecisionsRepository
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
     Envelope,
@@ -54,7 +55,9 @@ def _status(refusal: str | None) -> Status:
     return Status.REJECTED if refusal else Status.RESERVED
 
 
-async def decide_launches(received: list[Received], uow: BatchUnitOfWork) -> None:
+async def decide_launches(
+    received: list[Received], uow: BatchUnitOfWork, *, repo: DecisionsRepository = repository
+) -> None:
     """Decide a batch of launches in one transaction: lock the owners' usage, decide each in
     order (pure), write the ledger and usage in bulk, and say what happened. One
     ``quota.usage_changed`` per owner per batch, carrying the usage after it."""
@@ -62,20 +65,18 @@ async def decide_launches(received: list[Received], uow: BatchUnitOfWork) -> Non
     for item in received:
         requests.setdefault(str(item.event.instance_id), item)  # a redelivery within the batch
     owners = sorted({r.event.owner for r in requests.values()})
-    usage = await repository.lock_usages(uow.conn, owners)
-    decided = await repository.decided_among(
-        uow.conn, [r.event.instance_id for r in requests.values()]
-    )
+    usage = await repo.lock_usages(uow.conn, owners)
+    decided = await repo.decided_among(uow.conn, [r.event.instance_id for r in requests.values()])
     fresh = [r for key, r in requests.items() if key not in decided]
     if not fresh:
         return
-    limits = await repository.limits_for(uow.conn, owners)
+    limits = await repo.limits_for(uow.conn, owners)
     asks = [
         Ask(str(r.event.instance_id), r.event.owner, one_instance(r.event.cpus, r.event.memory_mb))
         for r in fresh
     ]
     refusals, after = decide(asks, usage, limits)
-    await repository.record_many(
+    await repo.record_many(
         uow.conn,
         [
             (r.event.instance_id, ask.owner, ask.amounts, _status(reason))
@@ -83,7 +84,7 @@ async def decide_launches(received: list[Received], uow: BatchUnitOfWork) -> Non
         ],
     )
     moved = {o: after[o] for o in owners if after[o] != usage[o]}
-    await repository.set_usages(uow.conn, moved)
+    await repo.set_usages(uow.conn, moved)
     last_cause: dict[str, Envelope] = {}
     for item, reason in zip(fresh, refusals, strict=True):
         event: InstanceLaunchRequested = item.event
