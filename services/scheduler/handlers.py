@@ -13,6 +13,7 @@ import structlog
 
 from services.scheduler import repository
 from services.scheduler.catalogs import CatalogCache
+from services.scheduler.ports import CallsRepository, Waker
 from services.scheduler.worker import AccountBook, CloudWorker
 from shared.clouds.connections import CloudConnections
 from shared.consumer import Subscription, UnitOfWork
@@ -47,18 +48,15 @@ async def record_account(
     uow.after_commit(lambda: clouds.forget(event.account_id))
 
 
-async def _lock_instance(uow: UnitOfWork, instance_id: object) -> None:
-    # Launch and action handlers of one instance run on different queues: serialise them.
-    await uow.conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('boreas.scheduler.' || $1))", str(instance_id)
-    )
-
-
 async def place_launch(
-    event: InstanceLaunchAdmitted, uow: UnitOfWork, *, worker: CloudWorker
+    event: InstanceLaunchAdmitted,
+    uow: UnitOfWork,
+    *,
+    worker: Waker,
+    repo: CallsRepository = repository,
 ) -> None:
-    await _lock_instance(uow, event.instance_id)
-    await repository.add_launch(
+    await repo.lock_instance(uow.conn, event.instance_id)
+    await repo.add_launch(
         uow.conn,
         event.instance_id,
         owner=event.owner,
@@ -75,18 +73,22 @@ async def place_launch(
 
 
 async def carry_out_action(
-    event: InstanceActionRequested, uow: UnitOfWork, *, worker: CloudWorker
+    event: InstanceActionRequested,
+    uow: UnitOfWork,
+    *,
+    worker: Waker,
+    repo: CallsRepository = repository,
 ) -> None:
-    await _lock_instance(uow, event.instance_id)
-    placement = await repository.placement(uow.conn, event.instance_id)
-    launch = await repository.pending_launch(uow.conn, event.instance_id)
+    await repo.lock_instance(uow.conn, event.instance_id)
+    placement = await repo.placement(uow.conn, event.instance_id)
+    launch = await repo.pending_launch(uow.conn, event.instance_id)
     if event.action is InstanceAction.TERMINATE and (
         (placement is None and launch is None) or (launch is not None and launch["untouched"])
     ):
         # Ended before any cloud was asked: make sure none ever is, and say so.
         if launch is not None:
-            await repository.cancel_call(uow.conn, launch["id"])
-        await repository.record(uow.conn, event.instance_id, owner=event.owner, status="cancelled")
+            await repo.cancel_call(uow.conn, launch["id"])
+        await repo.record(uow.conn, event.instance_id, owner=event.owner, status="cancelled")
         await uow.publish(
             InstanceFailed(
                 instance_id=event.instance_id,
@@ -100,7 +102,7 @@ async def carry_out_action(
     # Queued behind the launch when there is one: the worker keeps an instance's calls in order.
     # For the owner the placement names: an action asked for before the instance was given to
     # another user may arrive after the change (another queue).
-    await repository.add_call(
+    await repo.add_call(
         uow.conn,
         event.instance_id,
         owner=placement["owner"] if placement is not None else event.owner,
@@ -113,7 +115,7 @@ async def carry_out_action(
 async def change_owner(event: InstanceOwnerChanged, uow: UnitOfWork) -> None:
     """An admin gave the instance to another user: what the scheduler records and publishes
     for it from now on names the new owner."""
-    await _lock_instance(uow, event.instance_id)
+    await repository.lock_instance(uow.conn, event.instance_id)
     await repository.change_owner(uow.conn, event.instance_id, event.owner)
 
 

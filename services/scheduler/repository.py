@@ -55,6 +55,14 @@ async def loads(conn: asyncpg.Connection | asyncpg.Pool, account_ids: list[str])
     return {r["id"]: r["load"] for r in rows}
 
 
+async def lock_instance(conn: asyncpg.Connection, instance_id: uuid.UUID) -> None:
+    """Until the transaction ends: launch and action handlers of one instance run on different
+    queues, and this serialises them."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('boreas.scheduler.' || $1))", str(instance_id)
+    )
+
+
 async def placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM placements WHERE instance_id = $1 FOR UPDATE", instance_id

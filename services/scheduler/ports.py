@@ -1,0 +1,64 @@
+"""What the launch and action handlers need of the scheduler's repository, and of the worker.
+
+:mod:`services.scheduler.repository` satisfies :class:`CallsRepository` as a module (mypy checks
+it where the handlers default to it); ``tests/fakes.py`` satisfies it in memory, so the handlers
+are unit-tested without a database (cosmicpython's abstract repository, as a Protocol).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import asyncpg
+
+
+class CallsRepository(Protocol):
+    async def lock_instance(self, conn: asyncpg.Connection, instance_id: uuid.UUID) -> None: ...
+
+    async def placement(
+        self, conn: asyncpg.Connection, instance_id: uuid.UUID
+    ) -> Mapping[str, Any] | None: ...
+
+    async def pending_launch(
+        self, conn: asyncpg.Connection, instance_id: uuid.UUID
+    ) -> Mapping[str, Any] | None: ...
+
+    async def record(
+        self,
+        conn: asyncpg.Connection,
+        instance_id: uuid.UUID,
+        *,
+        owner: str,
+        status: str,
+        account_id: str | None = None,
+        provider_instance_id: str | None = None,
+    ) -> None: ...
+
+    async def add_call(
+        self,
+        conn: asyncpg.Connection,
+        instance_id: uuid.UUID,
+        *,
+        owner: str,
+        action: str,
+        request: dict[str, Any],
+    ) -> None: ...
+
+    async def add_launch(
+        self,
+        conn: asyncpg.Connection,
+        instance_id: uuid.UUID,
+        *,
+        owner: str,
+        request: dict[str, Any],
+    ) -> None: ...
+
+    async def cancel_call(self, conn: asyncpg.Connection, call_id: int) -> None: ...
+
+
+class Waker(Protocol):
+    """The cloud worker, as the handlers see it: woken once calls are committed."""
+
+    def wake(self) -> None: ...
