@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
 from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
+from services.gateway.instance_actions import NothingToDo, Refused, decide
 from services.gateway.pagination import CursorParam, decode_cursor, split_page
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
@@ -149,15 +150,6 @@ async def get_instance(instance_id: str, user: CurrentUser, db: Db, gw: GatewayD
     return InstanceOut(**found)
 
 
-# Which states each action may start from, and the state the instance shows meanwhile.
-_ACTIONS: dict[InstanceAction, tuple[set[InstanceState], InstanceState | None]] = {
-    InstanceAction.STOP: ({InstanceState.RUNNING}, None),
-    InstanceAction.START: ({InstanceState.STOPPED}, None),
-    InstanceAction.REBOOT: ({InstanceState.RUNNING}, InstanceState.REBOOTING),
-}
-_FINISHED = {InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.TERMINATING}
-
-
 async def _act(
     instance_id: str, action: InstanceAction, user: User, db: asyncpg.Connection, gw: Gateway
 ) -> InstanceOut:
@@ -183,18 +175,14 @@ async def request_action(
 ) -> dict[str, Any]:
     """Ask for ``action`` on the instance ``found`` (locked by the caller's transaction); the
     instance as it shows now. 409 when its state does not allow the action."""
-    state = InstanceState(found["state"])
-    if action is InstanceAction.TERMINATE:
-        if state in _FINISHED:
-            return found  # nothing left to do: DELETE is idempotent
-        shown: InstanceState | None = InstanceState.TERMINATING
-    else:
-        allowed, shown = _ACTIONS[action]
-        if state not in allowed:
-            raise HTTPException(409, f"Cannot {action.value} an instance that is {state.value}.")
-    if shown is not None:
-        await instances.set_state(conn, found["id"], shown.value, gw.clock())
-        found = {**found, "state": shown.value, "updated_at": gw.clock()}
+    decision = decide(InstanceState(found["state"]), action)
+    if isinstance(decision, NothingToDo):
+        return found  # DELETE is idempotent
+    if isinstance(decision, Refused):
+        raise HTTPException(409, decision.reason)
+    if decision.shown is not None:
+        await instances.set_state(conn, found["id"], decision.shown.value, gw.clock())
+        found = {**found, "state": decision.shown.value, "updated_at": gw.clock()}
     await add_to_outbox(
         conn,
         InstanceActionRequested(
