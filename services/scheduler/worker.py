@@ -26,7 +26,13 @@ import structlog
 
 from services.scheduler import repository
 from services.scheduler.catalogs import CatalogCache
-from services.scheduler.cloud_calls import act_on_node, describe, find_launched, launch_node
+from services.scheduler.cloud_calls import (
+    CatalogRead,
+    act_on_node,
+    describe,
+    find_launched,
+    launch_node,
+)
 from services.scheduler.placement import (
     Account,
     Offer,
@@ -84,6 +90,33 @@ def _account(row: Mapping[str, Any]) -> Account:
 def _max_instances(account: Account) -> int | None:
     limit = account.config.get("max_instances")
     return limit if isinstance(limit, int) else None
+
+
+@dataclass
+class _Tally:
+    """What a launch's tries came to: each account's cause for not launching it, and the
+    accounts that throttled us (which may still take it later)."""
+
+    attempts: list[str] = field(default_factory=list)
+    throttled: list[str] = field(default_factory=list)
+
+
+def _offer(account: Account, read: CatalogRead, request: Request, load: int) -> Offer | str:
+    """The account's offer at its current load, or the reason it has none."""
+    limit = _max_instances(account)
+    headroom = limit - load if limit is not None else None
+    return offer_for(account, read.catalog, request, load=load, headroom=headroom)
+
+
+def _failure_reason(eligible: list[Account], attempts: list[str]) -> str:
+    """Each tried account's cause, in the reason the owner reads on the instance."""
+    if not eligible:
+        reason = "no account granted to the owner matches the placement"
+    elif attempts:
+        reason = "no candidate account could launch it: " + "; ".join(attempts)
+    else:
+        reason = "no candidate account could launch it"
+    return reason[:MAX_REASON]
 
 
 @dataclass
@@ -175,86 +208,100 @@ class CloudWorker:
         if call.tried and await self._adopt_earlier_node(call, rows):
             return
         eligible = eligible_accounts([_account(r) for r in rows.values()], request)
+        tally = _Tally()
+        offers, catalogs = await self._offers(request, eligible, rows, tally)
+        ranked = rank(offers)
+        for tried, offer in enumerate(ranked, 1):
+            reason = explain(offer, tried, len(ranked))
+            read = catalogs[offer.account.id]
+            if await self._launch_on(call, offer, read, rows, reason, tally):
+                return
+        if tally.throttled:
+            # Some account could still take it once the cloud lets us: wait, do not fail.
+            await self._wait_for_cloud(call, [rows[a.id] for a in eligible], tally.throttled)
+            return
+        await self._launch_failed(call, _failure_reason(eligible, tally.attempts), tally.attempts)
+
+    async def _offers(
+        self,
+        request: Request,
+        eligible: list[Account],
+        rows: dict[str, dict[str, Any]],
+        tally: _Tally,
+    ) -> tuple[list[Offer], dict[str, CatalogRead]]:
+        """Each eligible account's offer, with the catalog it was read from; an account whose
+        catalog cannot be read, or that has no offer, is noted in ``tally``."""
         loads = await repository.loads(self.pool, [a.id for a in eligible])
-        attempts: list[str] = []
-        throttled: list[str] = []
         offers: list[Offer] = []
-        catalogs = {}
+        catalogs: dict[str, CatalogRead] = {}
         for account in eligible:
             try:
                 catalogs[account.id] = await self.catalogs.get(rows[account.id])
             except CloudThrottled as error:
-                throttled.append(f"{account.name}: {error}")
+                tally.throttled.append(f"{account.name}: {error}")
                 continue
             except Exception as error:
-                attempts.append(f"{account.name}: {describe(error)}")
+                tally.attempts.append(f"{account.name}: {describe(error)}")
                 continue
-            load = loads.get(account.id, 0)
-            limit = _max_instances(account)
-            headroom = limit - load if limit is not None else None
-            offer = offer_for(
-                account, catalogs[account.id].catalog, request, load=load, headroom=headroom
-            )
+            offer = _offer(account, catalogs[account.id], request, loads.get(account.id, 0))
             if isinstance(offer, str):
-                attempts.append(offer)
+                tally.attempts.append(offer)
             else:
                 offers.append(offer)
+        return offers, catalogs
 
-        ranked = rank(offers)
-        for tried, offer in enumerate(ranked, 1):
-            account = offer.account
-            if not await repository.reserve(self.pool, call, account.id, _max_instances(account)):
-                attempts.append(f"{account.name}: no headroom left")
-                continue
-            try:
-                node = await self.clouds.call(
-                    rows[account.id],
-                    functools.partial(
-                        launch_node,
-                        read=catalogs[offer.account.id],
-                        offer=offer,
-                        instance_id=call.instance_id,
-                        name=f"boreas-{str(call.instance_id)[:8]}",
-                        extra_metadata=offer.account.config.get("metadata"),
-                    ),
-                )
-            except CloudThrottled as error:
-                await repository.release(self.pool, call, account.id)
-                throttled.append(f"{account.name}: {error}")
-                continue
-            except Exception as error:
-                lost = connection_lost(error)
-                if lost and await self._adopt_earlier_node(call, rows, (account.id,)):
-                    return  # the create had gone through after all
-                await repository.release(self.pool, call, account.id)
-                self.catalogs.forget(account.id)
-                attempts.append(f"{account.name}: {describe(error)}")
-                log.warning("launch_attempt_failed", account=account.name, error=describe(error))
-                continue
-            await self._placed(
-                call,
-                account,
-                str(node.id),
-                offer.region,
-                explain(offer, tried, len(ranked)),
+    async def _launch_on(
+        self,
+        call: CloudCall,
+        offer: Offer,
+        read: CatalogRead,
+        rows: dict[str, dict[str, Any]],
+        reason: str,
+        tally: _Tally,
+    ) -> bool:
+        """Reserve room on the offer's account and create the node there. True once the
+        instance is placed (by this create, or by one an earlier take had sent)."""
+        account = offer.account
+        if not await repository.reserve(self.pool, call, account.id, _max_instances(account)):
+            tally.attempts.append(f"{account.name}: no headroom left")
+            return False
+        try:
+            node = await self.clouds.call(
+                rows[account.id],
+                functools.partial(
+                    launch_node,
+                    read=read,
+                    offer=offer,
+                    instance_id=call.instance_id,
+                    name=f"boreas-{str(call.instance_id)[:8]}",
+                    extra_metadata=account.config.get("metadata"),
+                ),
             )
-            return
+        except CloudThrottled as error:
+            await repository.release(self.pool, call, account.id)
+            tally.throttled.append(f"{account.name}: {error}")
+            return False
+        except Exception as error:
+            if connection_lost(error) and await self._adopt_earlier_node(call, rows, (account.id,)):
+                return True  # the create had gone through after all
+            await repository.release(self.pool, call, account.id)
+            self.catalogs.forget(account.id)
+            tally.attempts.append(f"{account.name}: {describe(error)}")
+            log.warning("launch_attempt_failed", account=account.name, error=describe(error))
+            return False
+        await self._placed(call, account, str(node.id), offer.region, reason)
+        return True
 
-        if throttled:
-            # Some account could still take it once the cloud lets us: wait, do not fail.
-            wait = max([THROTTLED_WAIT] + [self.clouds.budget(rows[a.id]).pause for a in eligible])
-            await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
-            log.info("launch_waiting_for_cloud", throttled=throttled, retry_in=round(wait, 1))
-            self.wake()
-            return
-        # Each tried account's cause, in the reason the owner reads on the instance.
-        reason = (
-            "no candidate account could launch it: " + "; ".join(attempts)
-            if eligible and attempts
-            else "no candidate account could launch it"
-            if eligible
-            else "no account granted to the owner matches the placement"
-        )[:MAX_REASON]
+    async def _wait_for_cloud(
+        self, call: CloudCall, rows: list[dict[str, Any]], throttled: list[str]
+    ) -> None:
+        """Take the launch again once every throttling account's pause is over."""
+        wait = max([THROTTLED_WAIT] + [self.clouds.budget(row).pause for row in rows])
+        await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
+        log.info("launch_waiting_for_cloud", throttled=throttled, retry_in=round(wait, 1))
+        self.wake()
+
+    async def _launch_failed(self, call: CloudCall, reason: str, attempts: list[str]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.record(conn, call.instance_id, owner=call.owner, status="failed")
             await repository.finish_call(conn, call.id, "failed")
