@@ -1,0 +1,333 @@
+"""In-memory stand-ins for what handlers are given: units of work, repositories, the worker.
+
+Each fake implements an interface of the product code, never a mock of it (cosmicpython's
+FakeRepository and FakeUnitOfWork): the repositories satisfy the Protocols in
+``services/<service>/ports.py`` that the real repository modules satisfy too (mypy checks both;
+``tests/unit/test_fakes.py`` compares their signatures), and keep the rules of the SQL they stand
+for (e.g. a launch is recorded once; only active webhooks get deliveries) so that a handler
+tested against a fake behaves as it does against PostgreSQL. The connection a handler passes
+on is an opaque token here: the fakes check it is the unit of work's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.quota.accounting import Amounts, Limits, Status
+from shared.consumer import Received
+from shared.events import Envelope, Event, WebhookChanged
+
+SOURCE = "boreas/test"
+
+
+class FakeConnection:
+    """What a fake unit of work hands its handler as ``conn``: nothing to call, only passed on."""
+
+
+@dataclass
+class FakeUnitOfWork:
+    """:class:`shared.consumer.UnitOfWork` without a transaction: it records what the handler
+    publishes and asks to run after commit; :meth:`commit` runs those callbacks."""
+
+    envelope: Envelope
+    source: str = SOURCE
+    conn: Any = field(default_factory=FakeConnection)
+    emitted: list[Envelope] = field(default_factory=list)
+    committed: list[Callable[[], None]] = field(default_factory=list)
+    published: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def for_event(cls, event: Event) -> FakeUnitOfWork:
+        return cls(Envelope.wrap(event, source=SOURCE))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.committed.append(callback)
+
+    async def publish(self, event: Event) -> Envelope:
+        envelope = Envelope.wrap(
+            event,
+            source=self.source,
+            correlation_id=self.envelope.correlationid or self.envelope.id,
+        )
+        self.emitted.append(envelope)
+        self.published.append(event)
+        return envelope
+
+    def commit(self) -> None:
+        for callback in self.committed:
+            callback()
+
+
+@dataclass
+class FakeBatchUnitOfWork:
+    """:class:`shared.consumer.BatchUnitOfWork` without a transaction."""
+
+    source: str = SOURCE
+    conn: Any = field(default_factory=FakeConnection)
+    emitted: list[Envelope] = field(default_factory=list)
+    published: list[tuple[Event, Envelope]] = field(default_factory=list)
+
+    def publish(self, event: Event, *, cause: Envelope) -> Envelope:
+        envelope = Envelope.wrap(
+            event, source=self.source, correlation_id=cause.correlationid or cause.id
+        )
+        self.emitted.append(envelope)
+        self.published.append((event, cause))
+        return envelope
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for event, _ in self.published]
+
+
+def received(*events: Event) -> list[Received]:
+    """A batch as the consumer hands it over: each event with the envelope it came in."""
+    return [Received(e, Envelope.wrap(e, source=SOURCE)) for e in events]
+
+
+@dataclass
+class FakeWorker:
+    """The cloud worker as handlers see it (:class:`services.scheduler.ports.Waker`)."""
+
+    wakes: int = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+class _Connected:
+    """A fake repository bound to the connection its unit of work hands out."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def _check(self, conn: Any) -> None:
+        assert conn is self.conn, "the handler passed a connection other than its unit of work's"
+
+
+# -- scheduler ---------------------------------------------------------------------------------
+
+
+class FakeCallsRepository(_Connected):
+    """:class:`services.scheduler.ports.CallsRepository` over dicts: placements and the calls
+    owed to clouds."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.placements: dict[uuid.UUID, dict[str, Any]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.locked: list[uuid.UUID] = []
+        self._ids = itertools.count(1)
+
+    # What the handlers use.
+
+    async def lock_instance(self, conn: Any, instance_id: uuid.UUID) -> None:
+        self._check(conn)
+        self.locked.append(instance_id)
+
+    async def placement(self, conn: Any, instance_id: uuid.UUID) -> Mapping[str, Any] | None:
+        self._check(conn)
+        found = self.placements.get(instance_id)
+        return None if found is None else dict(found)
+
+    async def pending_launch(self, conn: Any, instance_id: uuid.UUID) -> Mapping[str, Any] | None:
+        self._check(conn)
+        for call in self.calls:
+            if call["instance_id"] == instance_id and call["action"] == "launch":
+                if call["status"] == "pending":
+                    return {"id": call["id"], "untouched": not call["tried"] and not call["leased"]}
+        return None
+
+    async def record(
+        self,
+        conn: Any,
+        instance_id: uuid.UUID,
+        *,
+        owner: str,
+        status: str,
+        account_id: str | None = None,
+        provider_instance_id: str | None = None,
+    ) -> None:
+        self._check(conn)
+        known = self.placements.get(instance_id)
+        if known is None:
+            self.placements[instance_id] = {
+                "instance_id": instance_id,
+                "owner": owner,
+                "status": status,
+                "account_id": account_id,
+                "provider_instance_id": provider_instance_id,
+            }
+            return
+        # As the upsert: the owner stays; account and provider id are kept unless given.
+        known["status"] = status
+        known["account_id"] = account_id or known["account_id"]
+        known["provider_instance_id"] = provider_instance_id or known["provider_instance_id"]
+
+    async def add_call(
+        self,
+        conn: Any,
+        instance_id: uuid.UUID,
+        *,
+        owner: str,
+        action: str,
+        request: dict[str, Any],
+    ) -> None:
+        self._check(conn)
+        self._add(instance_id, owner, action, request)
+
+    async def add_launch(
+        self,
+        conn: Any,
+        instance_id: uuid.UUID,
+        *,
+        owner: str,
+        request: dict[str, Any],
+    ) -> None:
+        self._check(conn)
+        if instance_id in self.placements or self.calls_of(instance_id, "launch"):
+            return  # recorded, placed, failed or cancelled already
+        self._add(instance_id, owner, "launch", request)
+
+    async def cancel_call(self, conn: Any, call_id: int) -> None:
+        self._check(conn)
+        for call in self.calls:
+            if call["id"] == call_id:
+                call["status"] = "cancelled"
+
+    # What tests arrange and look at.
+
+    def _add(
+        self, instance_id: uuid.UUID, owner: str, action: str, request: dict[str, Any]
+    ) -> None:
+        self.calls.append(
+            {
+                "id": next(self._ids),
+                "instance_id": instance_id,
+                "owner": owner,
+                "action": action,
+                "request": request,
+                "status": "pending",
+                "tried": [],
+                "leased": False,
+            }
+        )
+
+    def calls_of(self, instance_id: uuid.UUID, action: str | None = None) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.calls
+            if c["instance_id"] == instance_id and (action is None or c["action"] == action)
+        ]
+
+
+# -- quota -------------------------------------------------------------------------------------
+
+
+class FakeDecisionsRepository(_Connected):
+    """:class:`services.quota.ports.DecisionsRepository` over dicts: usage, limits and the
+    ledger of decided launches."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.usage: dict[str, Amounts] = {}
+        self.limits: dict[str, Limits] = {}
+        self.ledger: dict[str, tuple[str, Amounts, Status]] = {}
+
+    async def lock_usages(self, conn: Any, owners: list[str]) -> dict[str, Amounts]:
+        self._check(conn)
+        for owner in owners:
+            self.usage.setdefault(owner, Amounts())  # as the insert of a missing usage row
+        return {owner: self.usage[owner] for owner in sorted(owners)}
+
+    async def decided_among(self, conn: Any, instance_ids: list[uuid.UUID]) -> set[str]:
+        self._check(conn)
+        return {str(i) for i in instance_ids if str(i) in self.ledger}
+
+    async def limits_for(self, conn: Any, owners: list[str]) -> dict[str, Limits]:
+        self._check(conn)
+        return {owner: self.limits[owner] for owner in owners if owner in self.limits}
+
+    async def record_many(
+        self, conn: Any, entries: list[tuple[uuid.UUID, str, Amounts, Status]]
+    ) -> None:
+        self._check(conn)
+        for instance_id, owner, amounts, status in entries:
+            # The ledger's primary key: a launch is decided once.
+            assert str(instance_id) not in self.ledger, f"{instance_id} decided twice"
+            self.ledger[str(instance_id)] = (owner, amounts, status)
+
+    async def set_usages(self, conn: Any, usage: dict[str, Amounts]) -> None:
+        self._check(conn)
+        for owner, amounts in usage.items():
+            if owner in self.usage:  # an UPDATE: rows lock_usages made
+                self.usage[owner] = amounts
+
+
+# -- notifier ----------------------------------------------------------------------------------
+
+
+class FakeFanOutRepository(_Connected):
+    """:class:`services.notifier.ports.FanOutRepository` over dicts: the webhooks known (kept
+    by :meth:`remember_webhook`, as the real one) and the deliveries queued."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.webhooks: dict[uuid.UUID, WebhookChanged] = {}
+        self.deliveries: list[dict[str, Any]] = []
+
+    async def remember_webhook(self, conn: Any, event: WebhookChanged) -> bool:
+        self._check(conn)
+        known = self.webhooks.get(event.webhook_id)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.webhooks[event.webhook_id] = event
+        return True
+
+    def _active(self, webhook: WebhookChanged) -> bool:
+        return webhook.active and not webhook.deleted
+
+    async def interested(self, conn: Any, owner: str | None) -> list[tuple[uuid.UUID, list[str]]]:
+        self._check(conn)
+        return [
+            (w.webhook_id, list(w.topics))
+            for w in self.webhooks.values()
+            if self._active(w) and (w.scope == "all" or w.owner == owner)
+        ]
+
+    async def add_deliveries(
+        self,
+        conn: Any,
+        webhook_ids: list[uuid.UUID],
+        *,
+        message_id: str,
+        topic: str,
+        ordering_key: str,
+        body: str,
+        now: datetime,
+    ) -> None:
+        self._check(conn)
+        for webhook_id in webhook_ids:
+            webhook = self.webhooks.get(webhook_id)
+            if webhook is None or not self._active(webhook):
+                continue  # deactivated meanwhile
+            if any(
+                d["webhook_id"] == webhook_id and d["message_id"] == message_id
+                for d in self.deliveries
+            ):
+                continue  # queued already: one delivery per webhook and message
+            self.deliveries.append(
+                {
+                    "webhook_id": webhook_id,
+                    "message_id": message_id,
+                    "topic": topic,
+                    "ordering_key": ordering_key,
+                    "body": body,
+                    "created_at": now,
+                }
+            )
