@@ -19,7 +19,7 @@ import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from shared.webhooks.special_addresses import special_purpose
 
@@ -58,6 +58,17 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
 
 
 def parse_target(url: str) -> Target:
+    parts, port = _split(url)
+    scheme = parts.scheme.lower()
+    _check_parts(parts, scheme, port)
+    host = _ascii_host(parts.hostname or "")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
+
+
+def _split(url: str) -> tuple[SplitResult, int | None]:
+    """The URL's parts and port, refusing a URL too long, malformed, or with a space or control
+    character in it."""
     if len(url) > MAX_URL_LENGTH:
         raise TargetRefused(f"A webhook URL has at most {MAX_URL_LENGTH} characters.")
     try:
@@ -67,7 +78,10 @@ def parse_target(url: str) -> Target:
         raise TargetRefused(f"That is not a usable URL: {exc}.") from None
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise TargetRefused("A webhook URL has no spaces or control characters.")
-    scheme = parts.scheme.lower()
+    return parts, port
+
+
+def _check_parts(parts: SplitResult, scheme: str, port: int | None) -> None:
     if scheme not in ("http", "https"):
         raise TargetRefused("A webhook URL starts with https:// (or http://).")
     if not parts.hostname:
@@ -81,12 +95,14 @@ def parse_target(url: str) -> Target:
         raise TargetRefused("A webhook URL has no #fragment.")
     if port == 0:
         raise TargetRefused("A webhook URL's port is 1 to 65535.")
-    try:  # an internationalised name travels in its ASCII form (Host header, SNI, resolver)
-        host = parts.hostname.lower().encode("idna").decode("ascii")
+
+
+def _ascii_host(hostname: str) -> str:
+    """An internationalised name travels in its ASCII form (Host header, SNI, resolver)."""
+    try:
+        return hostname.lower().encode("idna").decode("ascii")
     except UnicodeError:
-        raise TargetRefused(f"{parts.hostname} is not a usable host name.") from None
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
+        raise TargetRefused(f"{hostname} is not a usable host name.") from None
 
 
 # The well-known NAT64 prefix (RFC 6052) carries an IPv4 address that a gateway forwards to:
