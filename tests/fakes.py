@@ -42,8 +42,9 @@ class FakeUnitOfWork:
     published: list[Event] = field(default_factory=list)
 
     @classmethod
-    def for_event(cls, event: Event) -> FakeUnitOfWork:
-        return cls(Envelope.wrap(event, source=SOURCE))
+    def for_event(cls, event: Event, *, conn: Any = None) -> FakeUnitOfWork:
+        """The unit of work of ``event`` as delivered, on ``conn`` (a fresh one if None)."""
+        return cls(Envelope.wrap(event, source=SOURCE), conn=conn or FakeConnection())
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self.committed.append(callback)
