@@ -55,6 +55,17 @@ def retry_delay(
     return min(ceiling, interval * 2**failures) * (0.5 + rand() / 2)
 
 
+def _expecting_change(rows: dict[str, Any], states: dict[str, str], now: datetime) -> bool:
+    """Whether an action was asked for whose effect has not shown yet: an action's effect shows
+    as a transition, so an instance still in its followed state is still expected to change."""
+    return any(
+        r["expect_change_until"] is not None
+        and r["expect_change_until"] > now
+        and states[i] == r["state"]
+        for i, r in rows.items()
+    )
+
+
 class Poller:
     def __init__(
         self,
@@ -155,33 +166,37 @@ class Poller:
         now = self._clock()
         rows = {str(r["instance_id"]): r for r in followed}
         known = [Known(i, r["provider_instance_id"], r["state"]) for i, r in rows.items()]
+        result = diff(known, seen, await self._placed_untagged(account["id"], seen))
+        states = {i: r["state"] for i, r in rows.items()}
+        if result.transitions:
+            states.update(await self._record(result.transitions, now))
+        await self._note_unmanaged(account["id"], result.unmanaged, now)
+        busy = changing(states.values(), _expecting_change(rows, states, now))
+        await self._record_success(account, now, busy, fast, idle)
+        if result.transitions:
+            log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
+
+    async def _placed_untagged(self, account_id: str, seen: list[Seen]) -> dict[str, str]:
+        """Which live untagged nodes Boreas placed after all (instance id by provider id)."""
         untagged = [
             s.provider_instance_id
             for s in seen
             if s.boreas_instance is None and s.state not in FINAL
         ]
-        managed = (
-            await repository.placed_among(self._pool, account["id"], untagged) if untagged else {}
-        )
-        result = diff(known, seen, managed)
-        states = {i: r["state"] for i, r in rows.items()}
-        if result.transitions:
-            states.update(await self._record(result.transitions, now))
-        for node_id in (
-            await repository.newly_unmanaged(self._pool, account["id"], list(result.unmanaged), now)
-            if result.unmanaged
-            else []
+        if not untagged:
+            return {}
+        return await repository.placed_among(self._pool, account_id, untagged)
+
+    async def _note_unmanaged(
+        self, account_id: str, unmanaged: tuple[str, ...], now: datetime
+    ) -> None:
+        """Warn once about each node found outside Boreas."""
+        if not unmanaged:
+            return
+        for node_id in await repository.newly_unmanaged(
+            self._pool, account_id, list(unmanaged), now
         ):
             log.warning("unmanaged_node_found", provider_instance_id=node_id)
-        expecting = any(
-            r["expect_change_until"] is not None
-            and r["expect_change_until"] > now
-            and states[i] == r["state"]  # an action's effect shows as a transition
-            for i, r in rows.items()
-        )
-        await self._record_success(account, now, changing(states.values(), expecting), fast, idle)
-        if result.transitions:
-            log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
 
     async def _record(self, transitions: tuple, now: datetime) -> dict[str, str]:
         """Every transition with its event, in one transaction; returns the new states."""
