@@ -42,28 +42,35 @@ def diff(known: Iterable[Known], seen: Iterable[Seen], managed_ids: Mapping[str,
     """``managed_ids``: instance id by provider id for everything Boreas placed on the account,
     including instances not yet in ``known``; their nodes are Boreas', not unmanaged."""
     listed = {s.provider_instance_id: s for s in seen}
-    transitions = []
-    for instance in known:
-        if instance.state in FINAL:
-            continue
-        node = listed.get(instance.provider_instance_id)
-        new_state = "terminated" if node is None else node.state
-        if new_state is not None and new_state != instance.state:
-            transitions.append(
-                Transition(
-                    instance.instance_id, instance.provider_instance_id, instance.state, new_state
-                )
-            )
-    unmanaged = tuple(
+    transitions = [t for instance in known if (t := _transition(instance, listed)) is not None]
+    return Diff(tuple(transitions), _unmanaged(listed.values(), managed_ids))
+
+
+def _transition(instance: Known, listed: Mapping[str, Seen]) -> Transition | None:
+    """How the instance moved, if it did: a node no longer listed has terminated; a node whose
+    state says nothing definite has not moved."""
+    if instance.state in FINAL:
+        return None
+    node = listed.get(instance.provider_instance_id)
+    new_state = "terminated" if node is None else node.state
+    if new_state is None or new_state == instance.state:
+        return None
+    return Transition(
+        instance.instance_id, instance.provider_instance_id, instance.state, new_state
+    )
+
+
+def _unmanaged(listed: Iterable[Seen], managed_ids: Mapping[str, str]) -> tuple[str, ...]:
+    """Provider ids, sorted, of live nodes Boreas neither tagged nor placed."""
+    return tuple(
         sorted(
             s.provider_instance_id
-            for s in listed.values()
+            for s in listed
             if s.boreas_instance is None
             and s.provider_instance_id not in managed_ids
             and s.state not in FINAL
         )
     )
-    return Diff(tuple(transitions), unmanaged)
 
 
 def changing(states: Iterable[str], expecting_change: bool) -> bool:
