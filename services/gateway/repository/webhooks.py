@@ -57,10 +57,12 @@ async def create(
     topics: list[str],
     secrets: list[WebhookSecret],
     now: datetime,
-) -> None:
-    await conn.execute(
-        """INSERT INTO webhooks (id, owner, scope, url, topics, secrets, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $7)""",
+) -> dict[str, Any]:
+    """The new webhook, as ``visible`` shows it."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO webhooks (id, owner, scope, url, topics, secrets, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+            RETURNING {_PUBLIC}, secrets""",
         webhook_id,
         owner,
         scope,
@@ -69,6 +71,12 @@ async def create(
         _secrets_json(secrets),
         now,
     )
+    return _with_rotation(row)
+
+
+async def lock_owner(conn: asyncpg.Connection, owner: str) -> None:
+    """Serialise the owner's registrations until the transaction ends (so a limit holds)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))", owner)
 
 
 async def visible(
@@ -101,6 +109,14 @@ async def by_id(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> dict[str, An
     return webhook
 
 
+async def secrets_of(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> list[WebhookSecret]:
+    """The webhook's sealed secrets: none once it is deleted, or if there is no such webhook."""
+    sealed = await conn.fetchval(
+        "SELECT coalesce((SELECT secrets FROM webhooks WHERE id = $1), '[]')", webhook_id
+    )
+    return [WebhookSecret.model_validate(s) for s in json.loads(sealed)]
+
+
 async def page(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,
@@ -123,24 +139,30 @@ async def page(
 
 async def replace_secrets(
     conn: asyncpg.Connection, webhook_id: uuid.UUID, secrets: list[WebhookSecret], now: datetime
-) -> None:
-    await conn.execute(
-        """UPDATE webhooks SET secrets = $2, revision = revision + 1, updated_at = $3
-           WHERE id = $1""",
+) -> dict[str, Any]:
+    """The webhook as it shows now; the caller holds its row locked (``visible(for_update)``)."""
+    row = await conn.fetchrow(
+        f"""UPDATE webhooks SET secrets = $2, revision = revision + 1, updated_at = $3
+            WHERE id = $1
+            RETURNING {_PUBLIC}, secrets""",
         webhook_id,
         _secrets_json(secrets),
         now,
     )
+    return _with_rotation(row)
 
 
-async def enable(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> None:
-    await conn.execute(
-        """UPDATE webhooks SET state = 'active', disabled_reason = NULL,
-                  revision = revision + 1, updated_at = $2
-           WHERE id = $1""",
+async def enable(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    """The webhook as it shows now; the caller holds its row locked (``visible(for_update)``)."""
+    row = await conn.fetchrow(
+        f"""UPDATE webhooks SET state = 'active', disabled_reason = NULL,
+                   revision = revision + 1, updated_at = $2
+            WHERE id = $1
+            RETURNING {_PUBLIC}, secrets""",
         webhook_id,
         now,
     )
+    return _with_rotation(row)
 
 
 async def mark_deleted(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> None:

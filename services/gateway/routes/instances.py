@@ -50,7 +50,10 @@ def _digest(body: LaunchRequest) -> str:
     "",
     status_code=202,
     response_model=InstanceOut,
-    responses={422: {"description": "invalid request, placement refused, or key reused"}},
+    responses={
+        409: {"description": "a concurrent request with the same key"},
+        422: {"description": "invalid request, placement refused, or key reused"},
+    },
 )
 async def launch(
     body: LaunchRequest,
@@ -85,7 +88,8 @@ async def launch(
         )
         if instance is None:  # a concurrent request with the same key won the insert
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key or "")
-            assert earlier is not None
+            if earlier is None:  # ... and its instance has gone since: nothing to replay
+                raise HTTPException(409, "This Idempotency-Key is in use; retry the request.")
             return _replay(earlier, digest, response)
         await add_to_outbox(
             conn,

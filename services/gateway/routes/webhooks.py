@@ -87,15 +87,12 @@ async def register_webhook(
     await _check_target(body.url, gw)
     webhook_id, secret, now = uuid.uuid4(), signing.new_secret(), gw.clock()
     async with gw.outbox.transaction(db) as conn:
-        # One owner's registrations are serialised, so the limit holds under concurrency.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))", user.username
-        )
+        await webhooks.lock_owner(conn, user.username)
         if await webhooks.count_live(conn, user.username) >= webhooks.MAX_LIVE_PER_OWNER:
             raise HTTPException(
                 409, f"You have {webhooks.MAX_LIVE_PER_OWNER} webhooks; delete one first."
             )
-        await webhooks.create(
+        created = await webhooks.create(
             conn,
             webhook_id=webhook_id,
             owner=user.username,
@@ -117,8 +114,6 @@ async def register_webhook(
             },
         )
         await announce_webhook(conn, webhook_id, gw.cipher)
-        created = await webhooks.visible(conn, webhook_id, viewer=user.username, everything=True)
-    assert created is not None
     response.headers["Location"] = f"/v1/webhooks/{webhook_id}"
     return WebhookWithSecret(**created, secret=secret)
 
@@ -193,15 +188,13 @@ async def rotate_secret(
     secret, now = signing.new_secret(), gw.clock()
     async with gw.outbox.transaction(db) as conn:
         found = await _visible(conn, user, webhook_id, lock=True)
-        current = await webhooks.by_id(conn, found["id"])
-        assert current is not None
         kept = [
             WebhookSecret(sealed=s.sealed, expires_at=now + overlap)
-            for s in current["secrets"]
+            for s in await webhooks.secrets_of(conn, found["id"])
             if s.expires_at is None and overlap > timedelta(0)
         ]
         new = WebhookSecret(sealed=_seal(gw, found["id"], secret))
-        await webhooks.replace_secrets(conn, found["id"], [new, *kept], now)
+        rotated = await webhooks.replace_secrets(conn, found["id"], [new, *kept], now)
         await audit.record(
             conn,
             actor=user.username,
@@ -210,8 +203,6 @@ async def rotate_secret(
             detail={"previous_secret_valid_seconds": int(overlap.total_seconds())},
         )
         await announce_webhook(conn, found["id"], gw.cipher)
-        rotated = await webhooks.visible(conn, found["id"], viewer=user.username, everything=True)
-    assert rotated is not None
     return WebhookWithSecret(**rotated, secret=secret)
 
 
@@ -223,11 +214,9 @@ async def enable_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: Gateway
         if found["state"] == "active":
             return WebhookOut(**found)
         await _check_target(found["url"], gw)
-        await webhooks.enable(conn, found["id"], gw.clock())
+        enabled = await webhooks.enable(conn, found["id"], gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_enabled", target=webhook_id)
         await announce_webhook(conn, found["id"], gw.cipher)
-        enabled = await webhooks.visible(conn, found["id"], viewer=user.username, everything=True)
-    assert enabled is not None
     return WebhookOut(**enabled)
 
 
