@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -61,9 +62,7 @@ async def decide_launches(
     """Decide a batch of launches in one transaction: lock the owners' usage, decide each in
     order (pure), write the ledger and usage in bulk, and say what happened. One
     ``quota.usage_changed`` per owner per batch, carrying the usage after it."""
-    requests: dict[str, Received] = {}
-    for item in received:
-        requests.setdefault(str(item.event.instance_id), item)  # a redelivery within the batch
+    requests = _first_of_each(received)
     owners = sorted({r.event.owner for r in requests.values()})
     usage = await repo.lock_usages(uow.conn, owners)
     decided = await repo.decided_among(uow.conn, [r.event.instance_id for r in requests.values()])
@@ -85,6 +84,24 @@ async def decide_launches(
     )
     moved = {o: after[o] for o in owners if after[o] != usage[o]}
     await repo.set_usages(uow.conn, moved)
+    last_cause = _publish_decisions(uow, fresh, refusals)
+    _publish_usages(uow, moved, limits, last_cause)
+
+
+def _first_of_each(received: list[Received]) -> dict[str, Received]:
+    """Each instance's first request in the batch, by instance id: a later one is a
+    redelivery."""
+    requests: dict[str, Received] = {}
+    for item in received:
+        requests.setdefault(str(item.event.instance_id), item)
+    return requests
+
+
+def _publish_decisions(
+    uow: BatchUnitOfWork, fresh: list[Received], refusals: list[str | None]
+) -> dict[str, Envelope]:
+    """Admit or reject each launch; returns, by owner, the last admitted launch's envelope (the
+    cause of that owner's usage change)."""
     last_cause: dict[str, Envelope] = {}
     for item, reason in zip(fresh, refusals, strict=True):
         event: InstanceLaunchRequested = item.event
@@ -99,7 +116,17 @@ async def decide_launches(
                 InstanceRejected(instance_id=event.instance_id, owner=event.owner, reason=reason),
                 cause=item.envelope,
             )
-    for owner, usage_now in moved.items():
+    return last_cause
+
+
+def _publish_usages(
+    uow: BatchUnitOfWork,
+    usages: dict[str, Amounts],
+    limits: dict[str, Limits],
+    last_cause: dict[str, Envelope],
+) -> None:
+    """One ``quota.usage_changed`` per owner, caused by the last event that moved its usage."""
+    for owner, usage_now in usages.items():
         uow.publish(
             usage_event(owner, usage_now, limits.get(owner, Limits())), cause=last_cause[owner]
         )
@@ -108,39 +135,53 @@ async def decide_launches(
 Transition = Callable[[Status | None], Status | None]
 
 
-async def _move(uow: BatchUnitOfWork, moves: list[tuple[Received, Transition]]) -> None:
-    """Apply each event's transition to its ledger entry, in order, and move the owners' usage
-    by the sum: ledger rows locked by instance id, then usage rows by owner, in bulk."""
-    entries = await repository.entries(uow.conn, [r.event.instance_id for r, _ in moves])
-    status = {key: entry[1] for key, entry in entries.items()}
-    deltas: dict[str, Amounts] = {}
-    last_cause: dict[str, Envelope] = {}
+@dataclass
+class _Moved:
+    """What a batch of transitions came to: each entry's status, each owner's usage delta and
+    the last event that moved it."""
+
+    status: dict[str, Status]
+    deltas: dict[str, Amounts] = field(default_factory=dict)
+    last_cause: dict[str, Envelope] = field(default_factory=dict)
+
+
+def _apply(
+    moves: list[tuple[Received, Transition]],
+    entries: dict[str, tuple[str, Status, Amounts]],
+) -> _Moved:
+    """Each event's transition applied to its ledger entry, in order (pure)."""
+    moved = _Moved(status={key: entry[1] for key, entry in entries.items()})
     for item, transition in moves:
         key = str(item.event.instance_id)
         if key not in entries:
             continue  # not a launch this quota decided (e.g. from before quota existed)
         owner, _, amounts = entries[key]
-        new = transition(status[key])
+        new = transition(moved.status[key])
         if new is None:
             continue
-        delta = usage_delta(status[key], new, amounts)
-        status[key] = new
+        delta = usage_delta(moved.status[key], new, amounts)
+        moved.status[key] = new
         if delta != Amounts():
-            deltas[owner] = deltas.get(owner, Amounts()) + delta
-            last_cause[owner] = item.envelope
-    changed = {k: s for k, s in status.items() if s != entries[k][1]}
+            moved.deltas[owner] = moved.deltas.get(owner, Amounts()) + delta
+            moved.last_cause[owner] = item.envelope
+    return moved
+
+
+async def _move(uow: BatchUnitOfWork, moves: list[tuple[Received, Transition]]) -> None:
+    """Apply each event's transition to its ledger entry, in order, and move the owners' usage
+    by the sum: ledger rows locked by instance id, then usage rows by owner, in bulk."""
+    entries = await repository.entries(uow.conn, [r.event.instance_id for r, _ in moves])
+    moved = _apply(moves, entries)
+    changed = {k: s for k, s in moved.status.items() if s != entries[k][1]}
     await repository.set_statuses(uow.conn, changed)
-    if not deltas:
+    if not moved.deltas:
         return
-    owners = sorted(deltas)
+    owners = sorted(moved.deltas)
     usage = await repository.lock_usages(uow.conn, owners)
-    after = {o: usage[o] + deltas[o] for o in owners}
+    after = {o: usage[o] + moved.deltas[o] for o in owners}
     await repository.set_usages(uow.conn, after)
     limits = await repository.limits_for(uow.conn, owners)
-    for owner in owners:
-        uow.publish(
-            usage_event(owner, after[owner], limits.get(owner, Limits())), cause=last_cause[owner]
-        )
+    _publish_usages(uow, after, limits, moved.last_cause)
 
 
 async def follow_placements(received: list[Received], uow: BatchUnitOfWork) -> None:
