@@ -92,7 +92,8 @@ class Placement(BaseModel):
 
 
 class ServiceHeartbeat(Event):
-    """A service replica says it is alive and connected to the bus. Internal, but public to read."""
+    """A service replica says it is alive and connected to the bus; the gateway turns these into
+    ``GET /v1/status``, which is how anyone outside reads them."""
 
     TOPIC = "service.heartbeat"
     AUDIENCE = Audience.INTERNAL
