@@ -26,21 +26,7 @@ class CatalogRead:
 
 def read_catalog(driver: NodeDriver) -> CatalogRead:
     listed_sizes = driver.list_sizes()
-    sizes = tuple(
-        Size(
-            id=str(s.id),
-            cpus=int(
-                float(
-                    getattr(s, "vcpus", None)
-                    or _first(s.extra, "cpus", "vcpu", "vcpus", "cpu")
-                    or 1
-                )
-            ),
-            memory_mb=int(s.ram or 0),
-            price=float(s.price or 0.0),
-        )
-        for s in listed_sizes
-    )
+    sizes = tuple(_size(s) for s in listed_sizes)
     images = {str(i.name): str(i.id) for i in driver.list_images() if i.name}
     # A driver bound to one region (EC2, OpenStack) offers that region; others list locations.
     region = region_of(driver)
@@ -48,6 +34,17 @@ def read_catalog(driver: NodeDriver) -> CatalogRead:
     regions = (region,) if region else tuple(locations)
     return CatalogRead(
         Catalog(sizes, images, regions), {str(s.id): s for s in listed_sizes}, locations
+    )
+
+
+def _size(size: NodeSize) -> Size:
+    """A listed size as placement compares them; a driver that says nothing of cpus offers 1."""
+    cpus = getattr(size, "vcpus", None) or _first(size.extra, "cpus", "vcpu", "vcpus", "cpu") or 1
+    return Size(
+        id=str(size.id),
+        cpus=int(float(cpus)),
+        memory_mb=int(size.ram or 0),
+        price=float(size.price or 0.0),
     )
 
 

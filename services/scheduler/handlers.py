@@ -7,7 +7,8 @@ event that asked for it) and wakes the worker once committed (:mod:`services.sch
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -72,6 +73,35 @@ async def place_launch(
     uow.after_commit(worker.wake)
 
 
+def _never_sent(placement: Mapping[str, Any] | None, launch: Mapping[str, Any] | None) -> bool:
+    """No cloud was asked to create the instance: neither placed nor launching, or its launch
+    untouched."""
+    return (placement is None and launch is None) or (launch is not None and launch["untouched"])
+
+
+def _on_a_cloud(placement: Mapping[str, Any] | None) -> bool:
+    return placement is not None and placement["status"] in ("placed", "launching")
+
+
+async def _cancel_before_placement(
+    event: InstanceActionRequested,
+    uow: UnitOfWork,
+    repo: CallsRepository,
+    launch: Mapping[str, Any] | None,
+) -> None:
+    """Ended before any cloud was asked: make sure none ever is, and say so."""
+    if launch is not None:
+        await repo.cancel_call(uow.conn, launch["id"])
+    await repo.record(uow.conn, event.instance_id, owner=event.owner, status="cancelled")
+    await uow.publish(
+        InstanceFailed(
+            instance_id=event.instance_id,
+            owner=event.owner,
+            reason="terminated before it was placed",
+        )
+    )
+
+
 async def carry_out_action(
     event: InstanceActionRequested,
     uow: UnitOfWork,
@@ -82,22 +112,10 @@ async def carry_out_action(
     await repo.lock_instance(uow.conn, event.instance_id)
     placement = await repo.placement(uow.conn, event.instance_id)
     launch = await repo.pending_launch(uow.conn, event.instance_id)
-    if event.action is InstanceAction.TERMINATE and (
-        (placement is None and launch is None) or (launch is not None and launch["untouched"])
-    ):
-        # Ended before any cloud was asked: make sure none ever is, and say so.
-        if launch is not None:
-            await repo.cancel_call(uow.conn, launch["id"])
-        await repo.record(uow.conn, event.instance_id, owner=event.owner, status="cancelled")
-        await uow.publish(
-            InstanceFailed(
-                instance_id=event.instance_id,
-                owner=event.owner,
-                reason="terminated before it was placed",
-            )
-        )
+    if event.action is InstanceAction.TERMINATE and _never_sent(placement, launch):
+        await _cancel_before_placement(event, uow, repo, launch)
         return
-    if launch is None and (placement is None or placement["status"] not in ("placed", "launching")):
+    if launch is None and not _on_a_cloud(placement):
         return  # failed or cancelled: nothing on any cloud to act on
     # Queued behind the launch when there is one: the worker keeps an instance's calls in order.
     # For the owner the placement names: an action asked for before the instance was given to
