@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.events import CLOUDEVENTS_CONTENT_TYPE, EXCHANGE, INTERNAL_EXCHANGE, PUBLIC, Event
+from shared.services import event_source
 
 _EXAMPLE_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).isoformat().replace("+00:00", "Z")
 _EXAMPLE_ID = "5f0c1c7e-0d4b-4d61-9a3c-2b6f0e0a9c11"
@@ -30,13 +31,18 @@ def _example(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
         return {k: _example(v, schemas) for k, v in schema.get("properties", {}).items()}
     if kind == "array":
         return [_example(schema.get("items", {"type": "string"}), schemas)]
-    if kind == "integer":
-        return 2
-    if kind == "number":
-        return 0.5
-    if kind == "boolean":
-        return True
-    return {"uuid": _EXAMPLE_ID, "date-time": _EXAMPLE_TIME}.get(schema.get("format", ""), "text")
+    return _scalar_example(schema)
+
+
+_SCALAR_EXAMPLES: dict[str, Any] = {"integer": 2, "number": 0.5, "boolean": True}
+_STRING_EXAMPLES = {"uuid": _EXAMPLE_ID, "date-time": _EXAMPLE_TIME}
+
+
+def _scalar_example(schema: dict[str, Any]) -> Any:
+    kind = schema.get("type")
+    if kind in _SCALAR_EXAMPLES:
+        return _SCALAR_EXAMPLES[kind]
+    return _STRING_EXAMPLES.get(schema.get("format", ""), "text")
 
 
 def _envelope_schema(cls: type[Event], data_ref: str) -> dict[str, Any]:
@@ -74,7 +80,7 @@ def build() -> dict[str, Any]:
         example = {
             "specversion": "1.0",
             "id": _EXAMPLE_ID,
-            "source": "boreas/gateway",
+            "source": event_source("gateway"),
             "type": cls.ce_type(),
             "time": _EXAMPLE_TIME,
             "datacontenttype": "application/json",
