@@ -108,15 +108,17 @@ class CloudConnections:
                         continue
                     raise
                 finally:
-                    if (
-                        driver is not None
-                        and not broken
-                        and self._accounts.get(account["id"]) is line
-                    ):
-                        line.idle.append(driver)
+                    if not broken:
+                        self._put_back(account["id"], line, driver)
                 budget.succeeded()
                 return result
         raise AssertionError("unreachable")
+
+    def _put_back(self, account_id: str, line: _Account, driver: NodeDriver | None) -> None:
+        """A working driver serves the account's next call, unless the account changed
+        meanwhile (a new revision has a line of its own)."""
+        if driver is not None and self._accounts.get(account_id) is line:
+            line.idle.append(driver)
 
     def _build(self, account: Mapping[str, Any]) -> NodeDriver:
         sealed = SealedSecret.model_validate(account["credentials"])
