@@ -23,8 +23,7 @@ class NoAdminPassword(RuntimeError):
 
 async def ensure_admin(pool: asyncpg.Pool, settings: GatewaySettings) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        # Gateway replicas starting together: one creates, the others find it.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('boreas.bootstrap-admin'))")
+        await identity.lock_bootstrap(conn)
         if await identity.admin_exists(conn):
             return
         if settings.admin_password is not None:

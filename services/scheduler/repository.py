@@ -69,6 +69,12 @@ async def placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg
     )
 
 
+async def current_placement(pool: asyncpg.Pool, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """The instance's placement as it is now, unlocked (for a cloud call made outside any
+    transaction)."""
+    return await pool.fetchrow("SELECT * FROM placements WHERE instance_id = $1", instance_id)
+
+
 async def record(
     conn: asyncpg.Connection,
     instance_id: uuid.UUID,

@@ -386,10 +386,7 @@ class CloudWorker:
     # -- actions --------------------------------------------------------------------------
 
     async def _act(self, call: CloudCall) -> None:
-        async with self.pool.acquire() as conn:
-            placement = await conn.fetchrow(
-                "SELECT * FROM placements WHERE instance_id = $1", call.instance_id
-            )
+        placement = await repository.current_placement(self.pool, call.instance_id)
         if placement is None or placement["status"] != "placed":
             # Never placed (failed or cancelled): nothing on any cloud to act on.
             await repository.finish_call(self.pool, call.id, "done")

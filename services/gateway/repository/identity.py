@@ -40,6 +40,12 @@ async def create_user(
     return User(**row) if row else None
 
 
+async def lock_bootstrap(conn: asyncpg.Connection) -> None:
+    """Gateway replicas starting together take turns until the transaction ends: one creates
+    the first admin, the others find it."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('boreas.bootstrap-admin'))")
+
+
 async def admin_exists(conn: asyncpg.Connection) -> bool:
     return await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND deleted_at IS NULL)"
