@@ -37,6 +37,7 @@ from shared.events import ServiceHeartbeat
 from shared.logging import configure_logging
 from shared.loops import Backoff, every
 from shared.outbox import OutboxRelay
+from shared.services import event_source
 
 log = structlog.get_logger(__name__)
 # Seconds cancelled background tasks get to end when the service stops.
@@ -105,7 +106,7 @@ class ServiceRuntime:
             lambda: create_pool(s.database_url, self.service, max_size=s.db_pool_size),
         )
         await migrate(self.pool, self.service, self.migrations)
-        self.bus = Bus(s.amqp_url, source=f"boreas/{self.service}")
+        self.bus = Bus(s.amqp_url, source=event_source(self.service))
         await _patiently("bus", self.bus.connect)
         self.outbox = OutboxRelay(
             self.pool, self.bus, schema=self.service, poll_interval=s.outbox_poll_interval

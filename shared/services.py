@@ -5,3 +5,9 @@ keeps this tuple, those packages and ``deploy/compose.yaml`` in step.
 """
 
 SERVICES: tuple[str, ...] = ("gateway", "scheduler", "poller", "quota", "notifier")
+
+
+def event_source(service: str) -> str:
+    """The CloudEvent ``source`` of the events ``service`` publishes, spelled here only: its
+    runtime's bus and its outbox rows both take it from here."""
+    return f"boreas/{service}"

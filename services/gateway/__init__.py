@@ -1,0 +1,4 @@
+from shared.services import event_source
+
+SOURCE = event_source("gateway")
+"""The source of the events this service publishes (through its bus or its outbox)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.gateway import SOURCE
 from services.gateway.repository import accounts
 from services.gateway.schemas import ProviderAccountOut
 from shared.events import ProviderAccountChanged
 from shared.outbox import add_to_outbox
-
-SOURCE = "boreas/gateway"
 
 
 async def announce_account(

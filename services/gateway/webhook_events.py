@@ -7,13 +7,12 @@ import uuid
 
 import asyncpg
 
+from services.gateway import SOURCE
 from services.gateway.repository import webhooks
 from shared.credentials import WEBHOOK_URL, CredentialCipher
 from shared.events import WebhookChanged
 from shared.outbox import add_to_outbox
 from shared.redaction import redact_url
-
-SOURCE = "boreas/gateway"
 
 
 async def announce_webhook(

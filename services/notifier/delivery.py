@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import structlog
 
-from services.notifier import fairness, repository
+from services.notifier import SOURCE, fairness, repository
 from services.notifier.repository import Claimed
 from services.notifier.retry import RetryPolicy, Verdict, judge
 from shared.config import NotifierSettings
@@ -52,7 +52,6 @@ from shared.webhooks import signing, targets
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "boreas/notifier"
 USER_AGENT = "Boreas-Webhooks/1"
 POLL_SECONDS = 0.5
 TIDY_SECONDS = 60.0

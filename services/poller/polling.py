@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.poller import repository
+from services.poller import SOURCE, repository
 from services.poller.diff import FINAL, Known, Seen, changing, diff
 from services.poller.health import describe_failure, health_due
 from shared.clouds.connections import CloudConnections
@@ -43,7 +43,6 @@ from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "boreas/poller"
 # Claims retried 1 s after the database is lost, doubling to 5 s: polling resumes soon after.
 DATABASE_BACKOFF = Backoff(first=1.0, ceiling=5.0)
 

@@ -7,7 +7,7 @@ from typing import NoReturn
 import asyncpg
 import structlog
 
-from services.quota import repository
+from services.quota import SOURCE, repository
 from services.quota.accounting import Amounts
 from services.quota.handlers import usage_event
 from shared.loops import every
@@ -16,7 +16,7 @@ from shared.outbox import add_to_outbox
 log = structlog.get_logger(__name__)
 
 
-async def reconcile_once(pool: asyncpg.Pool, source: str = "boreas/quota") -> int:
+async def reconcile_once(pool: asyncpg.Pool, source: str = SOURCE) -> int:
     """Correct every drifted owner; returns how many were corrected."""
     async with pool.acquire() as conn, conn.transaction():
         drifted = await repository.drift(conn)

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.scheduler import repository
+from services.scheduler import SOURCE, repository
 from services.scheduler.catalogs import CatalogCache
 from services.scheduler.cloud_calls import (
     CatalogRead,
@@ -53,7 +53,6 @@ log = structlog.get_logger(__name__)
 # An instance's reason stays readable; `attempts` in instance.failed keeps every cause whole.
 MAX_REASON = 2000
 
-SOURCE = "boreas/scheduler"
 POLL_SECONDS = 1.0
 # Throttled everywhere: try again after this long (or the longest pause an account asked for).
 THROTTLED_WAIT = 1.0
