@@ -1,7 +1,7 @@
 """`python -m services.quota`: decides every launch against per-user limits (reserving room
 atomically), follows usage from instance events, and repairs drift from its ledger."""
 
-from services.quota.handlers import SUBSCRIPTIONS
+from services.quota.handlers import subscriptions
 from services.quota.reconcile import reconcile_forever
 from shared.config import QuotaSettings
 from shared.runtime import serve
@@ -12,7 +12,7 @@ def main() -> None:
     serve(
         "quota",
         settings,
-        subscriptions=lambda _rt: SUBSCRIPTIONS,
+        subscriptions=lambda _rt: subscriptions(),
         background=lambda rt: {
             "drift_repair": lambda: reconcile_forever(rt.pool, settings.quota_reconcile_interval)
         },

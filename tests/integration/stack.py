@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from services.poller.wiring import poller_parts
-from services.quota.handlers import SUBSCRIPTIONS
+from services.quota.handlers import subscriptions
 from services.scheduler.wiring import scheduler_parts
 from shared.config import PollerSettings, SchedulerSettings
 from shared.db import service_migrations
@@ -40,7 +40,7 @@ def quota_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
         "quota",
         settings_for(amqp_url, database_url),
         service_migrations(ROOT / "services" / "quota"),
-        subscriptions=lambda _rt: SUBSCRIPTIONS,
+        subscriptions=lambda _rt: subscriptions(),
     )
 
 
