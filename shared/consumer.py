@@ -491,6 +491,8 @@ class ConsumerRunner:
             if subscription.when is not None and not subscription.when(event):
                 await _settle(message.ack())
                 return
+            if self._stopping:
+                return  # left unacknowledged: the broker takes it back when the channel closes
             key = envelope.id
             if subscription.order_by is not None:
                 key = key_value(subscription.order_by, envelope.data, envelope.subject) or key
@@ -644,10 +646,13 @@ class ConsumerRunner:
         Messages received but not started return to the queue when the channel closes.
         """
         self._stopping = True
+        # Nothing waiting in a lane starts from now on: dropped before the first await, so a
+        # batch that finishes while the cancels travel cannot hand its key's next message on.
+        for consumer in self._consumers:
+            consumer.lanes.drop(lambda _d: True)
         for consumer in self._consumers:
             for source in consumer.sources:
                 await _cancel(source)
-            consumer.lanes.drop(lambda _d: True)
         await self._settled_until(lambda: not any(c.busy for c in self._consumers), timeout)
         workers = [w for c in self._consumers for w in c.workers]
         for worker in workers:
