@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -47,6 +47,16 @@ class Infrastructure:
         return done.stdout
 
     @contextlib.contextmanager
+    def renew_vhost(self) -> None:
+        """Delete the session's vhost and make it again, empty. Every quorum queue holds files
+        open in the broker; a whole session's worth of them (each test names its own) would
+        exhaust a broker's default limit of file descriptors."""
+        parts = urlsplit(self.amqp_url)
+        name, user = unquote(parts.path.lstrip("/")), parts.username or "guest"
+        self.rabbit("delete_vhost", name)
+        self.rabbit("add_vhost", name)
+        self.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
+
     def isolated(self) -> Iterator[tuple[str, str]]:
         """A further vhost and database of its own, for a whole stack started by a test."""
         name = f"boreas_test_{uuid.uuid4().hex[:8]}"

@@ -6,10 +6,18 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from shared.runtime import ServiceRuntime
+from tests.infra import Infrastructure
 from tests.integration import api as api_module
 from tests.integration.api import Api, gateway_settings, running_gateway
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
 from tests.processes import simulator_process
+
+
+@pytest.fixture(scope="module", autouse=True)
+def empty_vhost_per_module(infra: Infrastructure) -> Iterator[None]:
+    """Each module's queues go with it (see Infrastructure.renew_vhost)."""
+    yield
+    infra.renew_vhost()
 
 
 @pytest.fixture(scope="session", autouse=True)

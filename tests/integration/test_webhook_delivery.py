@@ -697,33 +697,37 @@ async def test_an_owner_whose_receiver_holds_every_request_leaves_room_for_anoth
     bea_hook = announced_webhook(uuid.uuid4(), bea, fast.url("/bea"), cipher)
     try:
         async with notifier_runtime(settings) as notifier:
-            await publish(amqp_url, *ann_hooks, bea_hook)
-            for hook in (*ann_hooks, bea_hook):
+            try:
+                await publish(amqp_url, *ann_hooks, bea_hook)
+                for hook in (*ann_hooks, bea_hook):
+                    await wait_until(
+                        lambda h=hook: notifier_knows(notifier, str(h.webhook_id)), timeout=10
+                    )
+                [ann_event] = await publish(amqp_url, rejected(ann))
                 await wait_until(
-                    lambda h=hook: notifier_knows(notifier, str(h.webhook_id)), timeout=10
+                    lambda: len(held.requests) >= PER_OWNER, timeout=10, what="ann's share is held"
                 )
-            [ann_event] = await publish(amqp_url, rejected(ann))
-            await wait_until(
-                lambda: len(held.requests) >= PER_OWNER, timeout=10, what="ann's share is held"
-            )
-            [bea_event] = await publish(amqp_url, rejected(bea))
-            await wait_until(
-                lambda: fast.at("/bea"), timeout=20, what="bea's delivery while ann's are held"
-            )
-            # Bea's went out while ann's were held, not after they had been given up on...
-            ann_ids = [h.webhook_id for h in ann_hooks]
-            tried = await notifier.pool.fetchval(
-                "SELECT sum(attempts) FROM deliveries WHERE webhook_id = ANY($1::uuid[])", ann_ids
-            )
-            assert tried == 0
-            # ...and with room left in the replica, ann still had no more than her share.
-            assert len(held.requests) == PER_OWNER
-            release.set()
-            await wait_until(
-                lambda: all(held.deduped(f"/ann/{i}") for i in range(POOL + 2)),
-                timeout=30,
-                what="every one of ann's deliveries",
-            )
+                [bea_event] = await publish(amqp_url, rejected(bea))
+                await wait_until(
+                    lambda: fast.at("/bea"), timeout=20, what="bea's delivery while ann's are held"
+                )
+                # Bea's went out while ann's were held, not after they had been given up on...
+                ann_ids = [h.webhook_id for h in ann_hooks]
+                tried = await notifier.pool.fetchval(
+                    "SELECT sum(attempts) FROM deliveries WHERE webhook_id = ANY($1::uuid[])",
+                    ann_ids,
+                )
+                assert tried == 0
+                # ...and with room left in the replica, ann still had no more than her share.
+                assert len(held.requests) == PER_OWNER
+                release.set()
+                await wait_until(
+                    lambda: all(held.deduped(f"/ann/{i}") for i in range(POOL + 2)),
+                    timeout=30,
+                    what="every one of ann's deliveries",
+                )
+            finally:
+                release.set()  # before the notifier stops: it waits for requests in flight
     finally:
         release.set()
         await held.stop()
