@@ -46,7 +46,6 @@ class Infrastructure:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
         return done.stdout
 
-    @contextlib.contextmanager
     def renew_vhost(self) -> None:
         """Delete the session's vhost and make it again, empty. Every quorum queue holds files
         open in the broker; a whole session's worth of them (each test names its own) would
@@ -57,6 +56,7 @@ class Infrastructure:
         self.rabbit("add_vhost", name)
         self.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
 
+    @contextlib.contextmanager
     def isolated(self) -> Iterator[tuple[str, str]]:
         """A further vhost and database of its own, for a whole stack started by a test."""
         name = f"boreas_test_{uuid.uuid4().hex[:8]}"
