@@ -70,3 +70,33 @@ def simulator_process(database_url: str, port: int | None = None) -> Iterator[st
         ready=lambda: answers(f"{url}/v1/regions"),
     ):
         yield url
+
+
+@contextlib.contextmanager
+def gateway_process(
+    amqp_url: str,
+    database_url: str,
+    *,
+    admin_password: str,
+    settings: dict[str, str] | None = None,
+    output: IO[bytes] | int = subprocess.DEVNULL,
+) -> Iterator[str]:
+    """The gateway as a real process on a free port against this broker and database, ``settings``
+    (``BOREAS_*`` variables) added to its environment; yields its base URL once it is ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "BOREAS_AMQP_URL": amqp_url,
+        "BOREAS_DATABASE_URL": database_url,
+        "BOREAS_GATEWAY_PORT": str(port),
+        "BOREAS_ADMIN_PASSWORD": admin_password,
+        **(settings or {}),
+    }
+    with running_process(
+        [sys.executable, "-m", "services.gateway"],
+        env=env,
+        output=output,
+        ready=lambda: answers(f"{url}/readyz", lambda r: r.status_code == 200),
+    ):
+        yield url

@@ -4,8 +4,6 @@ no server errors, and every response conforms to the documented schema."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.infra import Infrastructure
-from tests.processes import answers, free_port, running_process
+from tests.processes import gateway_process
 
 ADMIN_PASSWORD = "schema-fuzz-admin-pw"
 EXAMPLES = 30  # per operation
@@ -25,30 +23,23 @@ EXAMPLES = 30  # per operation
 def gateway_url(
     infra: Infrastructure, simulator_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
     with infra.isolated() as (amqp_url, database_url):
-        env = {
-            **os.environ,
-            "BOREAS_AMQP_URL": amqp_url,
-            "BOREAS_DATABASE_URL": database_url,
-            "BOREAS_GATEWAY_PORT": str(port),
-            "BOREAS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
-            "BOREAS_LOGIN_FAILURES_PER_MINUTE": "100000",
-            "BOREAS_LOG_LEVEL": "WARNING",
-            # where the fuzz account's credentials are checked
-            "BOREAS_SIMULATOR_URL": simulator_url,
-        }
-        base = f"http://127.0.0.1:{port}"
         log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
         with (
             log_path.open("wb") as log,
-            running_process(
-                [sys.executable, "-m", "services.gateway"],
-                env=env,
+            gateway_process(
+                amqp_url,
+                database_url,
+                admin_password=ADMIN_PASSWORD,
+                settings={
+                    "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "100000",
+                    "BOREAS_LOGIN_FAILURES_PER_MINUTE": "100000",
+                    "BOREAS_LOG_LEVEL": "WARNING",
+                    # where the fuzz account's credentials are checked
+                    "BOREAS_SIMULATOR_URL": simulator_url,
+                },
                 output=log,
-                ready=lambda: answers(f"{base}/readyz", lambda r: r.status_code == 200),
-            ),
+            ) as base,
         ):
             yield base
         errors = log_path.read_text()

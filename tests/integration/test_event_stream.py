@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
@@ -23,7 +21,7 @@ from shared.events import InstanceRejected
 from shared.testing import wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import ADMIN_PASSWORD, SESSION_KEY
-from tests.processes import answers, free_port, running_process
+from tests.processes import gateway_process
 
 STREAMS_PER_USER = 3
 # The server's keep-alive comment comes every 15 s: a closed client's slot must be free well
@@ -35,25 +33,20 @@ ENDS_WITHIN = RENEW_SECONDS + 5.0
 
 @pytest.fixture(scope="module")
 def gateway(infra: Infrastructure) -> Iterator[tuple[str, str, str]]:
-    port = free_port()
-    with infra.isolated() as (amqp_url, database_url):
-        env = {
-            **os.environ,
-            "BOREAS_AMQP_URL": amqp_url,
-            "BOREAS_DATABASE_URL": database_url,
-            "BOREAS_GATEWAY_PORT": str(port),
-            "BOREAS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "BOREAS_SECRET_KEY": SESSION_KEY,
-            "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "1000",
-            "BOREAS_EVENT_STREAMS_PER_USER": str(STREAMS_PER_USER),
-        }
-        base = f"http://127.0.0.1:{port}"
-        with running_process(
-            [sys.executable, "-m", "services.gateway"],
-            env=env,
-            ready=lambda: answers(f"{base}/readyz", lambda r: r.status_code == 200),
-        ):
-            yield base, amqp_url, database_url
+    with (
+        infra.isolated() as (amqp_url, database_url),
+        gateway_process(
+            amqp_url,
+            database_url,
+            admin_password=ADMIN_PASSWORD,
+            settings={
+                "BOREAS_SECRET_KEY": SESSION_KEY,
+                "BOREAS_TOKEN_REQUESTS_PER_MINUTE": "1000",
+                "BOREAS_EVENT_STREAMS_PER_USER": str(STREAMS_PER_USER),
+            },
+        ) as base,
+    ):
+        yield base, amqp_url, database_url
 
 
 async def token(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
@@ -61,15 +54,48 @@ async def token(client: httpx.AsyncClient, username: str, password: str) -> dict
     return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
-async def read_events(
+async def new_user(client: httpx.AsyncClient, prefix: str) -> tuple[str, dict[str, str]]:
+    name, password = f"{prefix}-{uuid.uuid4().hex[:6]}", f"{prefix}-password-1"
+    admin = await token(client, "admin", ADMIN_PASSWORD)
+    created = await client.post(
+        "/v1/users", json={"username": name, "password": password}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    return name, await token(client, name, password)
+
+
+async def publish_rejections(amqp_url: str, owners: list[str]) -> list[str]:
+    """One InstanceRejected per owner in ``owners``, each of a new instance, as the quota service
+    would publish it; their event ids, in order."""
+    bus = Bus(amqp_url, source="boreas/quota")
+    await bus.connect()
+    try:
+        sent = []
+        for i, owner in enumerate(owners):
+            event = InstanceRejected(instance_id=uuid.uuid4(), owner=owner, reason=f"r{i}")
+            sent.append((await bus.publish(event)).id)
+        return sent
+    finally:
+        await bus.close()
+
+
+Found = list[tuple[int, str, dict]]
+
+
+async def collect(
     client: httpx.AsyncClient,
     headers: dict[str, str],
-    count: int,
+    enough: int | Callable[[Found], bool],
     connected: asyncio.Event | None = None,
-) -> list[tuple[int, str, dict]]:
-    """Open the stream and collect ``count`` events (id, topic, CloudEvent); ``connected`` is set
-    once the server has said it is listening."""
-    found: list[tuple[int, str, dict]] = []
+) -> Found:
+    """Open the stream and collect its events (id, topic, CloudEvent) until ``enough`` of them
+    came (a number, or a test of those found); ``connected`` is set once the server has said it
+    is listening."""
+
+    def done(found: Found) -> bool:
+        return len(found) == enough if isinstance(enough, int) else enough(found)
+
+    found: Found = []
     async with asyncio.timeout(15), client.stream("GET", "/v1/events", headers=headers) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
@@ -83,7 +109,7 @@ async def read_events(
             elif line == "" and "data" in block:
                 found.append((int(block["id"]), block["event"], json.loads(block["data"])))
                 block = {}
-                if len(found) == count:
+                if done(found):
                     return found
     return found
 
@@ -93,45 +119,27 @@ async def test_stream_carries_only_the_callers_events_and_resumes(
 ) -> None:
     base, amqp_url, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        admin = await token(client, "admin", ADMIN_PASSWORD)
-        names = {}
-        for who in ("alice", "bob"):
-            names[who] = f"{who}-{uuid.uuid4().hex[:6]}"
-            created = await client.post(
-                "/v1/users",
-                json={"username": names[who], "password": f"{who}-password-1"},
-                headers=admin,
-            )
-            assert created.status_code == 201
-        alice = await token(client, names["alice"], "alice-password-1")
-
-        bus = Bus(amqp_url, source="boreas/quota")
-        await bus.connect()
-
+        alice_name, alice = await new_user(client, "alice")
+        bob_name, _ = await new_user(client, "bob")
         listening = asyncio.Event()
 
         async def publish_all() -> list[str]:
             await listening.wait()  # events before the stream attached are not "from now on"
-            sent = []
-            for i, who in enumerate(["alice", "bob", "alice", "bob", "alice"]):
-                event = InstanceRejected(instance_id=uuid.uuid4(), owner=names[who], reason=f"r{i}")
-                sent.append((await bus.publish(event)).id)
-            return sent
+            return await publish_rejections(amqp_url, [alice_name, bob_name] * 2 + [alice_name])
 
         publishing = asyncio.create_task(publish_all())
-        received = await read_events(client, alice, 3, listening)
+        received = await collect(client, alice, 3, listening)
         sent = await publishing
-        assert [e["data"]["owner"] for _, _, e in received] == [names["alice"]] * 3
+        assert [e["data"]["owner"] for _, _, e in received] == [alice_name] * 3
         # Three instances: each one's events keep their order, the three need not.
         assert sorted(e["id"] for _, _, e in received) == sorted([sent[0], sent[2], sent[4]])
         assert all(topic == "instance.rejected" for _, topic, _ in received)
 
         # Resume after the first: the two later ones come again, nothing of bob's.
-        resumed = await read_events(client, {**alice, "Last-Event-ID": str(received[0][0])}, 2)
+        resumed = await collect(client, {**alice, "Last-Event-ID": str(received[0][0])}, 2)
         assert [e["id"] for _, _, e in resumed] == [e["id"] for _, _, e in received[1:]]
         bad = await client.get("/v1/events", headers={**alice, "Last-Event-ID": "x"})
         assert bad.status_code == 400
-        await bus.close()
 
 
 @pytest.mark.parametrize(
@@ -171,16 +179,6 @@ async def test_the_largest_feed_number_is_accepted(gateway: tuple[str, str, str]
             assert await anext(lines) == ": connected"
 
 
-async def new_user(client: httpx.AsyncClient, prefix: str) -> tuple[str, dict[str, str]]:
-    name, password = f"{prefix}-{uuid.uuid4().hex[:6]}", f"{prefix}-password-1"
-    admin = await token(client, "admin", ADMIN_PASSWORD)
-    created = await client.post(
-        "/v1/users", json={"username": name, "password": password}, headers=admin
-    )
-    assert created.status_code == 201, created.text
-    return name, await token(client, name, password)
-
-
 async def open_stream(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
     """The answer to GET /v1/events, its body unread unless it is an error (then read)."""
     response = await client.send(
@@ -200,7 +198,12 @@ class OpenStream:
         assert response.status_code == 200, response.text
         self.response, self.lines = response, response.aiter_lines()
 
-    async def connected(self) -> OpenStream:
+    @classmethod
+    async def connected(cls, client: httpx.AsyncClient, headers: dict[str, str]) -> OpenStream:
+        """A new stream, once the server has said it is listening."""
+        return await cls(await open_stream(client, headers)).listening()
+
+    async def listening(self) -> OpenStream:
         assert await anext(self.lines) == ": connected"
         return self
 
@@ -227,7 +230,7 @@ async def test_streams_past_the_cap_are_refused_until_one_is_closed(
     async with httpx.AsyncClient(base_url=base, timeout=10) as client, AsyncExitStack() as open_:
 
         async def connect(headers: dict[str, str]) -> OpenStream:
-            stream = await OpenStream(await open_stream(client, headers)).connected()
+            stream = await OpenStream.connected(client, headers)
             open_.push_async_callback(stream.close)
             return stream
 
@@ -254,33 +257,8 @@ async def test_streams_past_the_cap_are_refused_until_one_is_closed(
 
         again = OpenStream(await wait_until(reopened, timeout=SLOT_FREED_WITHIN, what="a slot"))
         open_.push_async_callback(again.close)
-        await again.connected()
+        await again.listening()
         assert (await open_stream(client, carol)).status_code == 429
-
-
-async def collect(
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    enough: Callable[[list[tuple[int, str, dict]]], bool],
-    connected: asyncio.Event | None = None,
-) -> list[tuple[int, str, dict]]:
-    """Events of one stream (id, topic, CloudEvent) until ``enough`` of them came."""
-    found: list[tuple[int, str, dict]] = []
-    async with asyncio.timeout(15), client.stream("GET", "/v1/events", headers=headers) as stream:
-        assert stream.status_code == 200
-        block: dict[str, str] = {}
-        async for line in stream.aiter_lines():
-            if line == ": connected" and connected is not None:
-                connected.set()
-            if line.startswith(("id:", "event:", "data:")):
-                key, _, value = line.partition(": ")
-                block[key] = value
-            elif line == "" and "data" in block:
-                found.append((int(block["id"]), block["event"], json.loads(block["data"])))
-                block = {}
-                if enough(found):
-                    return found
-    return found
 
 
 async def test_each_users_streams_carry_their_own_events_live_and_resumed(
@@ -293,16 +271,13 @@ async def test_each_users_streams_carry_their_own_events_live_and_resumed(
         admin = await token(client, "admin", ADMIN_PASSWORD)
         sent: dict[str, list[str]] = {erin: [], frank: []}
 
-        def three(found: list[tuple[int, str, dict]]) -> bool:
-            return len(found) == 3
-
-        def all_sent(found: list[tuple[int, str, dict]]) -> bool:
+        def all_sent(found: Found) -> bool:
             return {e["id"] for _, _, e in found} >= {*sent[erin], *sent[frank]}
 
-        streams = {  # two streams of erin's: each gets all of hers
-            "erin": (erin_headers, three),
-            "erin again": (erin_headers, three),
-            "frank": (frank_headers, three),
+        streams: dict[str, tuple[dict[str, str], int | Callable[[Found], bool]]] = {
+            "erin": (erin_headers, 3),  # two streams of erin's: each gets all of hers
+            "erin again": (erin_headers, 3),
+            "frank": (frank_headers, 3),
             "admin": (admin, all_sent),
         }
         listening = {name: asyncio.Event() for name in streams}
@@ -313,15 +288,8 @@ async def test_each_users_streams_carry_their_own_events_live_and_resumed(
         for event in listening.values():
             await event.wait()
 
-        bus = Bus(amqp_url, source="boreas/quota")
-        await bus.connect()
-        try:
-            for i in range(3):
-                for owner in (erin, frank):
-                    event = InstanceRejected(instance_id=uuid.uuid4(), owner=owner, reason=f"r{i}")
-                    sent[owner].append((await bus.publish(event)).id)
-        finally:
-            await bus.close()
+        ids = await publish_rejections(amqp_url, [erin, frank] * 3)
+        sent[erin], sent[frank] = ids[0::2], ids[1::2]
 
         live = {name: await reader for name, reader in readers.items()}
         assert sorted(e["id"] for _, _, e in live["erin"]) == sorted(sent[erin])
@@ -332,10 +300,10 @@ async def test_each_users_streams_carry_their_own_events_live_and_resumed(
         # Resumed from before all of them, and after the first: the backlog is theirs alone.
         for name, headers in (("erin", erin_headers), ("frank", frank_headers)):
             numbers = [n for n, _, _ in live[name]]
-            replayed = await collect(client, {**headers, "Last-Event-ID": "0"}, three)
+            replayed = await collect(client, {**headers, "Last-Event-ID": "0"}, 3)
             assert replayed == live[name]
             after_first = {**headers, "Last-Event-ID": str(numbers[0])}
-            rest = await collect(client, after_first, lambda found: len(found) == 2)
+            rest = await collect(client, after_first, 2)
             assert rest == live[name][1:]
 
 
@@ -347,7 +315,7 @@ async def test_disabling_a_user_ends_their_open_stream(gateway: tuple[str, str, 
     base, _, _ = gateway
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         name, gina = await new_user(client, "gina")
-        stream = await OpenStream(await open_stream(client, gina)).connected()
+        stream = await OpenStream.connected(client, gina)
         try:
             admin = await token(client, "admin", ADMIN_PASSWORD)
             disabled = await client.patch(
@@ -370,7 +338,7 @@ async def test_logging_out_ends_the_stream_of_that_token_and_no_other(
         second = await token(client, name, "hana-password-1")
         streams = []
         for headers in (first, second):
-            stream = await OpenStream(await open_stream(client, headers)).connected()
+            stream = await OpenStream.connected(client, headers)
             open_.push_async_callback(stream.close)
             streams.append(stream)
 
@@ -381,22 +349,16 @@ async def test_logging_out_ends_the_stream_of_that_token_and_no_other(
         assert closed_for_its_token(comments), comments
 
         # The renewal that ended the first stream checked the second's token too: it goes on.
-        bus = Bus(amqp_url, source="boreas/quota")
-        await bus.connect()
-        try:
-            event = InstanceRejected(instance_id=uuid.uuid4(), owner=name, reason="still here")
-            published = await bus.publish(event)
-        finally:
-            await bus.close()
+        [published] = await publish_rejections(amqp_url, [name])
         async with asyncio.timeout(ENDS_WITHIN):
-            assert (await streams[1].next_event())["id"] == published.id
+            assert (await streams[1].next_event())["id"] == published
 
 
 async def test_a_stream_ends_when_its_token_expires(gateway: tuple[str, str, str]) -> None:
     base, _, database_url = gateway
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         _, ivan = await new_user(client, "ivan")
-        stream = await OpenStream(await open_stream(client, ivan)).connected()
+        stream = await OpenStream.connected(client, ivan)
         try:
             # This gateway's tokens live 12 hours: this one's time is made to run out now.
             digest = security.token_digest(ivan["Authorization"].removeprefix("Bearer "))
