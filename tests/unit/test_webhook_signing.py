@@ -3,8 +3,10 @@
 import base64
 import hashlib
 import hmac
+import time
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.webhooks import signing
 
@@ -41,13 +43,31 @@ def test_a_rotation_signs_with_every_secret_in_force() -> None:
         assert signature == "v1," + base64.b64encode(expected).decode()
 
 
+def test_a_receiver_on_the_reference_library_verifies_with_either_rotated_secret() -> None:
+    new, old, unrelated = signing.new_secret(), signing.new_secret(), signing.new_secret()
+    body = b'{"id": "evt-2"}'
+    header = signing.headers([new, old], "evt-2", int(time.time()), body)
+    for secret in (new, old):
+        assert Webhook(secret).verify(body, header) == {"id": "evt-2"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(unrelated).verify(body, header)
+
+
 def test_new_secrets_are_whsec_and_32_random_bytes() -> None:
     made = {signing.new_secret() for _ in range(50)}
     assert len(made) == 50
     assert all(len(signing.secret_key(s)) == 32 for s in made)
 
 
-@pytest.mark.parametrize("bad", ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not base64!"])
+# The first two the reference library would take as some key rather than refuse.
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw!!",
+        "whsec_not base64!",
+    ],
+)
 def test_malformed_secrets_are_refused(bad: str) -> None:
     with pytest.raises(signing.MalformedSecret):
         signing.sign(bad, "id", 1, b"")
