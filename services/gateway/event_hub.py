@@ -26,7 +26,7 @@ from uuid import UUID, uuid4
 
 import structlog
 
-from services.gateway.repository.feed import FeedRow
+from services.gateway.repository.feed import FeedRow, StreamLease
 from shared.db import TRANSIENT_DB_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -50,16 +50,10 @@ class Feed(Protocol):
     ) -> list[FeedRow]: ...
     async def listen(self, on_notify: Callable[[], None]) -> None: ...
     async def admit(
-        self,
-        stream_id: UUID,
-        owner: str,
-        token_digest: bytes,
-        holder: str,
-        cap: int,
-        lease_seconds: float,
+        self, lease: StreamLease, holder: str, cap: int, lease_seconds: float
     ) -> bool: ...
     async def renew(
-        self, holder: str, streams: Sequence[tuple[UUID, str, bytes]], lease_seconds: float
+        self, holder: str, leases: Sequence[StreamLease], lease_seconds: float
     ) -> set[UUID]: ...
     async def release(self, stream_id: UUID) -> None: ...
     async def release_holder(self, holder: str) -> None: ...
@@ -104,6 +98,10 @@ class Stream:
         self.ended: Ending | None = None
         self._rows: deque[FeedRow] = deque()
         self._wake = asyncio.Event()
+
+    @property
+    def lease(self) -> StreamLease:
+        return StreamLease(self.id, self.username, self.token_digest)
 
     def offer(self, row: FeedRow) -> None:
         if self.ended is not None:
@@ -222,9 +220,7 @@ class EventHub:
         going = [s for s in self.streams if s.ended is None]
         if not going:
             return
-        lapsed = await self._feed.renew(
-            self.holder, [(s.id, s.username, s.token_digest) for s in going], LEASE_SECONDS
-        )
+        lapsed = await self._feed.renew(self.holder, [s.lease for s in going], LEASE_SECONDS)
         for stream in going:
             if stream.id in lapsed:
                 log.info(
@@ -242,12 +238,11 @@ class EventHub:
         except TimeoutError:
             raise HubNotReady from None
         assert self._feed is not None and self._last_seen is not None
-        stream_id = uuid4()
+        stream = Stream(uuid4(), username, everyone, token_digest, self._last_seen, self.buffer)
         if not await self._feed.admit(
-            stream_id, username, token_digest, self.holder, self.streams_per_user, LEASE_SECONDS
+            stream.lease, self.holder, self.streams_per_user, LEASE_SECONDS
         ):
             raise StreamRefused
-        stream = Stream(stream_id, username, everyone, token_digest, self._last_seen, self.buffer)
         self._subscribed += 1
         if everyone:
             self._everyone.add(stream)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from uuid import UUID, uuid4
 
 from services.gateway.event_hub import Ending, EventHub, Stream
-from services.gateway.repository.feed import FeedRow
+from services.gateway.repository.feed import FeedRow, StreamLease
 from services.gateway.repository.identity import User
 from services.gateway.routes.events import EventStreamResponse
 
@@ -64,29 +64,21 @@ class MemoryFeed:
     async def listen(self, on_notify: Callable[[], None]) -> None:
         await asyncio.Event().wait()
 
-    async def admit(
-        self,
-        stream_id: UUID,
-        owner: str,
-        token_digest: bytes,
-        holder: str,
-        cap: int,
-        lease_seconds: float,
-    ) -> bool:
-        if sum(1 for held in self.leases.values() if held == owner) >= cap:
+    async def admit(self, lease: StreamLease, holder: str, cap: int, lease_seconds: float) -> bool:
+        if sum(1 for held in self.leases.values() if held == lease.owner) >= cap:
             return False
-        self.leases[stream_id] = owner
-        self.tokens[stream_id] = token_digest
+        self.leases[lease.stream_id] = lease.owner
+        self.tokens[lease.stream_id] = lease.token_digest
         return True
 
     async def renew(
-        self, holder: str, streams: Sequence[tuple[UUID, str, bytes]], lease_seconds: float
+        self, holder: str, leases: Sequence[StreamLease], lease_seconds: float
     ) -> set[UUID]:
         self.calls["renew"] += 1
-        for stream_id, owner, token_digest in streams:
+        for stream_id, owner, token_digest in leases:
             self.leases[stream_id] = owner
             self.tokens[stream_id] = token_digest
-        return {stream_id for stream_id, _, digest in streams if digest in self.invalid}
+        return {stream_id for stream_id, _, digest in leases if digest in self.invalid}
 
     async def release(self, stream_id: UUID) -> None:
         self.calls["release"] += 1

@@ -26,6 +26,14 @@ class FeedRow(NamedTuple):
     envelope: str  # the CloudEvent as JSON text
 
 
+class StreamLease(NamedTuple):
+    """A slot held for an open stream: of ``owner``'s, opened with the token of ``token_digest``."""
+
+    stream_id: UUID
+    owner: str
+    token_digest: bytes
+
+
 async def append(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
     """Number ``envelopes`` in this order. Appends take turns (a lock held to their commit), so
     numbers become visible in increasing order and a reader that saw N missed nothing below N."""
@@ -90,18 +98,10 @@ class PostgresFeed:
         """Call ``on_notify`` whenever an append commits (for ever; the hub polls as well)."""
         await listen_forever(self.pool, WAKE_CHANNEL, lambda *_: on_notify(), retry_interval=1.0)
 
-    async def admit(
-        self,
-        stream_id: UUID,
-        owner: str,
-        token_digest: bytes,
-        holder: str,
-        cap: int,
-        lease_seconds: float,
-    ) -> bool:
-        """Lease a slot for a new stream of ``owner``, opened with the token of ``token_digest``,
-        unless ``cap`` live ones hold them all. Admissions of one owner take turns; expired
-        leases (of a process that died) go first."""
+    async def admit(self, lease: StreamLease, holder: str, cap: int, lease_seconds: float) -> bool:
+        """Lease a slot for a new stream, unless ``cap`` live ones of its owner hold them all.
+        Admissions of one owner take turns; expired leases (of a process that died) go first."""
+        stream_id, owner, token_digest = lease
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """SELECT pg_advisory_xact_lock(
@@ -129,13 +129,12 @@ class PostgresFeed:
             return True
 
     async def renew(
-        self, holder: str, streams: Sequence[tuple[UUID, str, bytes]], lease_seconds: float
+        self, holder: str, leases: Sequence[StreamLease], lease_seconds: float
     ) -> set[UUID]:
-        """Extend the leases of ``holder``'s open ``streams`` (id, owner, token digest) in one
-        statement, and put back any that expired meanwhile (this process was cut off from the
-        database); returns the ids of those whose token is no longer valid: revoked, expired,
-        or its user disabled or deleted (as identity.user_of_token sees it, by the database's
-        clock)."""
+        """Extend the ``leases`` of ``holder``'s open streams in one statement, and put back any
+        that expired meanwhile (this process was cut off from the database); returns the ids of
+        those whose token is no longer valid: revoked, expired, or its user disabled or deleted
+        (as identity.user_of_token sees it, by the database's clock)."""
         rows = await self.pool.fetch(
             """WITH renewed AS (
                    INSERT INTO event_stream_leases
@@ -151,9 +150,9 @@ class PostgresFeed:
                    WHERE t.digest = r.token_digest AND t.revoked_at IS NULL
                      AND t.expires_at > now() AND u.disabled_at IS NULL
                      AND u.deleted_at IS NULL)""",
-            [stream_id for stream_id, _, _ in streams],
-            [owner for _, owner, _ in streams],
-            [token_digest for _, _, token_digest in streams],
+            [lease.stream_id for lease in leases],
+            [lease.owner for lease in leases],
+            [lease.token_digest for lease in leases],
             holder,
             lease_seconds,
         )
