@@ -20,8 +20,6 @@ from tests.integration.api import Api
 from tests.integration.stack import (
     POLL_INTERVAL,
     poller_runtime,
-    quota_runtime,
-    scheduler_runtime,
     simulator_account,
 )
 
@@ -54,15 +52,16 @@ async def handled_by(services: tuple[ServiceRuntime, ...], event_id: str) -> boo
 
 
 async def test_a_deleted_account_is_neither_polled_nor_chosen_and_stays_deleted(
-    api: Api, amqp_url: str, database_url: str, simulator_url: str, probe: EventProbe
+    api: Api,
+    amqp_url: str,
+    database_url: str,
+    scheduler: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
 ) -> None:
     lea, lea_headers = await api.new_user("lea")
-    async with (
-        quota_runtime(amqp_url, database_url),
-        scheduler_runtime(amqp_url, database_url) as scheduler,
-        # Idle accounts at the fast interval too, so a few polls take a moment.
-        poller_runtime(amqp_url, database_url, poll_idle_interval=POLL_INTERVAL) as poller,
-    ):
+    # Idle accounts at the fast interval too, so a few polls take a moment.
+    async with poller_runtime(amqp_url, database_url, poll_idle_interval=POLL_INTERVAL) as poller:
         followers = (scheduler, poller)
 
         async def launch_on(placement: dict) -> httpx.Response:

@@ -15,7 +15,7 @@ from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import Api
-from tests.integration.stack import simulator_account
+from tests.integration.clouds import tenant
 
 pytestmark = pytest.mark.chaos
 
@@ -38,9 +38,8 @@ async def test_polling_resumes_and_every_launch_runs_after_a_postgresql_restart(
     infra: Infrastructure,
 ) -> None:
     scheduler, poller = clouds_side
-    owner, headers = await api.new_user("dora")
-    account = await simulator_account(
-        api, simulator_url, [owner], followers=clouds_side, timings={"boot": 1.0}
+    _, headers, account = await tenant(
+        api, simulator_url, clouds_side, "dora", timings={"boot": 1.0}
     )
     before = await _launch_all(api, headers, account["id"], 10)
 

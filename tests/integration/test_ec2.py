@@ -12,7 +12,8 @@ from shared.clouds.ec2 import CompatibleEC2NodeDriver
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
 from tests.integration.api import Api
-from tests.integration.stack import POLL_INTERVAL, known_to
+from tests.integration.clouds import launched_and_placed, registered_account
+from tests.integration.stack import POLL_INTERVAL
 from tests.integration.test_lifecycle import drive_through_lifecycle
 from tests.processes import free_port
 
@@ -41,9 +42,9 @@ async def test_lifecycle_on_ec2(
 ) -> None:
     alice_name, alice = await api.new_user("alice")
     ami = some_ami(moto_url)
-    created = await api.client.post(
-        "/v1/provider-accounts",
-        json={
+    await registered_account(
+        api,
+        {
             "name": f"ec2-{uuid.uuid4().hex[:6]}",
             "provider": "ec2",
             "credentials": {"key": "AKIDBOREAS", "secret": "moto-does-not-check"},
@@ -56,19 +57,14 @@ async def test_lifecycle_on_ec2(
             },
             "grants": [alice_name],
         },
-        headers=await api.admin(),
+        followers=clouds_side,
     )
-    assert created.status_code == 201, created.text
-    account = created.json()
-    await known_to(account["id"], clouds_side)
-
-    launched = await api.launch(
-        alice, image="ubuntu-24.04", placement={"provider": "ec2", "region": "us-east-1"}
-    )
-    assert launched.status_code == 202, launched.text
-    instance_id = launched.json()["id"]
-    [placed] = await probe.wait_for(
-        "instance.placed", lambda e: e.subject == instance_id, timeout=20
+    instance_id, placed = await launched_and_placed(
+        api,
+        probe,
+        alice,
+        image="ubuntu-24.04",
+        placement={"provider": "ec2", "region": "us-east-1"},
     )
     assert placed.data["provider"] == "ec2"
     assert placed.data["provider_instance_id"].startswith("i-")

@@ -10,10 +10,8 @@ from shared.clouds.simulator.driver import SimulatorNodeDriver
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.stack import (
-    IDLE_POLL_INTERVAL,
-    simulator_account,
-)
+from tests.integration.clouds import api_shows, tenant
+from tests.integration.stack import IDLE_POLL_INTERVAL, simulator_account
 
 
 def changed_to(instance_id: str, state: str):
@@ -25,13 +23,6 @@ async def drive_through_lifecycle(
 ) -> None:
     """pending → running → stop → stopped → start → running → terminate → terminated, each step
     seen as a CloudEvent on boreas.events and through the API."""
-
-    async def api_shows(state: str) -> None:
-        async def check() -> bool:
-            got = await api.client.get(f"/v1/instances/{instance_id}", headers=headers)
-            return got.json()["state"] == state
-
-        await wait_until(check, timeout=20, what=f"API shows {state}")
 
     async def act(method: str, path: str) -> None:
         response = await api.client.request(
@@ -45,11 +36,11 @@ async def drive_through_lifecycle(
     assert running.data["old_state"] == "pending"
     assert running.source == "boreas/poller"
     assert running.data["owner"] == owner
-    await api_shows("running")
+    await api_shows(api, headers, instance_id, "running")
 
     await act("POST", "/stop")
     await probe.wait_for("instance.state_changed", changed_to(instance_id, "stopped"), timeout=20)
-    await api_shows("stopped")
+    await api_shows(api, headers, instance_id, "stopped")
 
     await act("POST", "/start")
     await probe.wait_for(
@@ -57,13 +48,13 @@ async def drive_through_lifecycle(
         lambda e: changed_to(instance_id, "running")(e) and e.data["old_state"] == "stopped",
         timeout=20,
     )
-    await api_shows("running")
+    await api_shows(api, headers, instance_id, "running")
 
     await act("DELETE", "")
     await probe.wait_for(
         "instance.state_changed", changed_to(instance_id, "terminated"), timeout=20
     )
-    await api_shows("terminated")
+    await api_shows(api, headers, instance_id, "terminated")
 
     states = [
         (e.data["old_state"], e.data["new_state"])
@@ -80,8 +71,7 @@ async def test_launch_stop_start_terminate_on_the_simulated_cloud(
     simulator_url: str,
     probe: EventProbe,
 ) -> None:
-    alice_name, alice = await api.new_user("alice")
-    account = await simulator_account(api, simulator_url, [alice_name], followers=clouds_side)
+    alice_name, alice, account = await tenant(api, simulator_url, clouds_side)
     launched = (await api.launch(alice, placement={"account": account["id"]})).json()
     [placed] = await probe.wait_for("instance.placed", lambda e: e.subject == launched["id"])
     assert (placed.data["cpus"], placed.data["memory_mb"]) == (2, 2048)
@@ -95,11 +85,8 @@ async def test_a_node_killed_in_the_cloud_is_reported_terminated(
     probe: EventProbe,
 ) -> None:
     _scheduler, poller = clouds_side
-    alice_name, alice = await api.new_user("alice")
     api_key = f"k-{uuid.uuid4().hex[:8]}"
-    account = await simulator_account(
-        api, simulator_url, [alice_name], followers=clouds_side, api_key=api_key
-    )
+    _, alice, account = await tenant(api, simulator_url, clouds_side, api_key=api_key)
     instance_id = (await api.launch(alice, placement={"account": account["id"]})).json()["id"]
     [running] = await probe.wait_for(
         "instance.state_changed", changed_to(instance_id, "running"), timeout=15
@@ -185,10 +172,7 @@ async def test_random_deaths_in_the_simulated_cloud_reach_the_bus(
     simulator_url: str,
     probe: EventProbe,
 ) -> None:
-    alice_name, alice = await api.new_user("alice")
-    account = await simulator_account(
-        api, simulator_url, [alice_name], followers=clouds_side, deaths_per_hour=7200.0
-    )
+    _, alice, account = await tenant(api, simulator_url, clouds_side, deaths_per_hour=7200.0)
     # Pinned: elsewhere in the session, accounts granted to '*' are candidates too.
     instance_id = (await api.launch(alice, placement={"account": account["id"]})).json()["id"]
     [ended] = await probe.wait_for(

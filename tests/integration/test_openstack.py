@@ -17,9 +17,10 @@ import pytest
 
 from shared.clouds.registry import build_driver
 from shared.runtime import ServiceRuntime
-from shared.testing import EventProbe, wait_until
+from shared.testing import EventProbe
 from tests.integration.api import Api
-from tests.integration.stack import POLL_INTERVAL, known_to
+from tests.integration.clouds import api_shows, launched_and_placed, registered_account
+from tests.integration.stack import POLL_INTERVAL
 from tests.integration.test_lifecycle import changed_to
 from tests.processes import answers, free_port, running_process
 
@@ -61,40 +62,29 @@ async def test_lifecycle_on_openstack(
     driver = await asyncio.to_thread(build_driver, "openstack", credentials, config)
     images = await asyncio.to_thread(driver.list_images)
     ubuntu = next(i.id for i in images if "ubuntu" in i.name.lower())
-    created = await api.client.post(
-        "/v1/provider-accounts",
-        json={
+    await registered_account(
+        api,
+        {
             "name": f"os-{uuid.uuid4().hex[:6]}",
             "provider": "openstack",
             "credentials": credentials,
             "config": {**config, "images": {"ubuntu": ubuntu}},
             "grants": [alice_name],
         },
-        headers=await api.admin(),
+        followers=clouds_side,
     )
-    assert created.status_code == 201, created.text
-    account = created.json()
-    await known_to(account["id"], clouds_side)
-
-    launched = await api.launch(
+    instance_id, placed = await launched_and_placed(
+        api,
+        probe,
         alice,
         image="ubuntu",
         cpus=1,
         memory_mb=512,
         placement={"provider": "openstack"},
     )
-    assert launched.status_code == 202, launched.text
-    instance_id = launched.json()["id"]
-    [placed] = await probe.wait_for(
-        "instance.placed", lambda e: e.subject == instance_id, timeout=20
-    )
     assert placed.data["provider"] == "openstack"
 
-    async def polled_while_building() -> bool:
-        got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
-        return got.json()["state"] == "pending"
-
-    await wait_until(polled_while_building, timeout=10, what="pending while BUILD")
+    await api_shows(api, alice, instance_id, "pending", timeout=10)  # while BUILD
     assert probe.matching("instance.state_changed", changed_to(instance_id, "running")) == []
 
     async with httpx.AsyncClient() as client:
@@ -105,11 +95,7 @@ async def test_lifecycle_on_openstack(
     )
     assert running.data["old_state"] == "pending"
 
-    async def api_shows_running() -> bool:
-        got = await api.client.get(f"/v1/instances/{instance_id}", headers=alice)
-        return got.json()["state"] == "running"
-
-    await wait_until(api_shows_running, timeout=10, what="the gateway follows the event")
+    await api_shows(api, alice, instance_id, "running", timeout=10)  # following the event
 
     rebooted = await api.client.post(f"/v1/instances/{instance_id}/reboot", headers=alice)
     assert rebooted.status_code == 202

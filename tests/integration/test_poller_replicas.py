@@ -14,8 +14,6 @@ from tests.integration.api import Api
 from tests.integration.stack import (
     POLL_INTERVAL,
     poller_runtime,
-    quota_runtime,
-    scheduler_runtime,
     simulator_account,
 )
 
@@ -32,74 +30,73 @@ async def polls_of(poller: ServiceRuntime, account_ids: list[str]) -> dict[str, 
 
 
 async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
-    api: Api, amqp_url: str, database_url: str, simulator_url: str, probe: EventProbe
+    api: Api,
+    amqp_url: str,
+    database_url: str,
+    scheduler: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
 ) -> None:
     alice_name, alice = await api.new_user("alice")
-    async with (
-        quota_runtime(amqp_url, database_url),
-        scheduler_runtime(amqp_url, database_url) as scheduler,
-    ):
-        # Every account at one interval, busy or idle: this is about sharing, not adapting.
-        first = poller_runtime(
-            amqp_url, database_url, replica="replica-a", poll_idle_interval=POLL_INTERVAL
-        )
-        second = poller_runtime(
-            amqp_url, database_url, replica="replica-b", poll_idle_interval=POLL_INTERVAL
-        )
-        await first.start()
-        try:
-            async with second:
-                accounts = [
-                    (
-                        await simulator_account(
-                            api, simulator_url, [alice_name], followers=(scheduler, first)
-                        )
-                    )["id"]
-                    for _ in range(4)
-                ]
-                instance_id = (await api.launch(alice, placement={"account": accounts[0]})).json()[
-                    "id"
-                ]
-
-                async def each_polled(times: int, since: datetime | None = None) -> bool:
-                    polls = await polls_of(second, accounts)
-                    return all(
-                        len([p for p in polls[a] if since is None or p[0] > since]) >= times
-                        for a in accounts
+    # Every account at one interval, busy or idle: this is about sharing, not adapting.
+    first = poller_runtime(
+        amqp_url, database_url, replica="replica-a", poll_idle_interval=POLL_INTERVAL
+    )
+    second = poller_runtime(
+        amqp_url, database_url, replica="replica-b", poll_idle_interval=POLL_INTERVAL
+    )
+    await first.start()
+    try:
+        async with second:
+            accounts = [
+                (
+                    await simulator_account(
+                        api, simulator_url, [alice_name], followers=(scheduler, first)
                     )
+                )["id"]
+                for _ in range(4)
+            ]
+            instance_id = (await api.launch(alice, placement={"account": accounts[0]})).json()["id"]
 
-                await wait_until(lambda: each_polled(6), timeout=30, what="six polls each")
+            async def each_polled(times: int, since: datetime | None = None) -> bool:
                 polls = await polls_of(second, accounts)
-                for account_id in accounts:
-                    # A due account is claimed by one replica, which moves its next poll an
-                    # interval ahead: two replicas polling it would be milliseconds apart. The
-                    # stamps are the poller's own, and a slow machine only widens the gaps.
-                    times = [at for at, _ in polls[account_id]]
-                    gaps = [b - a for a, b in itertools.pairwise(times)]
-                    assert min(gaps) >= timedelta(seconds=POLL_INTERVAL * 0.95), (
-                        f"{account_id} polled twice within one interval: {gaps}"
-                    )
-                replicas = {replica for p in polls.values() for _, replica in p}
-                assert replicas == {"replica-a", "replica-b"}, "both replicas take part"
-
-                await first.stop()  # replica A goes away: its tasks ended, its pool closed
-                polls = await polls_of(second, accounts)
-                by_a = sorted(at for p in polls.values() for at, r in p if r == "replica-a")
-                stopped_at = max(at for p in polls.values() for at, _ in p)
-                await wait_until(
-                    lambda: each_polled(4, since=stopped_at),
-                    timeout=30,
-                    what="every account polled on by the surviving replica",
+                return all(
+                    len([p for p in polls[a] if since is None or p[0] > since]) >= times
+                    for a in accounts
                 )
-                polls = await polls_of(second, accounts)
-                assert (
-                    sorted(at for p in polls.values() for at, r in p if r == "replica-a") == by_a
-                ), "a stopped replica polls nothing more"
-                for account_id in accounts:
-                    after = [r for at, r in polls[account_id] if at > stopped_at]
-                    assert set(after) == {"replica-b"}, account_id
-        finally:
-            await first.stop()
+
+            await wait_until(lambda: each_polled(6), timeout=30, what="six polls each")
+            polls = await polls_of(second, accounts)
+            for account_id in accounts:
+                # A due account is claimed by one replica, which moves its next poll an
+                # interval ahead: two replicas polling it would be milliseconds apart. The
+                # stamps are the poller's own, and a slow machine only widens the gaps.
+                times = [at for at, _ in polls[account_id]]
+                gaps = [b - a for a, b in itertools.pairwise(times)]
+                assert min(gaps) >= timedelta(seconds=POLL_INTERVAL * 0.95), (
+                    f"{account_id} polled twice within one interval: {gaps}"
+                )
+            replicas = {replica for p in polls.values() for _, replica in p}
+            assert replicas == {"replica-a", "replica-b"}, "both replicas take part"
+
+            await first.stop()  # replica A goes away: its tasks ended, its pool closed
+            polls = await polls_of(second, accounts)
+            by_a = sorted(at for p in polls.values() for at, r in p if r == "replica-a")
+            stopped_at = max(at for p in polls.values() for at, _ in p)
+            await wait_until(
+                lambda: each_polled(4, since=stopped_at),
+                timeout=30,
+                what="every account polled on by the surviving replica",
+            )
+            polls = await polls_of(second, accounts)
+            assert sorted(at for p in polls.values() for at, r in p if r == "replica-a") == by_a, (
+                "a stopped replica polls nothing more"
+            )
+            for account_id in accounts:
+                after = [r for at, r in polls[account_id] if at > stopped_at]
+                assert set(after) == {"replica-b"}, account_id
+    finally:
+        await first.stop()
 
     running = probe.matching(
         "instance.state_changed",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
 from tests.integration.api import Api
+from tests.integration.clouds import tenant
 from tests.integration.stack import simulator_account
 
 # The throttled account is the cheaper one, so every launch tries it first.
@@ -20,10 +21,7 @@ THROTTLED = {"api_rate": 0.2, "api_burst": 5, "sizes": CHEAP}
 async def test_launches_go_to_another_account_while_one_throttles(
     api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
 ) -> None:
-    owner, headers = await api.new_user("tina")
-    throttled = await simulator_account(
-        api, simulator_url, [owner], followers=(scheduler,), **THROTTLED
-    )
+    owner, headers, throttled = await tenant(api, simulator_url, (scheduler,), "tina", **THROTTLED)
     other = await simulator_account(api, simulator_url, [owner], followers=(scheduler,))
     ids = [(await api.launch(headers)).json()["id"] for _ in range(8)]
 
@@ -43,10 +41,7 @@ async def test_launches_go_to_another_account_while_one_throttles(
 async def test_launches_wait_for_a_throttled_account_they_are_bound_to(
     api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
 ) -> None:
-    owner, headers = await api.new_user("tom")
-    throttled = await simulator_account(
-        api, simulator_url, [owner], followers=(scheduler,), **THROTTLED
-    )
+    _, headers, throttled = await tenant(api, simulator_url, (scheduler,), "tom", **THROTTLED)
     ids = [
         (await api.launch(headers, placement={"account": throttled["id"]})).json()["id"]
         for _ in range(4)

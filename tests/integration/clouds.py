@@ -1,0 +1,62 @@
+"""Provider accounts and launches onto them, for tests that run the scheduler and poller against a
+cloud (the simulated one, moto's EC2, mimic's OpenStack)."""
+
+from __future__ import annotations
+
+from shared.events import Envelope
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe, wait_until
+from tests.integration.api import Api
+from tests.integration.stack import known_to, simulator_account
+
+
+async def registered_account(
+    api: Api, body: dict, followers: tuple[ServiceRuntime, ...] = ()
+) -> dict:
+    """Register a provider account (``body`` as POST /v1/provider-accounts takes it) as the admin
+    and wait until every follower service knows it."""
+    created = await api.client.post("/v1/provider-accounts", json=body, headers=await api.admin())
+    assert created.status_code == 201, created.text
+    account = created.json()
+    await known_to(account["id"], followers)
+    return account
+
+
+async def tenant(
+    api: Api,
+    simulator_url: str,
+    followers: tuple[ServiceRuntime, ...],
+    prefix: str = "alice",
+    **account: object,
+) -> tuple[str, dict, dict]:
+    """A new user with a simulated-cloud account granted to them alone (``account`` as
+    simulator_account takes it), known to ``followers``: (name, headers, account)."""
+    name, headers = await api.new_user(prefix)
+    created = await simulator_account(api, simulator_url, [name], followers=followers, **account)
+    return name, headers, created
+
+
+async def launched_and_placed(
+    api: Api, probe: EventProbe, headers: dict, **launch: object
+) -> tuple[str, Envelope]:
+    """Launch (``launch`` as Api.launch takes it) and wait for the scheduler's placement: the
+    instance's id and its instance.placed event."""
+    launched = await api.launch(headers, **launch)
+    assert launched.status_code == 202, launched.text
+    instance_id = launched.json()["id"]
+    [placed] = await probe.wait_for(
+        "instance.placed", lambda e: e.subject == instance_id, timeout=20
+    )
+    return instance_id, placed
+
+
+async def api_shows(
+    api: Api, headers: dict, instance_id: str, state: str, timeout: float = 20
+) -> None:
+    """Wait until GET /v1/instances/{id} shows the instance in ``state``."""
+
+    async def shown() -> bool:
+        got = await api.client.get(f"/v1/instances/{instance_id}", headers=headers)
+        return got.json()["state"] == state
+
+    await wait_until(shown, timeout=timeout, what=f"API shows {state}")
