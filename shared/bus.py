@@ -7,8 +7,9 @@ than dropped unseen. Publishing straight from a handler is for ephemeral facts (
 changes go through the transactional outbox (:mod:`shared.outbox`), which calls
 :meth:`Bus.publish_envelope` only after the producing transaction committed.
 
-Every message carries the slot headers of :mod:`shared.ordering`, which route it to the right
-partition of each subscriber that needs order.
+On the wire each envelope is a CloudEvent in the CloudEvents RabbitMQ binding's structured mode,
+made by the CloudEvents SDK (:func:`to_amqp`). Every message carries the slot headers of
+:mod:`shared.ordering`, which route it to the right partition of each subscriber that needs order.
 
 The connection is robust: after a broker restart aio-pika reconnects, re-declares the topology and
 re-attaches consumers; :attr:`Bus.is_connected` tells readiness probes whether it is up now.
@@ -28,9 +29,11 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from cloudevents.core.bindings import rabbitmq
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 
 from shared.events import (
-    CLOUDEVENTS_CONTENT_TYPE,
     EXCHANGE,
     INTERNAL_EXCHANGE,
     Envelope,
@@ -44,6 +47,7 @@ log = structlog.get_logger(__name__)
 DEAD_LETTER_EXCHANGE = "boreas.dead-letter"
 EXCHANGES = (EXCHANGE, INTERNAL_EXCHANGE)
 PUBLISH_TIMEOUT = 10.0
+_JSON = JSONFormat()
 
 # Errors that mean "the broker is away or the channel was lost", not "this message is wrong".
 TRANSIENT_BUS_ERRORS: tuple[type[BaseException], ...] = (
@@ -110,21 +114,11 @@ class Bus:
     ) -> None:
         if not self._exchanges:
             raise RuntimeError("Bus.connect() has not been awaited")
-        headers: dict[str, Any] = slot_headers(envelope.data, envelope.subject, envelope.id)
-        message = aio_pika.Message(
-            envelope.to_bytes(),
-            content_type=CLOUDEVENTS_CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=envelope.id,
-            type=envelope.type,
-            app_id=envelope.source,
-            timestamp=envelope.time,
-            correlation_id=envelope.correlationid,
-            expiration=expiration,
-            headers=headers,
-        )
         await self._exchanges[exchange_of(envelope.topic)].publish(
-            message, routing_key=envelope.topic, mandatory=mandatory, timeout=PUBLISH_TIMEOUT
+            to_amqp(envelope, expiration=expiration),
+            routing_key=envelope.topic,
+            mandatory=mandatory,
+            timeout=PUBLISH_TIMEOUT,
         )
 
     def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:
@@ -134,3 +128,31 @@ class Bus:
             event_id=message.message_id,
             reply=getattr(message, "reply_text", None),
         )
+
+
+def to_amqp(envelope: Envelope, *, expiration: float | None = None) -> aio_pika.Message:
+    """``envelope`` as the persistent AMQP message every Boreas event travels in.
+
+    Body and content type are the CloudEvents RabbitMQ binding's structured mode, from the SDK,
+    which also refuses an envelope that breaks the CloudEvents spec. The AMQP properties repeat
+    the event's id, type, source, time and correlation id for tools that read only properties
+    (dead-letter listings, the management UI); the headers are the ordering slots.
+    """
+    attributes = envelope.model_dump(exclude={"data"}, exclude_none=True)
+    structured = rabbitmq.to_structured(CloudEvent(attributes, envelope.data), _JSON)
+    headers: dict[str, Any] = {
+        **structured.headers,
+        **slot_headers(envelope.data, envelope.subject, envelope.id),
+    }
+    return aio_pika.Message(
+        structured.body,
+        content_type=structured.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=envelope.id,
+        type=envelope.type,
+        app_id=envelope.source,
+        timestamp=envelope.time,
+        correlation_id=envelope.correlationid,
+        expiration=expiration,
+        headers=headers,
+    )

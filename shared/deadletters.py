@@ -1,9 +1,12 @@
 """`python -m shared.deadletters list|replay <service>.<handler>`: inspect and replay dead letters.
 
 ``list`` shows what waits in ``<queue>.dead-letter`` (event id, type, why it died) and leaves it
-there. ``replay`` puts each message back on ``boreas.events`` under its original routing key,
-with publisher confirms, and only then removes it from the dead-letter queue; handlers are
-idempotent on the event id, so replaying something already handled does nothing.
+there. ``replay`` publishes each event again, as the bus does (same body, properties and ordering
+headers, so an ordered subscriber gets it in its key's partition), on its exchange under its
+original routing key, with publisher confirms, and only then removes it from the dead-letter
+queue; handlers are idempotent on the event id, so replaying something already handled does
+nothing. A message that is not a Boreas CloudEvent at all stays where it is: any consumer would
+dead-letter it again at once.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
+from shared.bus import to_amqp
 from shared.config import DEFAULT_AMQP_URL
-from shared.events import exchange_of
+from shared.events import UndecodableEvent, exchange_of, parse_envelope
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,25 +65,21 @@ async def _take_all(
             if message is None:
                 break
             letter = _describe(message)
-            seen.append(letter)
-            if replay:
-                exchange = await channel.get_exchange(exchange_of(letter.routing_key), ensure=False)
-                await exchange.publish(
-                    aio_pika.Message(
-                        message.body,
-                        content_type=message.content_type,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=message.message_id,
-                        type=message.type,
-                        app_id=message.app_id,
-                        correlation_id=message.correlation_id,
-                    ),
-                    routing_key=letter.routing_key,
-                )
-                await message.ack()
-            else:
+            if not replay:
+                seen.append(letter)
                 held.append(message)
-        for message in held:  # listing only: every message goes back where it was
+                continue
+            try:
+                envelope = parse_envelope(message.body)
+            except UndecodableEvent as exc:
+                log.warning("dead_letter_not_replayable", event_id=letter.event_id, error=str(exc))
+                held.append(message)
+                continue
+            exchange = await channel.get_exchange(exchange_of(letter.routing_key), ensure=False)
+            await exchange.publish(to_amqp(envelope), routing_key=letter.routing_key)
+            await message.ack()
+            seen.append(letter)
+        for message in held:  # every message not replayed goes back where it was
             await message.nack(requeue=True)
     return seen
 
