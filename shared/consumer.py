@@ -115,8 +115,10 @@ class BatchUnitOfWork:
         return envelope
 
 
-Handler = Callable[[Any, UnitOfWork], Awaitable[None]]
-BatchHandler = Callable[[list[Received], BatchUnitOfWork], Awaitable[None]]
+# handler(event, uow, *, dependencies) and batch_handler(received, uow, *, dependencies): the
+# keyword-only dependencies are bound at start (shared.injection); the runner passes the first two.
+Handler = Callable[..., Awaitable[None]]
+BatchHandler = Callable[..., Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -540,7 +542,7 @@ class ConsumerRunner:
         outage_backoff = 0.5
         while True:
             try:
-                emitted = await self._run_in_transaction(consumer, deliveries)
+                emitted, left = await self._run_in_transaction(consumer, deliveries)
             except CONFLICT_ERRORS as exc:
                 if len(deliveries) > 1:
                     for delivery in deliveries:  # smaller transactions, fewer locks at once
@@ -568,10 +570,16 @@ class ConsumerRunner:
                 return
             if emitted:
                 self._on_commit()
-            await self._settle_all(deliveries, requeue=None)
+            for delivery in left:
+                delivery.source.in_flight -= 1  # unsettled: back to the queue with the channel
+            await self._settle_all([d for d in deliveries if d not in left], requeue=None)
             return
 
-    async def _run_in_transaction(self, consumer: _Consumer, deliveries: list[_Delivery]) -> bool:
+    async def _run_in_transaction(
+        self, consumer: _Consumer, deliveries: list[_Delivery]
+    ) -> tuple[bool, list[_Delivery]]:
+        """Handle ``deliveries`` in one transaction; returns whether events were emitted, and
+        the deliveries left unhandled because the runner is stopping."""
         subscription = consumer.subscription
         source_name = self._bus.source
         async with self._connections, self._pool.acquire() as conn, conn.transaction():
@@ -591,22 +599,43 @@ class ConsumerRunner:
                     log.info("event_duplicate_skipped")
             emitted: list[Envelope] = []
             committed: list[Callable[[], None]] = []
+            left: list[_Delivery] = []
             if subscription.batch_handler is not None:
                 if fresh:
                     await subscription.batch_handler(
                         [Received(d.event, d.envelope) for d in fresh],
                         BatchUnitOfWork(conn, source_name, emitted),
                     )
-            else:
-                assert subscription.handler is not None
-                for delivery in fresh:
-                    with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
-                        uow = UnitOfWork(conn, delivery.envelope, source_name, emitted, committed)
-                        await subscription.handler(delivery.event, uow)
+            elif subscription.handler is not None:
+                left = await self._each(subscription.handler, conn, fresh, emitted, committed)
+                if left and subscription.dedupe:
+                    await conn.execute(
+                        "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::text[])",
+                        consumer.name,
+                        [d.envelope.id for d in left],
+                    )
             await add_envelopes(conn, emitted)
         for callback in committed:
             callback()
-        return bool(emitted)
+        return bool(emitted), left
+
+    async def _each(
+        self,
+        handler: Handler,
+        conn: asyncpg.Connection,
+        deliveries: list[_Delivery],
+        emitted: list[Envelope],
+        committed: list[Callable[[], None]],
+    ) -> list[_Delivery]:
+        """Run the handler on each delivery in turn; once the runner is stopping, the message
+        in hand is finished and the rest are left (returned) for another replica."""
+        for done, delivery in enumerate(deliveries):
+            if done and self._stopping:
+                return deliveries[done:]
+            with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
+                uow = UnitOfWork(conn, delivery.envelope, self._bus.source, emitted, committed)
+                await handler(delivery.event, uow)
+        return []
 
     async def _failed(self, delivery: _Delivery) -> bool:
         """A handler raised: True to try again now, False when the message was dead-lettered

@@ -1,7 +1,9 @@
 """A service process's life: connect, migrate, attach consumers, heartbeat, and stop cleanly.
 
-Every ``services/<name>/__main__.py`` builds its settings and subscriptions and hands them to
-:class:`ServiceRuntime`; the gateway does the same from its FastAPI lifespan.
+Every service builds its runtime in one place, ``services/<name>/bootstrap.py``: its settings,
+its migrations, its table of subscriptions, and a ``wire`` function that, once the runtime has
+its pool and bus, makes the handlers' dependencies (:mod:`shared.injection`) and the service's
+own background loops. ``__main__`` runs what ``bootstrap.build`` returns; the tests run the same.
 
 Background loops (the outbox relay, polling, webhook delivery, …) are supervised: a loop that
 raises is restarted with a growing delay, and named in every heartbeat while it is down, so
@@ -18,10 +20,9 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import asyncpg
@@ -32,8 +33,9 @@ from shared.balancer import balance_forever
 from shared.bus import TRANSIENT_BUS_ERRORS, Bus
 from shared.config import ServiceSettings
 from shared.consumer import ConsumerRunner, ConsumerSettings, Subscription
-from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate, service_migrations
+from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate
 from shared.events import ServiceHeartbeat
+from shared.injection import inject
 from shared.logging import configure_logging
 from shared.loops import Backoff, every
 from shared.outbox import OutboxRelay
@@ -62,12 +64,18 @@ def utcnow() -> datetime:
 STARTUP_PATIENCE = 60.0  # seconds to wait for RabbitMQ/PostgreSQL at start before giving up
 
 
-def _no_subscriptions(_runtime: ServiceRuntime) -> list[Subscription]:
-    return []
+@dataclass(frozen=True)
+class Parts:
+    """What a service adds to its runtime once the pool and the bus exist: its handlers'
+    dependencies by name (besides ``clock`` and ``settings``, which every handler may ask for)
+    and its own background loops."""
+
+    dependencies: Mapping[str, object] = field(default_factory=dict)
+    loops: Loops = field(default_factory=dict)
 
 
-def _no_loops(_runtime: ServiceRuntime) -> Loops:
-    return {}
+def no_parts(_runtime: ServiceRuntime) -> Parts:
+    return Parts()
 
 
 @dataclass
@@ -77,8 +85,8 @@ class ServiceRuntime:
     service: str
     settings: ServiceSettings
     migrations: list[Migration]
-    subscriptions: Callable[[ServiceRuntime], list[Subscription]] = _no_subscriptions
-    background: Callable[[ServiceRuntime], Loops] = _no_loops
+    subscriptions: Sequence[Subscription] = ()
+    wire: Callable[[ServiceRuntime], Parts] = no_parts
     clock: Clock = utcnow
     started_at: datetime = field(default_factory=utcnow)
 
@@ -111,11 +119,13 @@ class ServiceRuntime:
         self.outbox = OutboxRelay(
             self.pool, self.bus, schema=self.service, poll_interval=s.outbox_poll_interval
         )
+        parts = self.wire(self)
+        dependencies = {"clock": self.clock, "settings": s, **parts.dependencies}
         self.consumers = ConsumerRunner(
             service=self.service,
             bus=self.bus,
             pool=self.pool,
-            subscriptions=self.subscriptions(self),
+            subscriptions=inject(self.subscriptions, dependencies),
             settings=ConsumerSettings(
                 prefetch=s.prefetch,
                 max_deliveries=s.max_deliveries,
@@ -140,7 +150,7 @@ class ServiceRuntime:
                 interval=s.heartbeat_interval,
                 clock=self.clock,
             ),
-            **self.background(self),
+            **parts.loops,
         }
         for name, start in loops.items():
             self._tasks.append(asyncio.create_task(self._supervise(name, start), name=name))
@@ -287,21 +297,9 @@ async def run_until_signalled(runtime: ServiceRuntime) -> int:
     return 1 if runtime.fatal.is_set() else 0
 
 
-def serve(
-    service: str,
-    settings: ServiceSettings,
-    subscriptions: Callable[[ServiceRuntime], list[Subscription]] | None = None,
-    background: Callable[[ServiceRuntime], Loops] | None = None,
-) -> None:
+def serve(runtime: ServiceRuntime) -> None:
     """Entry point of a worker service's ``__main__``: run it until signalled."""
-    configure_logging(service, settings.log_level)
-    runtime = ServiceRuntime(
-        service,
-        settings,
-        service_migrations(Path(__file__).resolve().parent.parent / "services" / service),
-        subscriptions=subscriptions or _no_subscriptions,
-        background=background or _no_loops,
-    )
+    configure_logging(runtime.service, runtime.settings.log_level)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         sys.exit(runner.run(run_until_signalled(runtime)))
 

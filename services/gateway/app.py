@@ -7,20 +7,17 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from uuid import uuid4
 
 from fastapi import FastAPI
 
+from services.gateway import bootstrap
 from services.gateway.body_limit import BodyLimit
-from services.gateway.bootstrap import ensure_admin
 from services.gateway.deps import Gateway
 from services.gateway.event_hub import EventHub
-from services.gateway.handlers import subscriptions
+from services.gateway.first_admin import ensure_admin
 from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
-from services.gateway.repository import feed, identity
-from services.gateway.repository import webhooks as webhook_log
 from services.gateway.routes import (
     accounts,
     audit,
@@ -33,7 +30,6 @@ from services.gateway.routes import (
     webhooks,
 )
 from shared.config import GatewaySettings
-from shared.db import service_migrations
 from shared.logging import configure_logging
 from shared.runtime import Clock, ServiceRuntime, utcnow
 from shared.webhooks.targets import Resolver
@@ -44,21 +40,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     hub = EventHub(
         settings.event_streams_per_user, holder=f"{settings.replica_id}-{uuid4().hex[:8]}"
     )
-    runtime = ServiceRuntime(
-        "gateway",
-        settings,
-        service_migrations(Path(__file__).parent),
-        subscriptions=lambda _rt: subscriptions(clock=clock),
-        background=lambda rt: {
-            "feed_pruning": lambda: feed.prune_forever(rt.pool, clock),
-            "event_hub": lambda: hub.run(feed.PostgresFeed(rt.pool)),
-            "webhook_log_pruning": lambda: webhook_log.prune_attempts_forever(rt.pool, clock),
-            "rate_limit_pruning": lambda: identity.prune_rate_limits_forever(
-                rt.pool, clock, tokens.RATE_WINDOW
-            ),
-        },
-        clock=clock,
-    )
+    runtime = bootstrap.build(settings, hub, clock=clock)
     gateway = Gateway(runtime, settings, settings.credential_cipher(), clock, Resolver())
 
     @asynccontextmanager

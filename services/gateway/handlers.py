@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -165,50 +164,27 @@ async def record_account_health(
     await accounts.record_health(uow.conn, event, reported_at=clock())
 
 
-def subscriptions(*, clock: Clock) -> list[Subscription]:
-    def bound(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        return functools.partial(handler, clock=clock)
-
-    return [
-        Subscription(
-            ServiceHeartbeat,
-            bound(record_heartbeat),
-            name="record_heartbeat",
-            order_by=None,  # "last seen = greatest(...)": any order gives the same result
-            dedupe=False,
-        ),
-        # The read model and the feed in one queue: an instance's events in order, one
-        # batch at a time (feed appends take turns anyway, see feed.append), as large as they
-        # come.
-        Subscription(
-            PUBLIC,
-            batch_handler=bound(record_public),
-            name="record_public",
-            order_by=OrderKey.INSTANCE,
-            concurrency=1,
-            max_batch=500,
-        ),
-        # Idempotent by the report's event id (its primary key), and a log: no order needed.
-        Subscription(
-            WebhookDeliveryAttempted,
-            record_delivery_attempt,
-            name="record_delivery_attempt",
-            order_by=None,
-            dedupe=False,
-        ),
-        # Applied only if its poll is the newest seen: any order gives the same result.
-        Subscription(
-            ProviderAccountHealth,
-            bound(record_account_health),
-            name="record_account_health",
-            order_by=None,
-            dedupe=False,
-        ),
-        # Applied only if its revision is the newest seen: any order gives the same result.
-        Subscription(
-            WebhookDisabled,
-            record_webhook_disabled,
-            name="record_webhook_disabled",
-            order_by=None,
-        ),
-    ]
+# Dependencies by keyword (shared.injection): clock.
+SUBSCRIPTIONS = (
+    Subscription(
+        ServiceHeartbeat,
+        record_heartbeat,
+        order_by=None,  # "last seen = greatest(...)": any order gives the same result
+        dedupe=False,
+    ),
+    # The read model and the feed in one queue: an instance's events in order, one batch at a
+    # time (feed appends take turns anyway, see feed.append), as large as they come.
+    Subscription(
+        PUBLIC,
+        batch_handler=record_public,
+        order_by=OrderKey.INSTANCE,
+        concurrency=1,
+        max_batch=500,
+    ),
+    # Idempotent by the report's event id (its primary key), and a log: no order needed.
+    Subscription(WebhookDeliveryAttempted, record_delivery_attempt, order_by=None, dedupe=False),
+    # Applied only if its poll is the newest seen: any order gives the same result.
+    Subscription(ProviderAccountHealth, record_account_health, order_by=None, dedupe=False),
+    # Applied only if its revision is the newest seen: any order gives the same result.
+    Subscription(WebhookDisabled, record_webhook_disabled, order_by=None),
+)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import socket
-
 from services.notifier import repository
 from services.notifier.ports import FanOutRepository
 from services.notifier.syslog import SyslogSender, format_rfc5424
@@ -49,33 +46,19 @@ async def remember_webhook(event: WebhookChanged, uow: UnitOfWork, *, clock: Clo
         await repository.drop_pending(uow.conn, event.webhook_id, clock())
 
 
-def subscriptions(*, syslog_url: str | None, clock: Clock) -> list[Subscription]:
-    found = [
-        Subscription(
-            WebhookChanged,
-            functools.partial(remember_webhook, clock=clock),
-            name="remember_webhook",
-            # Only the newest revision is kept: any order gives the same result.
-            order_by=None,
-        ),
-        # Deliveries of one instance go out in the order they are queued here.
-        Subscription(
-            PUBLIC,
-            functools.partial(queue_for_webhooks, clock=clock),
-            name="queue_for_webhooks",
-            order_by=OrderKey.INSTANCE,
-        ),
-    ]
-    if syslog_url:
-        sender = SyslogSender(syslog_url)
-        found.append(
-            Subscription(
-                PUBLIC,
-                functools.partial(to_syslog, sender=sender, hostname=socket.gethostname()),
-                name="to_syslog",
-                order_by=OrderKey.INSTANCE,
-                # One message per transaction: a collector that fails must not resend others.
-                max_batch=1,
-            )
-        )
-    return found
+# Dependencies by keyword (shared.injection): clock; sender and hostname for syslog (bootstrap.py).
+SUBSCRIPTIONS = (
+    # Only the newest revision is kept: any order gives the same result.
+    Subscription(WebhookChanged, remember_webhook, order_by=None),
+    # Deliveries of one instance go out in the order they are queued here.
+    Subscription(PUBLIC, queue_for_webhooks, order_by=OrderKey.INSTANCE),
+)
+
+# Subscribed only where BOREAS_SYSLOG_URL names a collector.
+SYSLOG = Subscription(
+    PUBLIC,
+    to_syslog,
+    order_by=OrderKey.INSTANCE,
+    # One message per transaction: a collector that fails must not resend others.
+    max_batch=1,
+)

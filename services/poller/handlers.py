@@ -3,7 +3,6 @@ account needs its fast interval."""
 
 from __future__ import annotations
 
-import functools
 from datetime import timedelta
 
 from services.poller import repository
@@ -60,34 +59,17 @@ async def expect_action(
         )
 
 
-def subscriptions(
-    *, clouds: CloudConnections, settings: PollerSettings, clock: Clock
-) -> list[Subscription]:
-    return [
-        Subscription(
-            ProviderAccountChanged,
-            functools.partial(record_account, clouds=clouds),
-            name="record_account",
-            order_by=OrderKey.ACCOUNT,
-        ),
-        Subscription(
-            InstancePlaced,
-            batch_handler=functools.partial(follow_placements, settings=settings, clock=clock),
-            name="follow_placement",
-            order_by=OrderKey.INSTANCE,
-            dedupe=False,  # following twice is following once; a poke twice, a poke
-        ),
-        # Inbox kept: a copy of an earlier change delivered after a later one is skipped.
-        Subscription(
-            InstanceOwnerChanged,
-            change_owner,
-            name="change_owner",
-            order_by=OrderKey.INSTANCE,
-        ),
-        Subscription(
-            InstanceActionRequested,
-            functools.partial(expect_action, settings=settings, clock=clock),
-            name="expect_action",
-            order_by=OrderKey.INSTANCE,
-        ),
-    ]
+# Dependencies by keyword (shared.injection): clouds from bootstrap.py; settings and clock.
+SUBSCRIPTIONS = (
+    Subscription(ProviderAccountChanged, record_account, order_by=OrderKey.ACCOUNT),
+    Subscription(
+        InstancePlaced,
+        batch_handler=follow_placements,
+        name="follow_placement",
+        order_by=OrderKey.INSTANCE,
+        dedupe=False,  # following twice is following once; a poke twice, a poke
+    ),
+    # Inbox kept: a copy of an earlier change delivered after a later one is skipped.
+    Subscription(InstanceOwnerChanged, change_owner, order_by=OrderKey.INSTANCE),
+    Subscription(InstanceActionRequested, expect_action, order_by=OrderKey.INSTANCE),
+)

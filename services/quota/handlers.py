@@ -240,43 +240,40 @@ async def apply_limits(event: QuotaLimitsSet, uow: UnitOfWork) -> None:
 # its owner's usage row, so two of one owner never interleave, whatever their order). The ledger
 # makes these idempotent by nature (a decided launch is not decided again, an entry moves only
 # forward), so they keep no inbox rows.
-def subscriptions() -> list[Subscription]:
-    """Quota's handlers need nothing but their unit of work (their repository by default)."""
-    return [
-        Subscription(
-            InstanceLaunchRequested,
-            batch_handler=decide_launches,
-            name="decide_launch",
-            order_by=OrderKey.OWNER,
-            dedupe=False,
-        ),
-        Subscription(
-            InstancePlaced,
-            batch_handler=follow_placements,
-            name="follow_placement",
-            order_by=OrderKey.INSTANCE,
-            dedupe=False,
-        ),
-        Subscription(
-            InstanceFailed,
-            batch_handler=follow_failures,
-            name="follow_failure",
-            order_by=OrderKey.INSTANCE,
-            dedupe=False,
-        ),
-        Subscription(
-            InstanceStateChanged,
-            batch_handler=follow_terminations,
-            name="follow_state",
-            order_by=OrderKey.INSTANCE,
-            when=lambda event: event.new_state is InstanceState.TERMINATED,
-            dedupe=False,
-        ),
-        Subscription(QuotaLimitsSet, apply_limits, name="apply_limits", order_by=OrderKey.OWNER),
-        # With inbox rows, unlike the others: the ledger says who has an instance now, not which
-        # changes were applied, and a copy of an earlier change delivered again after a later one
-        # would give the instance back.
-        Subscription(
-            InstanceOwnerChanged, change_owner, name="change_owner", order_by=OrderKey.INSTANCE
-        ),
-    ]
+# Quota's handlers need nothing but their unit of work (their repository by default).
+SUBSCRIPTIONS = (
+    Subscription(
+        InstanceLaunchRequested,
+        batch_handler=decide_launches,
+        name="decide_launch",
+        order_by=OrderKey.OWNER,
+        dedupe=False,
+    ),
+    Subscription(
+        InstancePlaced,
+        batch_handler=follow_placements,
+        name="follow_placement",
+        order_by=OrderKey.INSTANCE,
+        dedupe=False,
+    ),
+    Subscription(
+        InstanceFailed,
+        batch_handler=follow_failures,
+        name="follow_failure",
+        order_by=OrderKey.INSTANCE,
+        dedupe=False,
+    ),
+    Subscription(
+        InstanceStateChanged,
+        batch_handler=follow_terminations,
+        name="follow_state",
+        order_by=OrderKey.INSTANCE,
+        when=lambda event: event.new_state is InstanceState.TERMINATED,
+        dedupe=False,
+    ),
+    Subscription(QuotaLimitsSet, apply_limits, order_by=OrderKey.OWNER),
+    # With inbox rows, unlike the others: the ledger says who has an instance now, not which
+    # changes were applied, and a copy of an earlier change delivered again after a later one
+    # would give the instance back.
+    Subscription(InstanceOwnerChanged, change_owner, order_by=OrderKey.INSTANCE),
+)

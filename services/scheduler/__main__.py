@@ -1,15 +1,13 @@
 """`python -m services.scheduler`: places launch requests on provider accounts and carries out
 instance actions (stop, start, reboot, terminate) through apache-libcloud."""
 
-from services.scheduler.wiring import scheduler_parts
+from services.scheduler.bootstrap import build
 from shared.config import SchedulerSettings
 from shared.runtime import serve
 
 
 def main() -> None:
-    settings = SchedulerSettings()
-    handlers, loops = scheduler_parts(settings)
-    serve("scheduler", settings, subscriptions=handlers, background=loops)
+    serve(build(SchedulerSettings()))
 
 
 if __name__ == "__main__":

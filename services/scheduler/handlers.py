@@ -6,8 +6,7 @@ event that asked for it) and wakes the worker once committed (:mod:`services.sch
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -15,7 +14,7 @@ import structlog
 from services.scheduler import repository
 from services.scheduler.catalogs import CatalogCache
 from services.scheduler.ports import CallsRepository, Waker
-from services.scheduler.worker import AccountBook, CloudWorker
+from services.scheduler.worker import AccountBook
 from shared.clouds.connections import CloudConnections
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import (
@@ -142,51 +141,23 @@ async def follow_state(event: InstanceStateChanged, uow: UnitOfWork) -> None:
     await repository.end_placement(uow.conn, event.instance_id)
 
 
-def subscriptions(
-    *,
-    clouds: CloudConnections,
-    catalogs: CatalogCache,
-    book: AccountBook,
-    worker: CloudWorker,
-) -> list[Subscription]:
-    def bound(
-        handler: Callable[..., Awaitable[None]], **deps: object
-    ) -> Callable[..., Awaitable[None]]:
-        return functools.partial(handler, **deps)
-
-    return [
-        Subscription(
-            ProviderAccountChanged,
-            bound(record_account, clouds=clouds, catalogs=catalogs, book=book),
-            name="record_account",
-            order_by=OrderKey.ACCOUNT,
-        ),
-        Subscription(
-            InstanceLaunchAdmitted,
-            bound(place_launch, worker=worker),
-            name="place_launch",
-            order_by=OrderKey.INSTANCE,
-            dedupe=False,  # a launch is recorded once, whatever comes again (add_launch)
-        ),
-        Subscription(
-            InstanceActionRequested,
-            bound(carry_out_action, worker=worker),
-            name="carry_out_action",
-            order_by=OrderKey.INSTANCE,
-        ),
-        # Inbox kept: a copy of an earlier change delivered after a later one is skipped.
-        Subscription(
-            InstanceOwnerChanged,
-            change_owner,
-            name="change_owner",
-            order_by=OrderKey.INSTANCE,
-        ),
-        Subscription(
-            InstanceStateChanged,
-            follow_state,
-            name="follow_state",
-            order_by=OrderKey.INSTANCE,
-            when=lambda event: event.new_state is InstanceState.TERMINATED,
-            dedupe=False,  # a placement ends once (end_placement moves only 'placed' rows)
-        ),
-    ]
+# Dependencies by keyword (shared.injection): clouds, catalogs, book and worker, from bootstrap.py.
+SUBSCRIPTIONS = (
+    Subscription(ProviderAccountChanged, record_account, order_by=OrderKey.ACCOUNT),
+    Subscription(
+        InstanceLaunchAdmitted,
+        place_launch,
+        order_by=OrderKey.INSTANCE,
+        dedupe=False,  # a launch is recorded once, whatever comes again (add_launch)
+    ),
+    Subscription(InstanceActionRequested, carry_out_action, order_by=OrderKey.INSTANCE),
+    # Inbox kept: a copy of an earlier change delivered after a later one is skipped.
+    Subscription(InstanceOwnerChanged, change_owner, order_by=OrderKey.INSTANCE),
+    Subscription(
+        InstanceStateChanged,
+        follow_state,
+        order_by=OrderKey.INSTANCE,
+        when=lambda event: event.new_state is InstanceState.TERMINATED,
+        dedupe=False,  # a placement ends once (end_placement moves only 'placed' rows)
+    ),
+)

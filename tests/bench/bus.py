@@ -157,9 +157,7 @@ async def runner_consume(url: str, database_url: str, n: int) -> float:
         return throwaway_runtime(
             "bench_consumer",
             settings_for(url, database_url, prefetch=16),
-            lambda _rt: [
-                Subscription(InstanceRejected, handler, name="count", order_by=OrderKey.OWNER)
-            ],
+            [Subscription(InstanceRejected, handler, name="count", order_by=OrderKey.OWNER)],
         )
 
     async with runtime():

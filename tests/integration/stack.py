@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
 
-from services.poller.wiring import poller_parts
-from services.quota.handlers import subscriptions
-from services.scheduler.wiring import scheduler_parts
-from shared.config import PollerSettings, SchedulerSettings
-from shared.db import service_migrations
-from shared.runtime import ServiceRuntime
+from services.poller import bootstrap as poller
+from services.quota import bootstrap as quota
+from services.scheduler import bootstrap as scheduler
+from shared.config import PollerSettings, QuotaSettings, SchedulerSettings
+from shared.runtime import Parts, ServiceRuntime
 from shared.testing import wait_until
 from tests.integration.api import SESSION_KEY, Api
 from tests.integration.support import settings_for
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = {"boot": 0.3, "stop": 0.3, "reboot": 0.3, "terminate": 0.3}
 POLL_INTERVAL = 0.5
 IDLE_POLL_INTERVAL = 10 * POLL_INTERVAL  # the poller's default: ten times the fast one
@@ -25,23 +22,11 @@ IDLE_POLL_INTERVAL = 10 * POLL_INTERVAL  # the poller's default: ten times the f
 def scheduler_runtime(amqp_url: str, database_url: str, **overrides: object) -> ServiceRuntime:
     base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
     settings = SchedulerSettings(**{**base.model_dump(), "secret_key": SESSION_KEY, **overrides})
-    handlers, loops = scheduler_parts(settings)
-    return ServiceRuntime(
-        "scheduler",
-        settings,
-        service_migrations(ROOT / "services" / "scheduler"),
-        subscriptions=handlers,
-        background=loops,
-    )
+    return scheduler.build(settings)
 
 
 def quota_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
-    return ServiceRuntime(
-        "quota",
-        settings_for(amqp_url, database_url),
-        service_migrations(ROOT / "services" / "quota"),
-        subscriptions=lambda _rt: subscriptions(),
-    )
+    return quota.build(QuotaSettings(**settings_for(amqp_url, database_url).model_dump()))
 
 
 def poller_runtime(
@@ -57,14 +42,15 @@ def poller_runtime(
             **overrides,
         }
     )
-    handlers, loops = poller_parts(settings)
-    return ServiceRuntime(
-        "poller",
-        settings,
-        service_migrations(ROOT / "services" / "poller"),
-        subscriptions=handlers,
-        background=loops,
-    )
+    return poller.build(settings)
+
+
+def without_loops(runtime: ServiceRuntime) -> ServiceRuntime:
+    """The runtime with its service's handlers and their dependencies, but none of the
+    service's own loops (a scheduler whose calls stay pending, say)."""
+    wire = runtime.wire
+    runtime.wire = lambda rt: Parts(dependencies=wire(rt).dependencies)
+    return runtime
 
 
 async def simulator_account(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from shared.config import ServiceSettings
 from shared.consumer import Subscription
@@ -38,7 +38,7 @@ def settings_for(amqp_url: str, database_url: str, **overrides: object) -> Servi
 def throwaway_runtime(
     name: str,
     settings: ServiceSettings,
-    subscriptions: Callable[[ServiceRuntime], list[Subscription]] = lambda _rt: [],
+    subscriptions: Sequence[Subscription] = (),
 ) -> ServiceRuntime:
     return ServiceRuntime(
         name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aio_pika
@@ -58,7 +58,7 @@ async def service(
     amqp_url: str, database_url: str, unique: str
 ) -> AsyncIterator[tuple[ServiceRuntime, Recorder, AlwaysFails]]:
     recorder, failing = Recorder(), AlwaysFails()
-    subscriptions = lambda _rt: [  # noqa: E731
+    subscriptions = [
         Subscription(InstanceRejected, recorder, name="record", order_by=OrderKey.OWNER),
         Subscription(InstanceStateChanged, failing, name="always_fails", order_by=OrderKey.OWNER),
     ]
@@ -237,8 +237,8 @@ async def test_a_topic_a_handler_no_longer_declares_is_unbound_at_start(
     async def handle(_event: Event, _uow: UnitOfWork) -> None:
         pass
 
-    def release(*types: type[Event]) -> Callable[[ServiceRuntime], list[Subscription]]:
-        return lambda _rt: [Subscription(types, handle, name="follow", order_by=order_by)]
+    def release(*types: type[Event]) -> list[Subscription]:
+        return [Subscription(types, handle, name="follow", order_by=order_by)]
 
     settings = settings_for(amqp_url, database_url)
     name = f"sb_{unique}"

@@ -31,7 +31,7 @@ async def test_list_keeps_and_replay_redelivers(
     runtime = throwaway_runtime(
         f"dl_{unique}",
         settings,
-        lambda _rt: [Subscription(InstanceRejected, handler, name="h", order_by=OrderKey.OWNER)],
+        [Subscription(InstanceRejected, handler, name="h", order_by=OrderKey.OWNER)],
     )
     queue = f"dl_{unique}.h"
     async with runtime:

@@ -82,7 +82,7 @@ def replica_runtime(
     return throwaway_runtime(
         name,
         settings,
-        lambda _rt: [
+        [
             Subscription(
                 InstanceRejected, recorder(replica, log), name="ordered", order_by=OrderKey.OWNER
             )

@@ -46,9 +46,7 @@ async def stack(infra: Infrastructure, unique: str) -> AsyncIterator[Stack]:
     worker = throwaway_runtime(
         f"out_{unique}",
         settings_for(infra.amqp_url, infra.database_url),
-        lambda _rt: [
-            Subscription(InstanceRejected, recorder, name="record", order_by=OrderKey.OWNER)
-        ],
+        [Subscription(InstanceRejected, recorder, name="record", order_by=OrderKey.OWNER)],
     )
     async with app.state.runtime, worker:
         transport = httpx.ASGITransport(app=app)

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from services.scheduler.wiring import scheduler_parts
+from services.scheduler import bootstrap as scheduler
 from shared.bus import Bus
 from shared.clouds.registry import BOREAS_TAG
 from shared.clouds.simulator.driver import SimulatorNodeDriver
 from shared.config import SchedulerSettings
-from shared.db import service_migrations
 from shared.events import (
     InstanceAction,
     InstanceActionRequested,
@@ -29,7 +28,13 @@ from shared.events import (
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import SESSION_KEY, Api
-from tests.integration.stack import FAST, poller_runtime, quota_runtime, simulator_account
+from tests.integration.stack import (
+    FAST,
+    poller_runtime,
+    quota_runtime,
+    simulator_account,
+    without_loops,
+)
 from tests.integration.support import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,14 +207,9 @@ async def test_the_scheduler_gives_calls_not_yet_made_to_the_new_owner(
 ) -> None:
     base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
     settings = SchedulerSettings(**{**base.model_dump(), "secret_key": SESSION_KEY})
-    handlers, _loops = scheduler_parts(settings)
     # Its handlers without its cloud worker: the calls they record stay pending.
-    runtime = ServiceRuntime(
-        f"sch_{unique}",
-        settings,
-        service_migrations(ROOT / "services" / "scheduler"),
-        subscriptions=handlers,
-    )
+    runtime = without_loops(scheduler.build(settings))
+    runtime.service = f"sch_{unique}"
     instance_id = uuid.uuid4()
     async with runtime, gateway_bus(amqp_url) as bus:
         await runtime.pool.execute(

@@ -38,7 +38,7 @@ SLOW_SERVICE = textwrap.dedent(
     configure_logging(schema, json=True)
     runtime = throwaway_runtime(
         schema, settings_for(amqp_url, database_url, prefetch=10),
-        lambda _rt: [Subscription(InstanceRejected, slow, name="slow", order_by=OrderKey.OWNER)],
+        [Subscription(InstanceRejected, slow, name="slow", order_by=OrderKey.OWNER)],
     )
     asyncio.run(run_until_signalled(runtime))
     """

@@ -7,24 +7,20 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from services.notifier.handlers import subscriptions
+from services.notifier import bootstrap
 from shared.bus import Bus
-from shared.db import service_migrations
 from shared.events import (
     InstanceLaunchRequested,
     InstancePlaced,
     InstanceState,
     InstanceStateChanged,
 )
-from shared.runtime import ServiceRuntime
 from shared.testing import wait_until
-from tests.integration.support import settings_for
+from tests.integration.webhooks import notifier_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 RFC5424 = re.compile(
     r"^<(?P<pri>\d{1,3})>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "
     r"(?P<msgid>\S+) (?P<sd>\[boreas@32473(?: [a-z_]+=\"(?:[^\"\\\]]|\\.)*\")+\]) (?P<msg>.+)$"
@@ -117,12 +113,7 @@ async def test_lifecycle_arrives_as_rfc5424(
     amqp_url: str, database_url: str, receiver: tuple[str, Receiver]
 ) -> None:
     url, lines = receiver
-    notifier = ServiceRuntime(
-        "notifier",
-        settings_for(amqp_url, database_url),
-        service_migrations(ROOT / "services" / "notifier"),
-        subscriptions=lambda rt: subscriptions(syslog_url=url, clock=rt.clock),
-    )
+    notifier = bootstrap.build(notifier_settings(amqp_url, database_url, syslog_url=url))
     instance_id = uuid.uuid4()
     async with notifier:
         bus = Bus(amqp_url, source="boreas/test")

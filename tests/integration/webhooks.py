@@ -22,11 +22,9 @@ from typing import Any
 
 import httpx
 
-from services.notifier.delivery import WebhookDeliverer
-from services.notifier.handlers import subscriptions
+from services.notifier import bootstrap as notifier
 from shared.config import NotifierSettings
 from shared.credentials import WEBHOOK, WEBHOOK_URL, CredentialCipher
-from shared.db import service_migrations
 from shared.events import SealedSecret, WebhookChanged, WebhookSecret
 from shared.redaction import redact_url
 from shared.runtime import ServiceRuntime
@@ -148,18 +146,7 @@ def notifier_settings(amqp_url: str, database_url: str, **overrides: object) -> 
 def notifier_runtime(
     settings: NotifierSettings, transport: httpx.AsyncBaseTransport | None = None
 ) -> ServiceRuntime:
-    cipher = settings.credential_cipher()
-    return ServiceRuntime(
-        "notifier",
-        settings,
-        service_migrations(ROOT / "services" / "notifier"),
-        subscriptions=lambda rt: subscriptions(syslog_url=None, clock=rt.clock),
-        background=lambda rt: {
-            "webhook_delivery": WebhookDeliverer(
-                rt.pool, cipher, settings, rt.clock, transport=transport, on_commit=rt.outbox.wake
-            ).run
-        },
-    )
+    return notifier.build(settings, transport=transport)
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
