@@ -24,14 +24,14 @@ async def announce_account(
         conn,
         ProviderAccountChanged(
             account_id=account_id,
-            name=account["name"],
-            provider=account["provider"],
-            config=account["config"],
-            grants=account["grants"],
+            name=account.name,
+            provider=account.provider,
+            config=account.config,
+            grants=account.grants,
             credentials=sealed,
-            revision=account["revision"],
+            revision=account.revision,
             deleted=deleted,
         ),
         source=SOURCE,
     )
-    return ProviderAccountOut(**account)
+    return account

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
@@ -113,3 +113,24 @@ def parse_id(text: str, what: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise HTTPException(404, f"There is no such {what}.") from None
+
+
+Found = TypeVar("Found")
+
+
+async def visible_or_404(
+    lookup: Callable[..., Awaitable[Found | None]],
+    what: str,
+    text_id: str,
+    user: User,
+    *,
+    lock: bool = False,
+) -> Found:
+    """What ``lookup`` finds by the id a path names if ``user`` may see it (locked with
+    ``lock``); 404 otherwise, alike."""
+    found = await lookup(
+        parse_id(text_id, what), viewer=user.username, everything=user.is_admin, for_update=lock
+    )
+    if found is None:
+        raise HTTPException(404, f"There is no such {what}.")
+    return found

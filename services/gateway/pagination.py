@@ -1,4 +1,5 @@
-"""Opaque cursors for keyset pagination: the sort key of the last item, base64url-encoded JSON.
+"""Keyset pagination: each listing's pages are fetched with one more row than asked for, and an
+opaque cursor, the sort key of a page's last row in base64url-encoded JSON, leads to the next.
 
 A cursor this API did not give out raises :class:`BadCursor`, which the gateway answers with 400.
 """
@@ -8,13 +9,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 
+from services.gateway.repository.identity import User
+from services.gateway.schemas import NO_NUL
+
 Row = TypeVar("Row")
 
+# How many rows a page holds (logs, the audit log and delivery logs, take longer pages).
+PageSize = Annotated[int, Query(ge=1, le=100)]
+LogPageSize = Annotated[int, Query(ge=1, le=200)]
+
+# A listing narrowed to one name: ``?owner=``, ``?actor=``, ``?message_id=``…
+NameFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL)]
 
 # The query parameter every listing takes.
 CursorParam = Annotated[
@@ -58,3 +72,48 @@ def split_page(
         return rows, None
     page = rows[:limit]
     return page, encode_cursor(*key(page[-1]))
+
+
+@dataclass(frozen=True)
+class Keyset(Generic[Row]):
+    """The order of a listing as its cursors hold it: a row's key, and how to read back each of
+    its parts."""
+
+    key: Callable[[Row], tuple[Any, ...]]
+    parsers: tuple[Callable[[str], Any], ...]
+
+
+async def fetch_page(
+    fetch: Callable[..., Awaitable[list[Row]]],
+    keyset: Keyset[Row],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row], str | None]:
+    """A page of ``limit`` rows at most, from ``fetch(limit=…, after=…)``: the rows, and the
+    cursor of the next page if there is one."""
+    after = decode_cursor(cursor, *keyset.parsers)
+    return split_page(await fetch(limit=limit + 1, after=after), limit, keyset.key)
+
+
+# Things users own (instances, webhooks) by their creation, the newest first.
+NEWEST_FIRST: Keyset[Any] = Keyset(
+    lambda row: (row.created_at.isoformat(), row.id), (datetime.fromisoformat, uuid.UUID)
+)
+
+
+async def fetch_owned_page(
+    fetch: Callable[..., Awaitable[list[Row]]],
+    user: User,
+    owner: str | None,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row], str | None]:
+    """A page of things users own (instances, webhooks), newest first: an admin's of ``owner``
+    (None: everyone's), a user's own (another's: none)."""
+    if not user.is_admin:
+        if owner is not None and owner != user.username:
+            return [], None
+        owner = user.username
+    return await fetch_page(partial(fetch, owner=owner), NEWEST_FIRST, limit=limit, cursor=cursor)

@@ -61,10 +61,9 @@ async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple
         async with pool.acquire() as conn, conn.transaction():
             await webhooks.lock(conn, webhook_id)
             webhook = await webhooks.by_id(conn, webhook_id)
-            if webhook is None or webhook["deleted_at"] is not None:
+            if webhook is None or webhook.deleted_at is not None:
                 continue
-            secrets: list[WebhookSecret] = webhook["secrets"]
-            if all(s.sealed.key_id == cipher.current_key_id for s in secrets):
+            if all(s.sealed.key_id == cipher.current_key_id for s in webhook.secrets):
                 unchanged += 1
                 continue
             renewed = [
@@ -72,9 +71,9 @@ async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple
                     sealed=cipher.reseal(str(webhook_id), s.sealed, purpose=WEBHOOK),
                     expires_at=s.expires_at,
                 )
-                for s in secrets
+                for s in webhook.secrets
             ]
-            await webhooks.replace_secrets(conn, webhook_id, renewed, webhook["updated_at"])
+            await webhooks.replace_secrets(conn, webhook_id, renewed, webhook.updated_at)
             await announce_webhook(conn, webhook_id, cipher)
             await audit.record(
                 conn,

@@ -109,6 +109,9 @@ class ProviderAccountOut(ProviderAccountView):
 
     grants: list[str]
 
+    def without_grants(self) -> ProviderAccountView:
+        return ProviderAccountView(**self.model_dump(exclude={"grants"}))
+
 
 class AccountHealth(BaseModel):
     """How the poller's polls of the account go: when it last polled, and the last error while
@@ -172,6 +175,20 @@ class InstancePage(BaseModel):
 class ProviderAccountPage(BaseModel):
     items: list[ProviderAccountOut] | list[ProviderAccountView]
     next_cursor: str | None = None
+
+
+QuotaLimit = Annotated[int | None, Field(ge=0, le=10**9)]
+
+
+class QuotaLimits(Strict):
+    instances: QuotaLimit
+    cpus: QuotaLimit
+    memory_mb: QuotaLimit
+
+
+class Quota(BaseModel):
+    limits: dict[str, int | None]
+    usage: dict[str, int | None]
 
 
 class AuditEntry(BaseModel):

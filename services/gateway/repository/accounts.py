@@ -8,10 +8,14 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.schemas import AccountHealth, ProviderAccountOut
 from shared.events import ProviderAccountHealth, SealedSecret
 
-# Every column but the sealed credentials: what routes may read.
-_PUBLIC = "a.id, a.name, a.provider, a.config, a.revision, a.created_at, a.updated_at"
+# Every column but the sealed credentials, and who the account is granted to: what routes may read.
+_PUBLIC = """SELECT a.id, a.name, a.provider, a.config, a.revision, a.created_at, a.updated_at,
+                    coalesce(array_agg(g.grantee ORDER BY g.grantee)
+                             FILTER (WHERE g.grantee IS NOT NULL), '{}') AS grants
+             FROM provider_accounts a LEFT JOIN account_grants g ON g.account_id = a.id"""
 
 
 async def create_account(
@@ -69,14 +73,8 @@ async def lock_account(conn: asyncpg.Connection, account_id: str) -> bool:
 
 async def account_with_grants(
     conn: asyncpg.Connection | asyncpg.Pool, account_id: str
-) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        f"""SELECT {_PUBLIC}, coalesce(array_agg(g.grantee ORDER BY g.grantee)
-                   FILTER (WHERE g.grantee IS NOT NULL), '{{}}') AS grants
-            FROM provider_accounts a LEFT JOIN account_grants g ON g.account_id = a.id
-            WHERE a.id = $1 GROUP BY a.id""",
-        account_id,
-    )
+) -> ProviderAccountOut | None:
+    row = await conn.fetchrow(f"{_PUBLIC} WHERE a.id = $1 GROUP BY a.id", account_id)
     return _public(row) if row else None
 
 
@@ -87,13 +85,10 @@ async def sealed_credentials(conn: asyncpg.Connection, account_id: str) -> Seale
 
 async def visible_accounts(
     conn: asyncpg.Connection | asyncpg.Pool, *, username: str, everything: bool
-) -> list[dict[str, Any]]:
+) -> list[ProviderAccountOut]:
     """Accounts granted to ``username`` (directly or through '*'); all with ``everything``."""
     rows = await conn.fetch(
-        f"""SELECT {_PUBLIC}, coalesce(array_agg(g.grantee ORDER BY g.grantee)
-                   FILTER (WHERE g.grantee IS NOT NULL), '{{}}') AS grants
-            FROM provider_accounts a LEFT JOIN account_grants g ON g.account_id = a.id
-            GROUP BY a.id
+        f"""{_PUBLIC} GROUP BY a.id
             HAVING $2 OR bool_or(g.grantee = $1 OR g.grantee = '*')
             ORDER BY a.name""",
         username,
@@ -128,11 +123,8 @@ async def placement_possible(
     )
 
 
-def _public(row: asyncpg.Record) -> dict[str, Any]:
-    account = dict(row)
-    account["config"] = json.loads(account["config"])
-    account["grants"] = list(account["grants"])
-    return account
+def _public(row: asyncpg.Record) -> ProviderAccountOut:
+    return ProviderAccountOut(**{**row, "config": json.loads(row["config"])})
 
 
 async def all_account_ids(conn: asyncpg.Connection) -> list[str]:
@@ -172,7 +164,7 @@ async def record_health(
     )
 
 
-async def health_of(conn: asyncpg.Connection, account_id: str) -> dict[str, Any]:
+async def health_of(conn: asyncpg.Connection, account_id: str) -> AccountHealth:
     """The poller's last report; before the first, no poll and no failure."""
     row = await conn.fetchrow(
         """SELECT last_poll_at, last_error, consecutive_failures FROM account_health
@@ -180,8 +172,8 @@ async def health_of(conn: asyncpg.Connection, account_id: str) -> dict[str, Any]
         account_id,
     )
     if row is None:
-        return {"last_poll_at": None, "last_error": None, "consecutive_failures": 0}
-    return dict(row)
+        return AccountHealth(last_poll_at=None, last_error=None, consecutive_failures=0)
+    return AccountHealth(**row)
 
 
 async def update_account(

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.schemas import AuditEntry
+
 
 async def record(
     conn: asyncpg.Connection,
@@ -30,19 +32,20 @@ async def page(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,
     limit: int,
-    before: tuple[datetime, int] | None,
+    after: tuple[datetime, int] | None,
     actor: str | None,
     action: str | None,
-) -> list[asyncpg.Record]:
-    return await conn.fetch(
+) -> list[AuditEntry]:
+    """Up to ``limit`` entries, newest first, after the key ``after``."""
+    rows = await conn.fetch(
         """SELECT id, at, actor, action, target, detail FROM audit_log
            WHERE ($2::timestamptz IS NULL OR (at, id) < ($2, $3))
              AND ($4::text IS NULL OR actor = $4)
              AND ($5::text IS NULL OR action = $5)
            ORDER BY at DESC, id DESC LIMIT $1""",
         limit,
-        before[0] if before else None,
-        before[1] if before else None,
+        *(after or (None, None)),
         actor,
         action,
     )
+    return [AuditEntry(**{**r, "detail": json.loads(r["detail"])}) for r in rows]

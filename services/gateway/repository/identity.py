@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, NoReturn
+from typing import Literal, NoReturn
 
 import asyncpg
 
+from services.gateway.schemas import UserAccount
 from shared.loops import every
 
 RATE_LIMIT_PRUNE_SECONDS = 300
@@ -83,25 +84,28 @@ _ACCOUNT = "id, username, role, disabled_at IS NOT NULL AS disabled, created_at"
 
 async def account_of(
     conn: asyncpg.Connection, username: str, *, for_update: bool = False
-) -> dict[str, Any] | None:
-    """A user's row as admins see it (never the password hash); None if there is none."""
-    return await conn.fetchrow(
+) -> UserAccount | None:
+    """A user as admins see them (never the password hash); None if there is none."""
+    row = await conn.fetchrow(
         f"SELECT {_ACCOUNT} FROM users WHERE username = $1 AND deleted_at IS NULL"
         + (" FOR UPDATE" if for_update else ""),
         username,
     )
+    return UserAccount(**row) if row else None
 
 
 async def users_page(
-    conn: asyncpg.Connection, *, limit: int, after: str | None
-) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    conn: asyncpg.Connection, *, limit: int, after: tuple[str] | None
+) -> list[UserAccount]:
+    """Up to ``limit`` users in the order of their names, after the key ``after``."""
+    rows = await conn.fetch(
         f"""SELECT {_ACCOUNT} FROM users
             WHERE deleted_at IS NULL AND ($2::text IS NULL OR username > $2)
             ORDER BY username LIMIT $1""",
         limit,
-        after,
+        *(after or (None,)),
     )
+    return [UserAccount(**r) for r in rows]
 
 
 async def other_active_admins(conn: asyncpg.Connection, username: str) -> int:
@@ -123,7 +127,7 @@ async def update_user(
     disabled: bool | None = None,
     role: str | None = None,
     password_hash: str | None = None,
-) -> dict[str, Any]:
+) -> UserAccount:
     """The user as admins see them after the change."""
     row = await conn.fetchrow(
         f"""UPDATE users SET
@@ -138,7 +142,7 @@ async def update_user(
         password_hash,
         now,
     )
-    return dict(row)
+    return UserAccount(**row)
 
 
 async def revoke_all_tokens(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> int:

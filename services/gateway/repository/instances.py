@@ -9,16 +9,20 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.repository import owned
+from services.gateway.schemas import InstanceOut
+
 COLUMNS = (
     "id, owner, name, image, cpus, memory_mb, placement, state, account_id, provider, "
     "provider_instance_id, region, reason, created_at, updated_at"
 )
 
 
-def _instance(row: asyncpg.Record) -> dict[str, Any]:
-    instance = dict(row)
-    instance["placement"] = json.loads(instance["placement"])
-    return instance
+_SELECT = f"SELECT {COLUMNS} FROM instances WHERE true"
+
+
+def _instance(row: asyncpg.Record) -> InstanceOut:
+    return InstanceOut(**{**row, "placement": json.loads(row["placement"])})
 
 
 async def insert_requested(
@@ -30,7 +34,7 @@ async def insert_requested(
     idempotency_key: str | None,
     request_digest: str | None,
     now: datetime,
-) -> dict[str, Any] | None:
+) -> InstanceOut | None:
     """The new instance, or None if ``owner`` already used ``idempotency_key``."""
     row = await conn.fetchrow(
         f"""INSERT INTO instances (id, owner, name, image, cpus, memory_mb, placement, state,
@@ -54,17 +58,15 @@ async def insert_requested(
 
 async def by_idempotency_key(
     conn: asyncpg.Connection, owner: str, key: str
-) -> tuple[dict[str, Any], str] | None:
+) -> tuple[InstanceOut, str] | None:
+    """The instance ``owner`` launched with ``key``, and the digest of that request."""
     row = await conn.fetchrow(
         f"""SELECT {COLUMNS}, request_digest FROM instances
             WHERE owner = $1 AND idempotency_key = $2""",
         owner,
         key,
     )
-    if row is None:
-        return None
-    instance = _instance(row)
-    return instance, instance.pop("request_digest")
+    return (_instance(row), row["request_digest"]) if row else None
 
 
 async def visible_instance(
@@ -74,14 +76,10 @@ async def visible_instance(
     viewer: str,
     everything: bool,
     for_update: bool = False,
-) -> dict[str, Any] | None:
+) -> InstanceOut | None:
     """The instance if ``viewer`` owns it (or may see everything); None otherwise, alike."""
-    row = await conn.fetchrow(
-        f"""SELECT {COLUMNS} FROM instances WHERE id = $1 AND ($3 OR owner = $2)
-            {"FOR UPDATE" if for_update else ""}""",
-        instance_id,
-        viewer,
-        everything,
+    row = await owned.fetch_visible(
+        conn, _SELECT, instance_id, viewer=viewer, everything=everything, for_update=for_update
     )
     return _instance(row) if row else None
 
@@ -91,18 +89,9 @@ async def page(
     *,
     owner: str | None,
     limit: int,
-    before: tuple[datetime, uuid.UUID] | None,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        f"""SELECT {COLUMNS} FROM instances
-            WHERE ($1::text IS NULL OR owner = $1)
-              AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-            ORDER BY created_at DESC, id DESC LIMIT $2""",
-        owner,
-        limit,
-        before[0] if before else None,
-        before[1] if before else None,
-    )
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[InstanceOut]:
+    rows = await owned.fetch_page(conn, _SELECT, owner=owner, limit=limit, after=after)
     return [_instance(r) for r in rows]
 
 
@@ -174,7 +163,7 @@ _LIVE = """state NOT IN ('terminated', 'rejected')
            AND NOT (state = 'error' AND provider_instance_id IS NULL)"""
 
 
-async def live_of_owner(conn: asyncpg.Connection, owner: str) -> list[dict[str, Any]]:
+async def live_of_owner(conn: asyncpg.Connection, owner: str) -> list[InstanceOut]:
     """The owner's live instances, locked."""
     rows = await conn.fetch(
         f"SELECT {COLUMNS} FROM instances WHERE owner = $1 AND {_LIVE} ORDER BY id FOR UPDATE",

@@ -10,16 +10,17 @@ from typing import Any
 import asyncpg
 
 from services.gateway.chargeback import RunningSeconds
+from services.gateway.schemas import Quota
 
-UNLIMITED = {"instances": None, "cpus": None, "memory_mb": None}
-NOTHING = {"instances": 0, "cpus": 0, "memory_mb": 0}
+UNLIMITED: dict[str, int | None] = {"instances": None, "cpus": None, "memory_mb": None}
+NOTHING: dict[str, int | None] = {"instances": 0, "cpus": 0, "memory_mb": 0}
 
 
-async def view(conn: asyncpg.Connection | asyncpg.Pool, owner: str) -> dict[str, Any]:
+async def view(conn: asyncpg.Connection | asyncpg.Pool, owner: str) -> Quota:
     row = await conn.fetchrow("SELECT limits, usage FROM quotas WHERE owner = $1", owner)
     if row is None:
-        return {"limits": dict(UNLIMITED), "usage": dict(NOTHING)}
-    return {"limits": json.loads(row["limits"]), "usage": json.loads(row["usage"])}
+        return Quota(limits=UNLIMITED, usage=NOTHING)
+    return Quota(limits=json.loads(row["limits"]), usage=json.loads(row["usage"]))
 
 
 async def set_limits(conn: asyncpg.Connection, owner: str, limits: dict[str, Any]) -> None:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Literal, NoReturn
 
 import asyncpg
 
+from services.gateway.repository import owned
+from services.gateway.schemas import DeliveryAttempt, WebhookOut
 from shared.events import WebhookDeliveryAttempted, WebhookSecret
 from shared.loops import every
 
 # Every column but the sealed secrets: what routes may read.
 _PUBLIC = """id, owner, scope, url, topics, state, disabled_reason, revision, created_at,
              updated_at, deleted_at"""
+_LIVE = f"SELECT {_PUBLIC}, secrets FROM webhooks WHERE deleted_at IS NULL"
 
 MAX_LIVE_PER_OWNER = 25
 LOG_RETENTION = timedelta(days=30)
@@ -25,12 +29,38 @@ def _secrets_json(secrets: list[WebhookSecret]) -> str:
     return json.dumps([s.model_dump(mode="json") for s in secrets])
 
 
-def _with_rotation(row: asyncpg.Record) -> dict[str, Any]:
-    webhook = dict(row)
-    secrets = [WebhookSecret.model_validate(s) for s in json.loads(webhook.pop("secrets"))]
-    expiring = [s.expires_at for s in secrets if s.expires_at is not None]
-    webhook["previous_secret_expires_at"] = max(expiring) if expiring else None
-    return webhook
+def _secrets(row: asyncpg.Record) -> list[WebhookSecret]:
+    return [WebhookSecret.model_validate(s) for s in json.loads(row["secrets"])]
+
+
+def _with_rotation(row: asyncpg.Record) -> WebhookOut:
+    expiring = [s.expires_at for s in _secrets(row) if s.expires_at is not None]
+    return WebhookOut(**row, previous_secret_expires_at=max(expiring) if expiring else None)
+
+
+@dataclass(frozen=True)
+class SealedWebhook:
+    """A webhook's whole state, deleted or not, its signing secrets sealed: what announcing it
+    takes."""
+
+    id: uuid.UUID
+    owner: str
+    scope: Literal["own", "all"]
+    url: str
+    topics: list[str]
+    state: Literal["active", "disabled"]
+    revision: int
+    updated_at: datetime
+    deleted_at: datetime | None
+    secrets: list[WebhookSecret]
+
+
+@dataclass(frozen=True)
+class LoggedAttempt:
+    """A delivery attempt and the key the log keeps it under, which pages of the log are cut at."""
+
+    report_id: str
+    attempt: DeliveryAttempt
 
 
 async def count_live(conn: asyncpg.Connection, owner: str) -> int:
@@ -57,7 +87,7 @@ async def create(
     topics: list[str],
     secrets: list[WebhookSecret],
     now: datetime,
-) -> dict[str, Any]:
+) -> WebhookOut:
     """The new webhook, as ``visible`` shows it."""
     row = await conn.fetchrow(
         f"""INSERT INTO webhooks (id, owner, scope, url, topics, secrets, created_at, updated_at)
@@ -86,27 +116,22 @@ async def visible(
     viewer: str,
     everything: bool,
     for_update: bool = False,
-) -> dict[str, Any] | None:
+) -> WebhookOut | None:
     """The live webhook if ``viewer`` owns it (or may see everything); None otherwise, alike."""
-    row = await conn.fetchrow(
-        f"""SELECT {_PUBLIC}, secrets FROM webhooks
-            WHERE id = $1 AND deleted_at IS NULL AND ($3 OR owner = $2)
-            {"FOR UPDATE" if for_update else ""}""",
-        webhook_id,
-        viewer,
-        everything,
+    row = await owned.fetch_visible(
+        conn, _LIVE, webhook_id, viewer=viewer, everything=everything, for_update=for_update
     )
     return _with_rotation(row) if row else None
 
 
-async def by_id(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> dict[str, Any] | None:
+async def by_id(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> SealedWebhook | None:
     """The webhook, deleted or not, with its sealed secrets (for announcing it)."""
-    row = await conn.fetchrow(f"SELECT {_PUBLIC}, secrets FROM webhooks WHERE id = $1", webhook_id)
-    if row is None:
-        return None
-    webhook = dict(row)
-    webhook["secrets"] = [WebhookSecret.model_validate(s) for s in json.loads(row["secrets"])]
-    return webhook
+    row = await conn.fetchrow(
+        """SELECT id, owner, scope, url, topics, state, revision, updated_at, deleted_at, secrets
+           FROM webhooks WHERE id = $1""",
+        webhook_id,
+    )
+    return SealedWebhook(**{**row, "secrets": _secrets(row)}) if row else None
 
 
 async def secrets_of(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> list[WebhookSecret]:
@@ -122,24 +147,15 @@ async def page(
     *,
     owner: str | None,
     limit: int,
-    before: tuple[datetime, uuid.UUID] | None,
-) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        f"""SELECT {_PUBLIC}, secrets FROM webhooks
-            WHERE deleted_at IS NULL AND ($1::text IS NULL OR owner = $1)
-              AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-            ORDER BY created_at DESC, id DESC LIMIT $2""",
-        owner,
-        limit,
-        before[0] if before else None,
-        before[1] if before else None,
-    )
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[WebhookOut]:
+    rows = await owned.fetch_page(conn, _LIVE, owner=owner, limit=limit, after=after)
     return [_with_rotation(r) for r in rows]
 
 
 async def replace_secrets(
     conn: asyncpg.Connection, webhook_id: uuid.UUID, secrets: list[WebhookSecret], now: datetime
-) -> dict[str, Any]:
+) -> WebhookOut:
     """The webhook as it shows now; the caller holds its row locked (``visible(for_update)``)."""
     row = await conn.fetchrow(
         f"""UPDATE webhooks SET secrets = $2, revision = revision + 1, updated_at = $3
@@ -152,7 +168,7 @@ async def replace_secrets(
     return _with_rotation(row)
 
 
-async def enable(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+async def enable(conn: asyncpg.Connection, webhook_id: uuid.UUID, now: datetime) -> WebhookOut:
     """The webhook as it shows now; the caller holds its row locked (``visible(for_update)``)."""
     row = await conn.fetchrow(
         f"""UPDATE webhooks SET state = 'active', disabled_reason = NULL,
@@ -225,10 +241,11 @@ async def attempts_page(
     webhook_id: uuid.UUID,
     *,
     limit: int,
-    before: tuple[datetime, str] | None,
+    after: tuple[datetime, str] | None,
     message_id: str | None,
-) -> list[asyncpg.Record]:
-    return await conn.fetch(
+) -> list[LoggedAttempt]:
+    """Up to ``limit`` of the webhook's delivery attempts, newest first, after the key ``after``."""
+    rows = await conn.fetch(
         """SELECT report_id, message_id, message_topic, attempt, outcome, status_code, error,
                   duration_ms, attempted_at, next_attempt_at
            FROM webhook_attempts
@@ -238,10 +255,10 @@ async def attempts_page(
            ORDER BY attempted_at DESC, report_id DESC LIMIT $2""",
         webhook_id,
         limit,
-        before[0] if before else None,
-        before[1] if before else None,
+        *(after or (None, None)),
         message_id,
     )
+    return [LoggedAttempt(row["report_id"], DeliveryAttempt(**row)) for row in rows]
 
 
 async def prune_attempts_forever(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> NoReturn:

@@ -15,7 +15,6 @@ from services.gateway.problems import ADMINS_ONLY, Responses
 from services.gateway.repository import accounts, audit, identity, instances
 from services.gateway.schemas import (
     AccountChange,
-    AccountHealth,
     Grants,
     NewProviderAccount,
     ProviderAccountDetail,
@@ -96,9 +95,10 @@ async def register_account(
 
 @router.get("", response_model=ProviderAccountPage)
 async def list_accounts(user: CurrentUser, db: Db, gw: GatewayDep) -> ProviderAccountPage:
-    rows = await accounts.visible_accounts(db, username=user.username, everything=user.is_admin)
-    shown = ProviderAccountOut if user.is_admin else ProviderAccountView
-    return ProviderAccountPage(items=[shown(**r) for r in rows])
+    found = await accounts.visible_accounts(db, username=user.username, everything=user.is_admin)
+    if user.is_admin:
+        return ProviderAccountPage(items=found)
+    return ProviderAccountPage(items=[account.without_grants() for account in found])
 
 
 @router.put("/{account_id}/grants", response_model=ProviderAccountOut, responses={403: {}, 404: {}})
@@ -132,11 +132,11 @@ async def get_account(
         found = await accounts.account_with_grants(db, account_id)
         if found is None:
             raise HTTPException(404, "There is no such provider account.")
-        health = AccountHealth(**await accounts.health_of(db, account_id))
-        return ProviderAccountDetail(**found, health=health)
+        health = await accounts.health_of(db, account_id)
+        return ProviderAccountDetail(**found.model_dump(), health=health)
     for visible in await accounts.visible_accounts(db, username=user.username, everything=False):
-        if visible["id"] == account_id:
-            return ProviderAccountView(**visible)
+        if visible.id == account_id:
+            return visible.without_grants()
     raise HTTPException(404, "There is no such provider account.")
 
 
@@ -177,7 +177,7 @@ async def change_account(
 
 
 async def _checked_change(
-    gw: Gateway, db: asyncpg.Connection, found: dict[str, Any], body: AccountChange
+    gw: Gateway, db: asyncpg.Connection, found: ProviderAccountOut, body: AccountChange
 ) -> SealedSecret | None:
     """Check new credentials or config with the cloud (422 if it refuses); the new credentials
     sealed, if there are any."""
@@ -185,11 +185,11 @@ async def _checked_change(
         return None
     credentials = body.credentials
     if credentials is None:
-        stored = await accounts.sealed_credentials(db, found["id"])
-        credentials = gw.cipher.open(found["id"], stored)
-    config = found["config"] if body.config is None else body.config
-    await _check_with_cloud(gw, found["provider"], credentials, config)
-    return None if body.credentials is None else gw.cipher.seal(found["id"], body.credentials)
+        stored = await accounts.sealed_credentials(db, found.id)
+        credentials = gw.cipher.open(found.id, stored)
+    config = found.config if body.config is None else body.config
+    await _check_with_cloud(gw, found.provider, credentials, config)
+    return None if body.credentials is None else gw.cipher.seal(found.id, body.credentials)
 
 
 @router.delete(

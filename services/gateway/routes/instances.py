@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Response
 
-from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
+from services.gateway.deps import (
+    CurrentUser,
+    Db,
+    Gateway,
+    GatewayDep,
+    visible_or_404,
+)
 from services.gateway.instance_actions import NothingToDo, Refused, decide
-from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.pagination import CursorParam, NameFilter, PageSize, fetch_owned_page
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
 from services.gateway.repository import accounts, audit, instances
 from services.gateway.repository.identity import User
-from services.gateway.schemas import NO_NUL, InstanceOut, InstancePage, LaunchRequest
+from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest
 from shared.events import (
     InstanceAction,
     InstanceActionRequested,
@@ -94,7 +100,7 @@ async def launch(
         await add_to_outbox(
             conn,
             InstanceLaunchRequested(
-                instance_id=instance["id"],
+                instance_id=instance.id,
                 owner=user.username,
                 name=body.name,
                 image=body.image,
@@ -108,21 +114,21 @@ async def launch(
             conn,
             actor=user.username,
             action="instance_launch_requested",
-            target=str(instance["id"]),
+            target=str(instance.id),
             detail=body.model_dump(),
         )
-    response.headers["Location"] = f"/v1/instances/{instance['id']}"
-    return InstanceOut(**instance)
+    response.headers["Location"] = f"/v1/instances/{instance.id}"
+    return instance
 
 
-def _replay(earlier: tuple[dict[str, Any], str], digest: str, response: Response) -> InstanceOut:
+def _replay(earlier: tuple[InstanceOut, str], digest: str, response: Response) -> InstanceOut:
     instance, earlier_digest = earlier
     if earlier_digest != digest:
         raise HTTPException(
             422, "This Idempotency-Key was used with a different request body; use a new key."
         )
-    response.headers["Location"] = f"/v1/instances/{instance['id']}"
-    return InstanceOut(**instance)
+    response.headers["Location"] = f"/v1/instances/{instance.id}"
+    return instance
 
 
 @router.get("", response_model=InstancePage, responses={400: {"description": "bad cursor"}})
@@ -130,72 +136,60 @@ async def list_instances(
     user: CurrentUser,
     db: Db,
     gw: GatewayDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: PageSize = 50,
     cursor: CursorParam = None,
-    owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    owner: NameFilter = None,
 ) -> InstancePage:
-    if not user.is_admin:
-        if owner is not None and owner != user.username:
-            return InstancePage(items=[], next_cursor=None)
-        owner = user.username
-    before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
-    rows = await instances.page(db, owner=owner, limit=limit + 1, before=before)
-    rows, next_cursor = split_page(rows, limit, lambda r: (r["created_at"].isoformat(), r["id"]))
-    return InstancePage(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
+    items, next_cursor = await fetch_owned_page(
+        partial(instances.page, db), user, owner, limit=limit, cursor=cursor
+    )
+    return InstancePage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{instance_id}", response_model=InstanceOut, responses=NOT_FOUND)
 async def get_instance(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
-    found = await instances.visible_instance(
-        db, parse_id(instance_id, "instance"), viewer=user.username, everything=user.is_admin
+    return await visible_or_404(
+        partial(instances.visible_instance, db), "instance", instance_id, user
     )
-    if found is None:
-        raise HTTPException(404, "There is no such instance.")
-    return InstanceOut(**found)
 
 
 async def _act(
     instance_id: str, action: InstanceAction, user: User, db: asyncpg.Connection, gw: Gateway
 ) -> InstanceOut:
     async with gw.outbox.transaction(db) as conn:
-        found = await instances.visible_instance(
-            conn,
-            parse_id(instance_id, "instance"),
-            viewer=user.username,
-            everything=user.is_admin,
-            for_update=True,
+        found = await visible_or_404(
+            partial(instances.visible_instance, conn), "instance", instance_id, user, lock=True
         )
-        if found is None:
-            raise HTTPException(404, "There is no such instance.")
-        return InstanceOut(**await request_action(conn, found, action, user.username, gw))
+        return await request_action(conn, found, action, user.username, gw)
 
 
 async def request_action(
     conn: asyncpg.Connection,
-    found: dict[str, Any],
+    found: InstanceOut,
     action: InstanceAction,
     requested_by: str,
     gw: Gateway,
-) -> dict[str, Any]:
+) -> InstanceOut:
     """Ask for ``action`` on the instance ``found`` (locked by the caller's transaction); the
     instance as it shows now. 409 when its state does not allow the action."""
-    decision = decide(InstanceState(found["state"]), action)
+    decision = decide(InstanceState(found.state), action)
     if isinstance(decision, NothingToDo):
         return found  # DELETE is idempotent
     if isinstance(decision, Refused):
         raise HTTPException(409, decision.reason)
     if decision.shown is not None:
-        await instances.set_state(conn, found["id"], decision.shown.value, gw.clock())
-        found = {**found, "state": decision.shown.value, "updated_at": gw.clock()}
+        now = gw.clock()
+        await instances.set_state(conn, found.id, decision.shown.value, now)
+        found = found.model_copy(update={"state": decision.shown.value, "updated_at": now})
     await add_to_outbox(
         conn,
         InstanceActionRequested(
-            instance_id=found["id"],
-            owner=found["owner"],
+            instance_id=found.id,
+            owner=found.owner,
             action=action,
             requested_by=requested_by,
-            account_id=found["account_id"],
-            provider_instance_id=found["provider_instance_id"],
+            account_id=found.account_id,
+            provider_instance_id=found.provider_instance_id,
         ),
         source=gw.runtime.bus.source,
     )
@@ -203,7 +197,7 @@ async def request_action(
         conn,
         actor=requested_by,
         action=f"instance_{action.value}_requested",
-        target=str(found["id"]),
+        target=str(found.id),
     )
     return found
 

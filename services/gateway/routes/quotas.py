@@ -13,27 +13,15 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from services.gateway import chargeback
 from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
+from services.gateway.pagination import NameFilter
 from services.gateway.repository import audit, identity, quotas
-from services.gateway.schemas import NO_NUL, Strict
+from services.gateway.schemas import Quota, QuotaLimits
 from shared.events import QuotaLimitsSet, ResourceUsage
 from shared.outbox import add_to_outbox
 
 router = APIRouter(tags=["quotas"])
 # Who the audit log and quota.limits_set name when Boreas itself set the limits.
 SYSTEM_ACTOR = "boreas"
-
-Limit = Annotated[int | None, Field(ge=0, le=10**9)]
-
-
-class QuotaLimits(Strict):
-    instances: Limit
-    cpus: Limit
-    memory_mb: Limit
-
-
-class Quota(BaseModel):
-    limits: dict[str, int | None]
-    usage: dict[str, int | None]
 
 
 async def start_with_default_limits(conn: asyncpg.Connection, username: str, gw: Gateway) -> None:
@@ -71,14 +59,14 @@ async def set_quota(
         if not await identity.user_exists(conn, username):
             raise HTTPException(404, f"There is no user named {username!r}.")
         await _set_limits(conn, gw, username, body.model_dump(), actor=admin.username)
-        return Quota(**await quotas.view(conn, username))
+        return await quotas.view(conn, username)
 
 
 @router.get("/v1/quotas/{username}", response_model=Quota, responses={404: {}})
 async def get_quota(username: str, user: CurrentUser, db: Db, gw: GatewayDep) -> Quota:
     if not user.is_admin and user.username != username:
         raise HTTPException(404, f"There is no quota of {username!r} for you to see.")
-    return Quota(**await quotas.view(db, username))
+    return await quotas.view(db, username)
 
 
 class AccountUsage(BaseModel):
@@ -114,7 +102,7 @@ async def usage_report(
     gw: GatewayDep,
     start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
-    owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    owner: NameFilter = None,
 ) -> UsageReport:
     """Running time only: instance-hours, cpu-hours and memory-MB-hours, per owner and account."""
     now = gw.clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -11,12 +12,13 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from services.gateway import security
 from services.gateway.account_events import announce_account
 from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
-from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.pagination import CursorParam, Keyset, PageSize, fetch_page
 from services.gateway.problems import ADMINS_ONLY, Responses
 from services.gateway.repository import accounts, audit, identity, instances, webhooks
 from services.gateway.routes.instances import request_action
 from services.gateway.routes.quotas import start_with_default_limits
 from services.gateway.schemas import (
+    InstanceOut,
     NewUser,
     UserAccount,
     UserChange,
@@ -31,6 +33,7 @@ from shared.outbox import add_to_outbox
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
 NOT_FOUND: Responses = {404: {"description": "no such user"}}
+BY_NAME: Keyset[UserAccount] = Keyset(lambda user: (user.username,), (str,))
 
 
 @router.post("", status_code=201, response_model=UserOut, responses={403: {}, 409: {}})
@@ -66,16 +69,16 @@ async def who_am_i(user: CurrentUser) -> UserOut:
 async def list_users(
     admin: AdminUser,
     db: Db,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: PageSize = 50,
     cursor: CursorParam = None,
 ) -> UserPage:
-    after = decode_cursor(cursor, str)
-    rows = await identity.users_page(db, limit=limit + 1, after=after[0] if after else None)
-    rows, next_cursor = split_page(rows, limit, lambda r: (r["username"],))
-    return UserPage(items=[UserAccount(**r) for r in rows], next_cursor=next_cursor)
+    items, next_cursor = await fetch_page(
+        partial(identity.users_page, db), BY_NAME, limit=limit, cursor=cursor
+    )
+    return UserPage(items=items, next_cursor=next_cursor)
 
 
-async def _target(conn: asyncpg.Connection, username: str) -> asyncpg.Record:
+async def _target(conn: asyncpg.Connection, username: str) -> UserAccount:
     found = await identity.account_of(conn, username, for_update=True)
     if found is None:
         raise HTTPException(404, f"There is no user named {username!r}.")
@@ -101,7 +104,7 @@ async def change_user(
     )
     async with gw.outbox.transaction(db) as conn:
         target = await _target(conn, username)
-        loses_admin = target["role"] == "admin" and (body.disabled or body.role == "user")
+        loses_admin = target.role == "admin" and (body.disabled or body.role == "user")
         if loses_admin and await identity.other_active_admins(conn, username) == 0:
             raise HTTPException(
                 409, f"{username!r} is the last admin who can log in; make another admin first."
@@ -109,7 +112,7 @@ async def change_user(
         now = gw.clock()
         updated = await identity.update_user(
             conn,
-            target["id"],
+            target.id,
             now=now,
             disabled=body.disabled,
             role=body.role,
@@ -117,7 +120,7 @@ async def change_user(
         )
         revoked = 0
         if body.disabled or password_hash is not None:
-            revoked = await identity.revoke_all_tokens(conn, target["id"], now)
+            revoked = await identity.revoke_all_tokens(conn, target.id, now)
         changed: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"password"})
         if password_hash is not None:
             changed["password"] = "reset"
@@ -128,7 +131,7 @@ async def change_user(
             target=username,
             detail={**changed, "tokens_revoked": revoked},
         )
-    return UserAccount(**updated)
+    return updated
 
 
 @router.delete("/{username}/tokens", status_code=204, response_class=Response, responses=NOT_FOUND)
@@ -138,7 +141,7 @@ async def revoke_tokens(username: str, user: CurrentUser, db: Db, gw: GatewayDep
         raise HTTPException(404, f"There is no user named {username!r}.")
     async with db.transaction():
         target = await _target(db, username)
-        revoked = await identity.revoke_all_tokens(db, target["id"], gw.clock())
+        revoked = await identity.revoke_all_tokens(db, target.id, gw.clock())
         await audit.record(
             db,
             actor=user.username,
@@ -184,7 +187,7 @@ async def delete_user(
         live = await instances.live_of_owner(conn, username)
         detail = await _settle(conn, live, username, settle, transfer_to, admin.username, gw)
         await _let_go(conn, username, gw)
-        await identity.delete_user(conn, target["id"], gw.clock())
+        await identity.delete_user(conn, target.id, gw.clock())
         await audit.record(
             conn, actor=admin.username, action="user_deleted", target=username, detail=detail
         )
@@ -193,7 +196,7 @@ async def delete_user(
 
 async def _settle(
     conn: asyncpg.Connection,
-    live: list[dict[str, Any]],
+    live: list[InstanceOut],
     owner: str,
     settle: str | None,
     transfer_to: str | None,
@@ -230,7 +233,7 @@ async def _let_go(conn: asyncpg.Connection, username: str, gw: Gateway) -> None:
 
 async def _transfer(
     conn: asyncpg.Connection,
-    live: list[dict[str, Any]],
+    live: list[InstanceOut],
     owner: str,
     recipient: str,
     admin: str,
@@ -240,7 +243,7 @@ async def _transfer(
         raise HTTPException(422, "Transfer the instances to someone else than their owner.")
     if await identity.account_of(conn, recipient) is None:
         raise HTTPException(422, f"There is no user named {recipient!r} to transfer to.")
-    launching = sum(1 for found in live if found["state"] == "requested")
+    launching = sum(1 for found in live if found.state == "requested")
     if launching:
         # Until quota and the scheduler have taken a launch in, it is not theirs to move.
         raise HTTPException(
@@ -249,17 +252,17 @@ async def _transfer(
             "they are pending (a few seconds).",
             headers={"Retry-After": "5"},
         )
-    await instances.give_to(conn, [found["id"] for found in live], recipient, gw.clock())
+    await instances.give_to(conn, [found.id for found in live], recipient, gw.clock())
     for found in live:
         await add_to_outbox(
             conn,
             InstanceOwnerChanged(
-                instance_id=found["id"],
+                instance_id=found.id,
                 owner=recipient,
                 previous_owner=owner,
                 changed_by=admin,
-                cpus=found["cpus"],
-                memory_mb=found["memory_mb"],
+                cpus=found.cpus,
+                memory_mb=found.memory_mb,
             ),
             source=gw.runtime.bus.source,
         )

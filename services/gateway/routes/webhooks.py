@@ -9,19 +9,33 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Body, HTTPException, Query, Response
+from fastapi import APIRouter, Body, HTTPException, Response
 
-from services.gateway.deps import CurrentUser, Db, Gateway, GatewayDep, parse_id
-from services.gateway.pagination import CursorParam, decode_cursor, split_page
+from services.gateway.deps import (
+    CurrentUser,
+    Db,
+    Gateway,
+    GatewayDep,
+    visible_or_404,
+)
+from services.gateway.pagination import (
+    CursorParam,
+    Keyset,
+    LogPageSize,
+    NameFilter,
+    PageSize,
+    fetch_owned_page,
+    fetch_page,
+)
 from services.gateway.problems import Responses
 from services.gateway.repository import audit, webhooks
 from services.gateway.repository.identity import User
+from services.gateway.repository.webhooks import LoggedAttempt
 from services.gateway.schemas import (
-    NO_NUL,
-    DeliveryAttempt,
     DeliveryAttemptPage,
     NewWebhook,
     SecretRotation,
@@ -115,7 +129,7 @@ async def register_webhook(
         )
         await announce_webhook(conn, webhook_id, gw.cipher)
     response.headers["Location"] = f"/v1/webhooks/{webhook_id}"
-    return WebhookWithSecret(**created, secret=secret)
+    return WebhookWithSecret(**created.model_dump(), secret=secret)
 
 
 @router.get("", response_model=WebhookPage, responses={400: {"description": "bad cursor"}})
@@ -123,40 +137,29 @@ async def list_webhooks(
     user: CurrentUser,
     db: Db,
     gw: GatewayDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: PageSize = 50,
     cursor: CursorParam = None,
-    owner: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    owner: NameFilter = None,
 ) -> WebhookPage:
     """The caller's webhooks (an admin's: everyone's, ``owner`` filters)."""
-    if not user.is_admin:
-        if owner is not None and owner != user.username:
-            return WebhookPage(items=[], next_cursor=None)
-        owner = user.username
-    before = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
-    rows = await webhooks.page(db, owner=owner, limit=limit + 1, before=before)
-    rows, next_cursor = split_page(rows, limit, lambda r: (r["created_at"].isoformat(), r["id"]))
-    return WebhookPage(items=[WebhookOut(**r) for r in rows], next_cursor=next_cursor)
+    items, next_cursor = await fetch_owned_page(
+        partial(webhooks.page, db), user, owner, limit=limit, cursor=cursor
+    )
+    return WebhookPage(items=items, next_cursor=next_cursor)
 
 
 async def _visible(
     conn: asyncpg.Connection, user: User, webhook_id: str, *, lock: bool = False
-) -> dict[str, Any]:
+) -> WebhookOut:
     """The webhook if the caller may see it (locked with ``lock``); 404 otherwise."""
-    found = await webhooks.visible(
-        conn,
-        parse_id(webhook_id, "webhook"),
-        viewer=user.username,
-        everything=user.is_admin,
-        for_update=lock,
+    return await visible_or_404(
+        partial(webhooks.visible, conn), "webhook", webhook_id, user, lock=lock
     )
-    if found is None:
-        raise HTTPException(404, "There is no such webhook.")
-    return found
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut, responses=NOT_FOUND)
 async def get_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> WebhookOut:
-    return WebhookOut(**await _visible(db, user, webhook_id))
+    return await _visible(db, user, webhook_id)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=NOT_FOUND)
@@ -164,9 +167,9 @@ async def delete_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: Gateway
     """Deliveries stop; those still waiting are dropped."""
     async with gw.outbox.transaction(db) as conn:
         found = await _visible(conn, user, webhook_id, lock=True)
-        await webhooks.mark_deleted(conn, found["id"], gw.clock())
+        await webhooks.mark_deleted(conn, found.id, gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_deleted", target=webhook_id)
-        await announce_webhook(conn, found["id"], gw.cipher)
+        await announce_webhook(conn, found.id, gw.cipher)
     return Response(status_code=204)
 
 
@@ -190,11 +193,11 @@ async def rotate_secret(
         found = await _visible(conn, user, webhook_id, lock=True)
         kept = [
             WebhookSecret(sealed=s.sealed, expires_at=now + overlap)
-            for s in await webhooks.secrets_of(conn, found["id"])
+            for s in await webhooks.secrets_of(conn, found.id)
             if s.expires_at is None and overlap > timedelta(0)
         ]
-        new = WebhookSecret(sealed=_seal(gw, found["id"], secret))
-        rotated = await webhooks.replace_secrets(conn, found["id"], [new, *kept], now)
+        new = WebhookSecret(sealed=_seal(gw, found.id, secret))
+        rotated = await webhooks.replace_secrets(conn, found.id, [new, *kept], now)
         await audit.record(
             conn,
             actor=user.username,
@@ -202,8 +205,8 @@ async def rotate_secret(
             target=webhook_id,
             detail={"previous_secret_valid_seconds": int(overlap.total_seconds())},
         )
-        await announce_webhook(conn, found["id"], gw.cipher)
-    return WebhookWithSecret(**rotated, secret=secret)
+        await announce_webhook(conn, found.id, gw.cipher)
+    return WebhookWithSecret(**rotated.model_dump(), secret=secret)
 
 
 @router.post("/{webhook_id}/enable", response_model=WebhookOut, responses=NOT_FOUND)
@@ -211,13 +214,18 @@ async def enable_webhook(webhook_id: str, user: CurrentUser, db: Db, gw: Gateway
     """Deliver again to a webhook disabled by a 410 Gone (events from now on)."""
     async with gw.outbox.transaction(db) as conn:
         found = await _visible(conn, user, webhook_id, lock=True)
-        if found["state"] == "active":
-            return WebhookOut(**found)
-        await _check_target(found["url"], gw)
-        enabled = await webhooks.enable(conn, found["id"], gw.clock())
+        if found.state == "active":
+            return found
+        await _check_target(found.url, gw)
+        enabled = await webhooks.enable(conn, found.id, gw.clock())
         await audit.record(conn, actor=user.username, action="webhook_enabled", target=webhook_id)
-        await announce_webhook(conn, found["id"], gw.cipher)
-    return WebhookOut(**enabled)
+        await announce_webhook(conn, found.id, gw.cipher)
+    return enabled
+
+
+ATTEMPTS_NEWEST_FIRST: Keyset[LoggedAttempt] = Keyset(
+    lambda a: (a.attempt.attempted_at.isoformat(), a.report_id), (datetime.fromisoformat, str)
+)
 
 
 @router.get(
@@ -230,22 +238,16 @@ async def delivery_log(
     user: CurrentUser,
     db: Db,
     gw: GatewayDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: LogPageSize = 50,
     cursor: CursorParam = None,
-    message_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    message_id: NameFilter = None,
 ) -> DeliveryAttemptPage:
     """Every delivery attempt, newest first; ``message_id`` (the event id) narrows to one event."""
     found = await _visible(db, user, webhook_id)
-    before = decode_cursor(cursor, datetime.fromisoformat, str)
-    rows = await webhooks.attempts_page(
-        db, found["id"], limit=limit + 1, before=before, message_id=message_id
+    logged, next_cursor = await fetch_page(
+        partial(webhooks.attempts_page, db, found.id, message_id=message_id),
+        ATTEMPTS_NEWEST_FIRST,
+        limit=limit,
+        cursor=cursor,
     )
-    rows, next_cursor = split_page(
-        rows, limit, lambda r: (r["attempted_at"].isoformat(), r["report_id"])
-    )
-    return DeliveryAttemptPage(
-        items=[
-            DeliveryAttempt(**{k: v for k, v in dict(r).items() if k != "report_id"}) for r in rows
-        ],
-        next_cursor=next_cursor,
-    )
+    return DeliveryAttemptPage(items=[a.attempt for a in logged], next_cursor=next_cursor)
