@@ -5,8 +5,7 @@ poller's polls of each go."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 from services.gateway.repository import accounts
@@ -14,17 +13,13 @@ from shared.bus import Bus
 from shared.events import Event, InstancePlaced, InstanceStateChanged, ProviderAccountHealth
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
+from tests.integration.clouds import registered_account
+from tests.integration.publishing import connected_bus
 
 
-@asynccontextmanager
-async def _as(api: Api, source: str) -> AsyncIterator[Bus]:
+def _as(api: Api, source: str) -> AbstractAsyncContextManager[Bus]:
     """A bus connection speaking as another service (none of the others runs here)."""
-    bus = Bus(api.app.state.gateway.settings.amqp_url, source=source)
-    await bus.connect()
-    try:
-        yield bus
-    finally:
-        await bus.close()
+    return connected_bus(api.app.state.gateway.settings.amqp_url, source)
 
 
 async def _told(
@@ -82,10 +77,7 @@ async def test_admins_change_an_account_and_the_services_hear_it(
 ) -> None:
     admin = await api.admin()
     name, user = await api.new_user("grantee")
-    created = await api.client.post(
-        "/v1/provider-accounts", json=_account(simulator_url, []), headers=admin
-    )
-    account_id = created.json()["id"]
+    account_id = (await registered_account(api, _account(simulator_url, [])))["id"]
     assert (
         await api.client.get(f"/v1/provider-accounts/{account_id}", headers=user)
     ).status_code == 404
@@ -125,11 +117,9 @@ async def test_admins_change_an_account_and_the_services_hear_it(
     )
     assert rekeyed.status_code == 200 and rekeyed.json()["revision"] == 3
 
-    other = await api.client.post(
-        "/v1/provider-accounts", json=_account(simulator_url, []), headers=admin
-    )
+    other = await registered_account(api, _account(simulator_url, []))
     clash = await api.client.patch(
-        f"/v1/provider-accounts/{account_id}", json={"name": other.json()["name"]}, headers=admin
+        f"/v1/provider-accounts/{account_id}", json={"name": other["name"]}, headers=admin
     )
     assert clash.status_code == 409
     assert (
@@ -154,10 +144,7 @@ async def test_an_account_goes_only_once_no_instance_lives_there(
 ) -> None:
     admin = await api.admin()
     name, user = await api.new_user("tenant")
-    created = await api.client.post(
-        "/v1/provider-accounts", json=_account(simulator_url, [name]), headers=admin
-    )
-    account_id = created.json()["id"]
+    account_id = (await registered_account(api, _account(simulator_url, [name])))["id"]
     launched = await api.launch(user)
     # No scheduler or poller here: the test sends what they would, and the gateway follows.
     instance_id = launched.json()["id"]
@@ -203,10 +190,7 @@ async def test_admins_see_each_accounts_health_as_the_poller_reports_it(
     api: Api, simulator_url: str
 ) -> None:
     admin = await api.admin()
-    created = await api.client.post(
-        "/v1/provider-accounts", json=_account(simulator_url, []), headers=admin
-    )
-    account_id = created.json()["id"]
+    account_id = (await registered_account(api, _account(simulator_url, [])))["id"]
     fresh = await api.client.get(f"/v1/provider-accounts/{account_id}", headers=admin)
     assert fresh.json()["health"] == {
         "last_poll_at": None,

@@ -12,11 +12,11 @@ import json
 
 import httpx
 
-from shared.bus import Bus
 from shared.events import ProviderAccountChanged, SealedSecret
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
+from tests.integration.publishing import connected_bus
 from tests.integration.stack import (
     POLL_INTERVAL,
     poller_runtime,
@@ -79,9 +79,7 @@ async def test_a_deleted_account_is_neither_polled_nor_chosen_and_stays_deleted(
         deletion = announced.model_copy(
             update={"revision": announced.revision + 1, "deleted": True}
         )
-        bus = Bus(amqp_url, source="boreas/gateway")
-        await bus.connect()
-        try:
+        async with connected_bus(amqp_url, "boreas/gateway") as bus:
             deleted = await bus.publish(deletion)
             await wait_until(
                 lambda: handled_by(followers, deleted.id), timeout=10, what="deletion recorded"
@@ -107,8 +105,6 @@ async def test_a_deleted_account_is_neither_polled_nor_chosen_and_stays_deleted(
             await wait_until(
                 lambda: handled_by(followers, stale.id), timeout=10, what="late revision handled"
             )
-        finally:
-            await bus.close()
 
         again = (await launch_on({"account": doomed["id"]})).json()["id"]
         [failed_again] = await probe.wait_for(

@@ -16,11 +16,11 @@ import pytest
 
 from services.gateway import security
 from services.gateway.event_hub import RENEW_SECONDS
-from shared.bus import Bus
 from shared.events import InstanceRejected
 from shared.testing import wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import ADMIN_PASSWORD, SESSION_KEY
+from tests.integration.publishing import connected_bus
 from tests.processes import gateway_process
 
 STREAMS_PER_USER = 3
@@ -67,16 +67,12 @@ async def new_user(client: httpx.AsyncClient, prefix: str) -> tuple[str, dict[st
 async def publish_rejections(amqp_url: str, owners: list[str]) -> list[str]:
     """One InstanceRejected per owner in ``owners``, each of a new instance, as the quota service
     would publish it; their event ids, in order."""
-    bus = Bus(amqp_url, source="boreas/quota")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url, "boreas/quota") as bus:
         sent = []
         for i, owner in enumerate(owners):
             event = InstanceRejected(instance_id=uuid.uuid4(), owner=owner, reason=f"r{i}")
             sent.append((await bus.publish(event)).id)
         return sent
-    finally:
-        await bus.close()
 
 
 Found = list[tuple[int, str, dict]]

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
-from shared.bus import Bus
 from shared.events import InstanceFailed, InstancePlaced, InstanceRejected
 from shared.testing import EventProbe, wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import Api, gateway_settings, running_gateway
+from tests.integration.publishing import connected_bus
 
 
 @pytest.mark.parametrize(
@@ -153,9 +153,7 @@ async def test_read_model_follows_rejection_placement_and_failure(api: Api, amqp
     alice_name, alice = await api.new_user("alice")
     await api.new_account(["*"])
     rejected, placed, failed = [(await api.launch(alice)).json() for _ in range(3)]
-    bus = Bus(amqp_url, source="boreas/test")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url) as bus:
         await bus.publish(
             InstanceRejected(
                 instance_id=rejected["id"], owner=alice_name, reason="instances limit 5 reached"
@@ -180,8 +178,6 @@ async def test_read_model_follows_rejection_placement_and_failure(api: Api, amqp
                 attempts=["acct-1: capacity"],
             )
         )
-    finally:
-        await bus.close()
 
     async def state_of(instance: dict) -> dict:
         return (await api.client.get(f"/v1/instances/{instance['id']}", headers=alice)).json()

@@ -9,6 +9,7 @@ from shared.bus import Bus
 from shared.events import InstancePlaced, InstanceState, InstanceStateChanged
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
+from tests.integration.publishing import connected_bus
 
 
 async def move_to(api: Api, bus: Bus, instance: dict, state: InstanceState, owner: dict) -> None:
@@ -43,9 +44,7 @@ async def test_each_user_reaches_only_their_own_instance(
     await api.new_account([alice_name, bob_name])
     mine = (await api.launch(alice, name="alices")).json()
     theirs = (await api.launch(bob, name="bobs")).json()
-    bus = Bus(amqp_url, source="boreas/poller")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url, "boreas/poller") as bus:
         await bus.publish(
             InstancePlaced(
                 instance_id=mine["id"],
@@ -82,8 +81,6 @@ async def test_each_user_reaches_only_their_own_instance(
                 )
                 assert allowed.status_code == success, (method, suffix, allowed.text)
                 assert allowed.json()["id"] == target["id"]
-    finally:
-        await bus.close()
 
     # Only the owners' own requests reached the bus.
     requests = await probe.wait_for(

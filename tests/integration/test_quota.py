@@ -8,10 +8,10 @@ import uuid
 from datetime import UTC, datetime
 
 from services.quota.reconcile import reconcile_once
-from shared.bus import Bus
 from shared.events import InstanceState, InstanceStateChanged
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api, gateway_settings, running_gateway
+from tests.integration.publishing import connected_bus
 from tests.integration.stack import (
     poller_runtime,
     quota_runtime,
@@ -24,6 +24,36 @@ def decided(probe: EventProbe, ids: set[str]) -> tuple[list, list]:
     admitted = probe.matching("instance.launch_admitted", lambda e: e.subject in ids)
     rejected = probe.matching("instance.rejected", lambda e: e.subject in ids)
     return admitted, rejected
+
+
+async def racing_launches(
+    api: Api, headers: dict, prefix: str, count: int, account: dict
+) -> set[str]:
+    """``count`` launches on ``account`` at once, each accepted; their instance ids."""
+    responses = await asyncio.gather(
+        *(
+            api.launch(
+                headers,
+                name=f"{prefix}{i}",
+                cpus=1,
+                memory_mb=512,
+                placement={"account": account["id"]},
+            )
+            for i in range(count)
+        )
+    )
+    assert {r.status_code for r in responses} == {202}
+    return {r.json()["id"] for r in responses}
+
+
+async def all_decided(probe: EventProbe, ids: set[str], timeout: float) -> tuple[list, list]:
+    """Once quota admitted or rejected every one of ``ids``: (admitted, rejected)."""
+    await wait_until(
+        lambda: sum(map(len, decided(probe, ids))) == len(ids),
+        timeout=timeout,
+        what=f"each of {len(ids)} launches decided",
+    )
+    return decided(probe, ids)
 
 
 async def limits_applied(probe: EventProbe, owner: str, instances: int) -> None:
@@ -56,22 +86,8 @@ async def test_two_hundred_racing_launches_admit_exactly_the_limit(
         assert put.status_code == 200 and put.json()["limits"]["instances"] == 5
         await limits_applied(probe, alice_name, 5)
 
-        placement = {"account": account["id"]}
-        responses = await asyncio.gather(
-            *(
-                api.launch(alice, name=f"r{i}", cpus=1, memory_mb=512, placement=placement)
-                for i in range(200)
-            )
-        )
-        assert {r.status_code for r in responses} == {202}
-        ids = {r.json()["id"] for r in responses}
-
-        await wait_until(
-            lambda: sum(map(len, decided(probe, ids))) == 200,
-            timeout=60,
-            what="every launch decided",
-        )
-        admitted, rejected = decided(probe, ids)
+        ids = await racing_launches(api, alice, "r", 200, account)
+        admitted, rejected = await all_decided(probe, ids, timeout=60)
         assert len(admitted) == 5 and len(rejected) == 195
         assert all(e.data["reason"].startswith("instances limit 5 reached") for e in rejected)
 
@@ -95,19 +111,8 @@ async def test_two_hundred_racing_launches_admit_exactly_the_limit(
         ).status_code == 202
         # (The API, not the probe: the probe also holds the 4 seen on the way up to 5.)
         await wait_until(lambda: usage_is(4), timeout=30, what="the ended room released")
-        more = await asyncio.gather(
-            *(
-                api.launch(alice, name=f"m{i}", cpus=1, memory_mb=512, placement=placement)
-                for i in range(10)
-            )
-        )
-        more_ids = {r.json()["id"] for r in more}
-        await wait_until(
-            lambda: sum(map(len, decided(probe, more_ids))) == 10,
-            timeout=30,
-            what="the second round decided",
-        )
-        admitted_more, rejected_more = decided(probe, more_ids)
+        more_ids = await racing_launches(api, alice, "m", 10, account)
+        admitted_more, rejected_more = await all_decided(probe, more_ids, timeout=30)
         assert (len(admitted_more), len(rejected_more)) == (1, 9), [
             e.data["reason"] for e in rejected_more
         ]
@@ -212,9 +217,7 @@ async def test_usage_report_matches_a_hand_computed_scenario(api: Api, amqp_url:
         (InstanceState.STOPPED, InstanceState.RUNNING, at(11, 30)),
         (InstanceState.RUNNING, InstanceState.TERMINATED, at(12)),
     ]
-    bus = Bus(amqp_url, source="boreas/poller")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url, "boreas/poller") as bus:
         for old, new, observed in timeline:
             await bus.publish(
                 InstanceStateChanged(
@@ -230,8 +233,6 @@ async def test_usage_report_matches_a_hand_computed_scenario(api: Api, amqp_url:
                     observed_at=observed,
                 )
             )
-    finally:
-        await bus.close()
 
     async def report(start: datetime, end: datetime) -> dict:
         response = await api.client.get(
