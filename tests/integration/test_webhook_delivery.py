@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.bus import Bus
 from shared.credentials import CredentialCipher, new_key_text
 from shared.events import (
     PUBLIC,
@@ -25,6 +24,7 @@ from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.infra import Infrastructure
 from tests.integration.api import Api, gateway_settings, running_gateway
+from tests.integration.publishing import connected_bus
 from tests.integration.stack import (
     poller_runtime,
     quota_runtime,
@@ -312,12 +312,8 @@ async def test_the_delivery_log_tells_a_messages_attempts_newest_first(
 
 
 async def publish(amqp_url: str, *events: Event) -> list[str]:
-    bus = Bus(amqp_url, source="boreas/test")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url) as bus:
         return [(await bus.publish(e)).id for e in events]
-    finally:
-        await bus.close()
 
 
 def rejected(owner: str, instance_id: uuid.UUID | None = None, note: str = "") -> InstanceRejected:
@@ -460,16 +456,12 @@ async def test_a_delivery_past_the_horizon_is_given_up_and_the_next_one_goes(
 
 async def publish_poisoned(amqp_url: str, poisoned: set[str], *events: Event) -> list[str]:
     """Publish, marking the first event's id as one the receiver refuses, before it can arrive."""
-    bus = Bus(amqp_url, source="boreas/test")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url) as bus:
         envelopes = [Envelope.wrap(e, source="boreas/test") for e in events]
         poisoned.add(envelopes[0].id)
         for envelope in envelopes:
             await bus.publish_envelope(envelope)
         return [e.id for e in envelopes]
-    finally:
-        await bus.close()
 
 
 async def test_the_notifier_checks_the_target_again_before_each_delivery(
@@ -521,6 +513,22 @@ async def test_a_deleted_webhook_gets_nothing_more(
     await receiver.stop()
 
 
+class OpenRequests:
+    """How many requests a receiver's answer holds open now, and the most it held at once."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            yield
+        finally:
+            self.now -= 1
+
+
 async def owed(notifier: ServiceRuntime, hook: dict) -> list[str]:
     """Deliveries the notifier still means to make to ``hook``."""
     rows = await notifier.pool.fetch(
@@ -534,18 +542,15 @@ async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
     stack_urls: tuple[str, str], gateway: Api
 ) -> None:
     crowded = asyncio.Event()
-    in_flight = most = 0
+    open_ = OpenRequests()
 
     async def crowding(_request: Request) -> int:
         """Hold every answer until more requests are open at once than one replica may send."""
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        if in_flight > PER_REPLICA:
-            crowded.set()
-        with contextlib.suppress(TimeoutError):  # bounded, should the crowd never gather
-            await asyncio.wait_for(crowded.wait(), 20)
-        in_flight -= 1
+        with open_.held():
+            if open_.now > PER_REPLICA:
+                crowded.set()
+            with contextlib.suppress(TimeoutError):  # bounded, should the crowd never gather
+                await asyncio.wait_for(crowded.wait(), 20)
         return 204
 
     receiver = Receiver(answer=crowding)
@@ -573,7 +578,7 @@ async def test_two_notifier_replicas_share_a_backlog_sending_nothing_twice(
     received = [r.message_id for r in receiver.at("/hook")]
     assert sorted(received) == sorted(sent)  # each once: no lease was ever shared
     assert all(c.sent > 0 for c in counters), [c.sent for c in counters]
-    assert most > PER_REPLICA  # both replicas were sending at the same moment
+    assert open_.most > PER_REPLICA  # both replicas were sending at the same moment
     for key in keys:
         in_order = [i for i, e in zip(sent, events, strict=True) if e.instance_id == key]
         assert [m for m in received if m in in_order] == in_order
@@ -668,14 +673,11 @@ async def test_an_owner_whose_receiver_holds_every_request_leaves_room_for_anoth
     delivery still goes out while they are all held, and theirs follow once released."""
     amqp_url, _ = own_stack_urls
     release = asyncio.Event()
-    open_now = most_open = 0
+    open_ = OpenRequests()
 
     async def hold(_request: Request) -> int:
-        nonlocal open_now, most_open
-        open_now += 1
-        most_open = max(most_open, open_now)
-        await release.wait()
-        open_now -= 1
+        with open_.held():
+            await release.wait()
         return 204
 
     held, fast = Receiver(answer=hold), Receiver()
@@ -736,4 +738,4 @@ async def test_an_owner_whose_receiver_holds_every_request_leaves_room_for_anoth
     assert [r.message_id for r in fast.at("/bea")] == [bea_event]
     for i in range(POOL + 2):
         assert [r.message_id for r in held.deduped(f"/ann/{i}")] == [ann_event]
-    assert most_open == PER_OWNER
+    assert open_.most == PER_OWNER
