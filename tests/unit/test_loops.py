@@ -1,5 +1,5 @@
 """shared.loops.every: the step at its interval, an outage logged and backed off, anything else
-raised. Real steps and a fake sleep that records each wait (no time passes); structlog's
+raised. Scripted steps and a fake sleep that records each wait (no time passes); structlog's
 capture_logs shows the lines written."""
 
 from __future__ import annotations
@@ -27,26 +27,31 @@ class FakeSleep:
             raise Stop
 
 
+class ScriptedStep:
+    """A step whose runs, one after another, return the next of ``outcomes`` or raise it if it is
+    an exception (return None once they run out); ``runs`` counts them."""
+
+    def __init__(self, *outcomes: float | Exception | None) -> None:
+        self._outcomes = iter(outcomes)
+        self.runs = 0
+
+    async def __call__(self) -> float | None:
+        self.runs += 1
+        outcome = next(self._outcomes, None)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
 async def test_the_step_runs_at_once_then_after_each_interval() -> None:
-    sleep = FakeSleep(waits=3)
-    steps = 0
-
-    async def step() -> None:
-        nonlocal steps
-        steps += 1
-
+    sleep, step = FakeSleep(waits=3), ScriptedStep()
     with pytest.raises(Stop):
         await every(60, step, name="pruning", sleep=sleep)
-    assert steps == 3 and sleep.waits == [60, 60, 60]
+    assert step.runs == 3 and sleep.waits == [60, 60, 60]
 
 
 async def test_a_step_may_say_when_the_next_one_comes() -> None:
-    sleep = FakeSleep(waits=3)
-    answers = iter([0.0, None, 5.0])
-
-    async def step() -> float | None:
-        return next(answers)
-
+    sleep, step = FakeSleep(waits=3), ScriptedStep(0.0, None, 5.0)
     with pytest.raises(Stop):
         await every(60, step, name="claiming", sleep=sleep)
     assert sleep.waits == [0.0, 60, 5.0]
@@ -54,12 +59,8 @@ async def test_a_step_may_say_when_the_next_one_comes() -> None:
 
 async def test_an_outage_is_logged_backed_off_and_recovered_from() -> None:
     sleep = FakeSleep(waits=6)
-    outcomes = iter(["down", "down", "down", "up", "down", "up"])
-
-    async def step() -> None:
-        if next(outcomes) == "down":
-            raise asyncpg.CannotConnectNowError("the database system is starting up")
-
+    down = asyncpg.CannotConnectNowError("the database system is starting up")
+    step = ScriptedStep(down, down, down, None, down, None)
     with capture_logs() as logs, pytest.raises(Stop):
         await every(
             60,
@@ -81,28 +82,15 @@ async def test_an_outage_is_logged_backed_off_and_recovered_from() -> None:
 
 
 async def test_an_error_other_than_an_outage_propagates() -> None:
-    sleep = FakeSleep(waits=10)
-    calls = 0
-
-    async def step() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise ValueError("a bug")
-
+    sleep, step = FakeSleep(waits=10), ScriptedStep(None, ValueError("a bug"))
     with capture_logs() as logs, pytest.raises(ValueError, match="a bug"):
         await every(60, step, name="pruning", sleep=sleep)
-    assert calls == 2 and sleep.waits == [60] and logs == []
+    assert step.runs == 2 and sleep.waits == [60] and logs == []
 
 
 async def test_a_wake_up_shortens_the_interval_but_not_an_outage_wait() -> None:
     sleep, woken = FakeSleep(waits=0), FakeSleep(waits=2)
-    outcomes = iter(["up", "down", "up"])
-
-    async def step() -> None:
-        if next(outcomes) == "down":
-            raise OSError("connection refused")
-
+    step = ScriptedStep(None, OSError("connection refused"), None)
     with capture_logs(), pytest.raises(Stop):
         await every(0.5, step, name="webhook_delivery", wait=woken, sleep=sleep)
     assert woken.waits == [0.5, 0.5] and sleep.waits == [1.0]

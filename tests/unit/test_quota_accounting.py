@@ -3,6 +3,8 @@ redelivery that checks the invariants the quota service relies on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import hypothesis.strategies as st
 from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -68,22 +70,24 @@ class QuotaLedger(RuleBasedStateMachine):
         admitted = refusal(self.usage, self.limits, amounts) is None
         self._move(instance, Status.RESERVED if admitted else Status.REJECTED)
 
-    @precondition(lambda self: self.ledger)
-    @rule(data=st.data())
-    def placed(self, data: st.DataObject) -> None:
+    def _follow(self, data: st.DataObject, after: Callable[[Status | None], Status | None]) -> None:
+        """An event about one of the instances, ``after`` saying where it moves the instance (or
+        that it does not); drawing the same instance again is a redelivery."""
         instance = data.draw(st.sampled_from(sorted(self.ledger)))
-        new = after_placement(self.ledger[instance][0])
+        new = after(self.ledger[instance][0])
         if new is not None:
             self._move(instance, new)
 
     @precondition(lambda self: self.ledger)
     @rule(data=st.data())
+    def placed(self, data: st.DataObject) -> None:
+        self._follow(data, after_placement)
+
+    @precondition(lambda self: self.ledger)
+    @rule(data=st.data())
     def ended(self, data: st.DataObject) -> None:
-        """Failure or termination; drawing the same instance again is a redelivery."""
-        instance = data.draw(st.sampled_from(sorted(self.ledger)))
-        new = after_end(self.ledger[instance][0])
-        if new is not None:
-            self._move(instance, new)
+        """Failure or termination."""
+        self._follow(data, after_end)
 
     @precondition(lambda self: self.ledger)
     @rule(data=st.data())

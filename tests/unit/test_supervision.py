@@ -24,22 +24,29 @@ def runtime() -> ServiceRuntime:
     return ServiceRuntime("unit", ServiceSettings(), [])
 
 
-async def test_a_loop_that_fails_once_is_started_again() -> None:
-    rt = runtime()
-    starts = 0
-    running = asyncio.Event()
+class FailsAtFirst:
+    """A loop that raises ``error`` on each of its first ``failures`` starts, then runs until it is
+    cancelled (``running`` set)."""
 
-    async def flaky() -> None:
-        nonlocal starts
-        starts += 1
-        if starts == 1:
-            raise ValueError("a bug on the first run")
-        running.set()
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error = failures, error
+        self.starts = 0
+        self.running = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.starts += 1
+        if self.starts <= self.failures:
+            raise self.error
+        self.running.set()
         await asyncio.Event().wait()
 
+
+async def test_a_loop_that_fails_once_is_started_again() -> None:
+    rt = runtime()
+    flaky = FailsAtFirst(1, ValueError("a bug on the first run"))
     task = asyncio.create_task(rt._supervise("flaky", flaky))
-    await asyncio.wait_for(running.wait(), 5)
-    assert starts == 2 and not rt.fatal.is_set() and rt.failing == set()
+    await asyncio.wait_for(flaky.running.wait(), 5)
+    assert flaky.starts == 2 and not rt.fatal.is_set() and rt.failing == set()
     task.cancel()
 
 
@@ -74,20 +81,13 @@ async def test_a_loop_that_keeps_failing_makes_the_process_exit() -> None:
 
 async def test_a_lost_connection_never_ends_the_process() -> None:
     rt = runtime()
-    starts = 0
-    through = asyncio.Event()
-
-    async def outage() -> None:
-        nonlocal starts
-        starts += 1
-        if starts <= 2 * runtime_module.LOOP_GIVE_UP_AFTER:
-            raise asyncpg.exceptions.InternalClientError(
-                "cannot switch to state 15; another operation (2) is in progress"
-            )
-        through.set()
-        await asyncio.Event().wait()
-
+    outage = FailsAtFirst(
+        2 * runtime_module.LOOP_GIVE_UP_AFTER,
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+    )
     task = asyncio.create_task(rt._supervise("polling", outage))
-    await asyncio.wait_for(through.wait(), 5)
+    await asyncio.wait_for(outage.running.wait(), 5)
     assert not rt.fatal.is_set()
     task.cancel()
