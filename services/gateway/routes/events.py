@@ -1,16 +1,18 @@
 """GET /v1/events: the caller's own events as server-sent events, resumable with Last-Event-ID,
 fed by the process's event hub, at most BOREAS_EVENT_STREAMS_PER_USER at once per user, each
-ended by the hub once the token it was opened with is no longer valid."""
+ended by the hub once the token it was opened with is no longer valid. sse-starlette does the
+protocol: framing, keep-alive comments, the client's disconnect, the server's shutdown."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from services.gateway import security
 from services.gateway.deps import BearerToken, CurrentUser
@@ -31,6 +33,9 @@ router = APIRouter(tags=["events"])
 # The feed numbers rows with a PostgreSQL bigint.
 MAX_FEED_NUMBER = 2**63 - 1
 KEEPALIVE_SECONDS = 15.0
+SEPARATOR = "\n"  # sse-starlette's default is CRLF; clients have always had LF
+# How long a stream has, once the server stops, to say so before it is cut off.
+SHUTDOWN_GRACE_SECONDS = 2.0
 RESUME = "reconnect with Last-Event-ID to resume"
 # The last words of a stream the server ends (a client that went away hears nothing).
 LAST_WORDS = {
@@ -46,25 +51,34 @@ LAST_WORDS = {
 }
 
 
-class EventStreamResponse(Response):
+class EventStreamResponse(EventSourceResponse):
     """Takes a slot when the server calls it and gives it back when the stream ends, however it
-    ends. It listens on the ASGI receive channel for the client's disconnect, so a closed client
-    frees its slot at once (a write to it would only notice at the next keep-alive)."""
-
-    media_type = "text/event-stream"
+    ends. sse-starlette listens for the client's disconnect, so a closed client frees its slot at
+    once (a write to it would only notice at the next keep-alive), and for the server's shutdown,
+    which ends the stream with its last words rather than cutting it off."""
 
     def __init__(
         self, hub: EventHub, user: User, token_digest: bytes, position: int | None
     ) -> None:
         self.hub, self.user, self.position = hub, user, position
         self.token_digest = token_digest
-        self.status_code = 200
-        self.background = None
-        self.init_headers({"Cache-Control": "no-cache"})
+        self.stream: Stream | None = None
+        self.server_stopping = anyio.Event()
+        super().__init__(
+            self._frames(),
+            headers={"Cache-Control": "no-cache"},
+            sep=SEPARATOR,
+            ping=KEEPALIVE_SECONDS,
+            ping_message_factory=lambda: _comment("keep-alive"),
+            client_close_handler_callable=self._client_gone,
+            shutdown_event=self.server_stopping,
+            shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+            data_sender_callable=self._end_when_server_stops,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            stream = await self.hub.open(
+            self.stream = await self.hub.open(
                 self.user.username, everyone=self.user.is_admin, token_digest=self.token_digest
             )
         except StreamRefused:
@@ -84,26 +98,31 @@ class EventStreamResponse(Response):
             )
             await away(scope, receive, send)
             return
-        watcher = asyncio.create_task(_end_when_client_leaves(receive, stream))
         try:
-            await self._serve(stream, send)
+            await super().__call__(scope, receive, send)
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            await self.hub.close(stream)
+            await self.hub.close(self.stream)
 
-    async def _serve(self, stream: Stream, send: Send) -> None:
-        async def write(text: str, *, more: bool = True) -> None:
-            body = text.encode()
-            await send({"type": "http.response.body", "body": body, "more_body": more})
-
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        await write(": connected\n\n")
+    async def _frames(self) -> AsyncIterator[ServerSentEvent | bytes]:
+        stream = self.stream
+        assert stream is not None, "the body is read only once the stream is open"
+        yield _comment("connected")
+        # The hub's empty batches mark idle time: sse-starlette sends the keep-alives itself.
         async for rows in self.hub.follow(stream, self.position, KEEPALIVE_SECONDS):
-            await write("".join(map(_event, rows)) if rows else ": keep-alive\n\n")
+            if rows:
+                yield b"".join(_event(row).encode() for row in rows)
         last_words = LAST_WORDS.get(stream.ended) if stream.ended else None
-        ending = f": {last_words}\n\n" if last_words else ""
-        await write(ending, more=False)
+        if last_words:
+            yield _comment(last_words)
+
+    async def _client_gone(self, _message: Message) -> None:
+        if self.stream is not None:
+            self.stream.end(Ending.CLIENT_GONE)
+
+    async def _end_when_server_stops(self) -> None:
+        await self.server_stopping.wait()
+        if self.stream is not None:
+            self.stream.end(Ending.STOPPING)
 
 
 @router.get(
@@ -133,15 +152,12 @@ async def event_stream(
     return EventStreamResponse(hub, user, security.token_digest(token), position)
 
 
-def _event(row: FeedRow) -> str:
-    return f"id: {row.seq}\nevent: {row.topic}\ndata: {row.envelope}\n\n"
+def _event(row: FeedRow) -> ServerSentEvent:
+    return ServerSentEvent(row.envelope, id=str(row.seq), event=row.topic, sep=SEPARATOR)
 
 
-async def _end_when_client_leaves(receive: Receive, stream: Stream) -> None:
-    with contextlib.suppress(Exception):
-        while (await receive())["type"] != "http.disconnect":
-            pass
-    stream.end(Ending.CLIENT_GONE)
+def _comment(text: str) -> ServerSentEvent:
+    return ServerSentEvent(comment=text, sep=SEPARATOR)
 
 
 def _feed_number(last_event_id: str) -> int:
