@@ -6,8 +6,10 @@ These restart the real broker and database of this machine (each is back before 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 import pytest
@@ -59,28 +61,35 @@ async def readiness(client: httpx.AsyncClient) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
+@asynccontextmanager
+async def away(
+    gateway: httpx.AsyncClient, stop: Callable[[], object], start: Callable[[], object], what: str
+) -> AsyncIterator[dict]:
+    """``stop`` a dependency of a ready gateway and yield the body of its /readyz once that says
+    503; ``start`` it again on the way out, and wait until /readyz says 200 again."""
+    assert (await readiness(gateway))[0] == 200
+    await asyncio.to_thread(stop)
+    try:
+        _, body = await wait_until(
+            lambda: _ready_is(gateway, 503), timeout=30, what=f"/readyz 503 with {what} away"
+        )
+        yield body
+    finally:
+        await asyncio.to_thread(start)
+    await wait_until(lambda: _ready_is(gateway, 200), timeout=COMEBACK, what="/readyz 200 again")
+
+
 async def test_consumers_and_readiness_survive_a_rabbitmq_restart(
     stack: Stack, infra: Infrastructure, unique: str
 ) -> None:
-    assert (await readiness(stack.gateway))[0] == 200
-
-    await asyncio.to_thread(infra.rabbit, "stop_app")
-    try:
-        _, body = await wait_until(
-            lambda: _ready_is(stack.gateway, 503), timeout=30, what="/readyz 503 with the bus away"
-        )
+    stop, start = partial(infra.rabbit, "stop_app"), partial(infra.rabbit, "start_app")
+    async with away(stack.gateway, stop, start, "the bus") as body:
         assert body["bus"] is False and body["database"] is True
         assert body["detail"] == "not ready: bus not connected"
         # A state change committed while the broker is away waits in the outbox.
         during = rejection(f"during-outage-{unique}")
         async with stack.worker.pool.acquire() as conn, conn.transaction():
             await add_to_outbox(conn, during, source=stack.worker.bus.source)
-    finally:
-        await asyncio.to_thread(infra.rabbit, "start_app")
-
-    await wait_until(
-        lambda: _ready_is(stack.gateway, 200), timeout=COMEBACK, what="/readyz 200 again"
-    )
     await stack.recorder.wait_for(during.reason, timeout=COMEBACK)
     after = rejection(f"after-outage-{unique}")
     await stack.worker.bus.publish(after)
@@ -90,13 +99,8 @@ async def test_consumers_and_readiness_survive_a_rabbitmq_restart(
 async def test_service_keeps_working_across_a_postgresql_restart(
     stack: Stack, infra: Infrastructure, unique: str
 ) -> None:
-    assert (await readiness(stack.gateway))[0] == 200
-
-    await asyncio.to_thread(infra.postgres, "stop")
-    try:
-        _, body = await wait_until(
-            lambda: _ready_is(stack.gateway, 503), timeout=30, what="/readyz 503 with the DB away"
-        )
+    stop, start = partial(infra.postgres, "stop"), partial(infra.postgres, "start")
+    async with away(stack.gateway, stop, start, "the DB") as body:
         assert body["database"] is False and body["bus"] is True
         # Routes that need the database answer 503 problem+json, not 500.
         response = await stack.gateway.get("/v1/status")
@@ -105,12 +109,6 @@ async def test_service_keeps_working_across_a_postgresql_restart(
         # An event arriving now is held, not dead-lettered, until the database is back.
         during = rejection(f"pg-outage-{unique}")
         await stack.worker.bus.publish(during)
-    finally:
-        await asyncio.to_thread(infra.postgres, "start")
-
-    await wait_until(
-        lambda: _ready_is(stack.gateway, 200), timeout=COMEBACK, what="/readyz 200 again"
-    )
     await stack.recorder.wait_for(during.reason, timeout=COMEBACK)
     assert (
         await stack.worker.pool.fetchval(
