@@ -34,6 +34,18 @@ class Audience(enum.StrEnum):
     INTERNAL = "internal"  # the services' own, on INTERNAL_EXCHANGE
 
 
+# Every class of this module that names a TOPIC registers itself here, in the order written:
+# the catalog (below), and so the bus, the docs, AsyncAPI and the contract tests, follow from it.
+_REGISTERED: list[type[Event]] = []
+
+
+def _register(cls: type[Event]) -> None:
+    taken = {known.TOPIC: known.__name__ for known in _REGISTERED}
+    if cls.TOPIC in taken:
+        raise TypeError(f"{cls.__name__} and {taken[cls.TOPIC]} both name topic {cls.TOPIC!r}")
+    _REGISTERED.append(cls)
+
+
 class Event(BaseModel):
     """Base of every catalog entry: immutable, tolerant of unknown fields."""
 
@@ -55,6 +67,8 @@ class Event(BaseModel):
             raise TypeError(
                 f"{cls.__name__} must state its AUDIENCE (Audience.PUBLIC or Audience.INTERNAL)"
             )
+        if "TOPIC" in cls.__dict__ and cls.__module__ == __name__:
+            _register(cls)
 
     @classmethod
     def major(cls) -> int:
@@ -108,15 +122,21 @@ class ServiceHeartbeat(Event):
     failing: list[str] = Field(default_factory=list)
 
 
-class LaunchFields(Event):
-    """What a launch asks for, carried alike by :class:`InstanceLaunchRequested` and
-    :class:`InstanceLaunchAdmitted`. Not an event itself (no TOPIC): a change here changes both
-    schemas, and each needs its own version bump."""
+class InstanceEvent(Event):
+    """An event about one instance (not an event itself: no TOPIC). Its id is the CloudEvent
+    subject, which instance-ordered handlers keep order by; ``owner`` is who has it then."""
 
     SUBJECT_FIELD = "instance_id"
 
     instance_id: uuid.UUID
     owner: str
+
+
+class LaunchFields(InstanceEvent):
+    """What a launch asks for, carried alike by :class:`InstanceLaunchRequested` and
+    :class:`InstanceLaunchAdmitted`. Not an event itself (no TOPIC): a change here changes both
+    schemas, and each needs its own version bump."""
+
     name: str
     image: str
     cpus: int
@@ -133,21 +153,18 @@ class InstanceLaunchRequested(LaunchFields):
     VERSION = "1.0"
 
 
-class InstanceRejected(Event):
+class InstanceRejected(InstanceEvent):
     """Quota refused a launch; ``reason`` says which limit."""
 
     TOPIC = "instance.rejected"
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
     reason: str
 
 
-class InstancePlaced(Event):
+class InstancePlaced(InstanceEvent):
     """The scheduler chose an account and the cloud accepted the instance; ``reason`` says why."""
 
     TOPIC = "instance.placed"
@@ -155,10 +172,7 @@ class InstancePlaced(Event):
     # 1.0: first version
     # 1.1: added cpus, memory_mb (so followers of the instance need not join two topics)
     VERSION = "1.1"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
     account_id: str
     provider: str
     provider_instance_id: str
@@ -168,32 +182,26 @@ class InstancePlaced(Event):
     memory_mb: int | None = None
 
 
-class InstanceFailed(Event):
+class InstanceFailed(InstanceEvent):
     """No candidate account could launch the instance; ``attempts`` lists what was tried."""
 
     TOPIC = "instance.failed"
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
     reason: str
     attempts: list[str] = Field(default_factory=list)
 
 
-class InstanceStateChanged(Event):
+class InstanceStateChanged(InstanceEvent):
     """An instance moved from one state to another, as the poller (or an action) saw it."""
 
     TOPIC = "instance.state_changed"
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
     account_id: str
     provider: str
     provider_instance_id: str | None
@@ -211,24 +219,21 @@ class InstanceAction(enum.StrEnum):
     TERMINATE = "terminate"
 
 
-class InstanceActionRequested(Event):
+class InstanceActionRequested(InstanceEvent):
     """Its owner (or an admin) asked for an instance to be stopped, started, rebooted or ended."""
 
     TOPIC = "instance.action_requested"
     AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     VERSION = "1.0"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
     action: InstanceAction
     requested_by: str
     account_id: str | None = None
     provider_instance_id: str | None = None
 
 
-class InstanceOwnerChanged(Event):
+class InstanceOwnerChanged(InstanceEvent):
     """An admin gave an instance to another user (when deleting its owner): from now on its
     events, usage and quota count for ``owner``; ``previous_owner`` is who had it."""
 
@@ -236,10 +241,7 @@ class InstanceOwnerChanged(Event):
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     VERSION = "1.0"
-    SUBJECT_FIELD = "instance_id"
 
-    instance_id: uuid.UUID
-    owner: str
     previous_owner: str
     changed_by: str
     cpus: int
@@ -430,24 +432,7 @@ class WebhookDisabled(Event):
     dropped: int
 
 
-CATALOG: tuple[type[Event], ...] = (
-    ServiceHeartbeat,
-    InstanceLaunchRequested,
-    InstanceRejected,
-    InstancePlaced,
-    InstanceFailed,
-    InstanceStateChanged,
-    InstanceActionRequested,
-    InstanceOwnerChanged,
-    ProviderAccountChanged,
-    ProviderAccountHealth,
-    InstanceLaunchAdmitted,
-    QuotaLimitsSet,
-    QuotaUsageChanged,
-    WebhookChanged,
-    WebhookDeliveryAttempted,
-    WebhookDisabled,
-)
+CATALOG: tuple[type[Event], ...] = tuple(_REGISTERED)
 # The contract's topics for external systems.
 PUBLIC: tuple[type[Event], ...] = tuple(cls for cls in CATALOG if cls.AUDIENCE is Audience.PUBLIC)
 _PUBLIC_TOPICS: frozenset[str] = frozenset(cls.TOPIC for cls in PUBLIC)
