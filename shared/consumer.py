@@ -38,6 +38,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -62,10 +63,13 @@ from shared.events import (
     parse_envelope,
 )
 from shared.lanes import KeyedLanes
+from shared.loops import Backoff
 from shared.ordering import OrderKey, key_value, partition_binding
 from shared.outbox import add_envelopes
 
 log = structlog.get_logger(__name__)
+# Waits while the database is away during handling: held, not failed (no tries are spent).
+HANDLING_OUTAGE_BACKOFF = Backoff(first=0.5, ceiling=5.0)
 
 
 @dataclass
@@ -272,9 +276,7 @@ class ConsumerRunner:
                 await self._attach(consumer)
             except BaseException:
                 for source in consumer.sources:
-                    if source.channel is not None:
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(source.channel.close(), 2)
+                    await _close_channel(source)
                 raise
             self._consumers.append(consumer)
             concurrency = subscription.concurrency or self._settings.concurrency
@@ -291,17 +293,9 @@ class ConsumerRunner:
         setup = await self._bus.connection.channel()
         try:
             exchanges = {
-                name: await setup.declare_exchange(name, "topic", durable=True)
-                for name in EXCHANGES
+                e: await setup.declare_exchange(e, "topic", durable=True) for e in EXCHANGES
             }
-            events = exchanges[EXCHANGE]
-            dead_letters = await setup.declare_exchange(
-                DEAD_LETTER_EXCHANGE, "direct", durable=True
-            )
-            dlq = await setup.declare_queue(
-                f"{name}.dead-letter", durable=True, arguments={"x-queue-type": "quorum"}
-            )
-            await dlq.bind(dead_letters, routing_key=name)
+            await _declare_dead_letter_queue(setup, name)
             topics = [t.TOPIC for t in subscription.event_types]
             bindings = [(exchanges[exchange_of(topic)], topic) for topic in topics]
             if subscription.order_by is None:
@@ -309,25 +303,8 @@ class ConsumerRunner:
                 consumer.sources.append(source)
                 await self._consume(consumer, source, bindings=bindings)
             else:
-                await self._retire_unpartitioned_queue(consumer, events, topics)
-                unkeyed = await setup.declare_exchange(f"{name}.unkeyed", "fanout", durable=True)
-                router = await setup.declare_exchange(
-                    name,
-                    "headers",
-                    durable=True,
-                    arguments={"alternate-exchange": unkeyed.name},
-                )
-                for exchange, topic in bindings:
-                    await router.bind(exchange, routing_key=topic)
-                for partition in range(s.partitions):
-                    source = Source(f"{name}.{partition}", partition)
-                    consumer.sources.append(source)
-                    await self._consume(
-                        consumer,
-                        source,
-                        router=router,
-                        fallback=unkeyed if partition == 0 else None,
-                    )
+                await self._retire_unpartitioned_queue(consumer, exchanges[EXCHANGE], topics)
+                await self._attach_partitions(consumer, setup, bindings)
         finally:
             with contextlib.suppress(Exception):
                 await setup.close()
@@ -342,10 +319,31 @@ class ConsumerRunner:
         log.info(
             "consumer_attached",
             queue=name,
-            topics=[t.TOPIC for t in subscription.event_types],
+            topics=topics,
             order_by=subscription.order_by,
             partitions=s.partitions if subscription.order_by else None,
         )
+
+    async def _attach_partitions(
+        self,
+        consumer: _Consumer,
+        setup: AbstractChannel,
+        bindings: Sequence[tuple[AbstractExchange, str]],
+    ) -> None:
+        """The headers exchange routing each message by its slot to one partition's queue."""
+        name = consumer.name
+        unkeyed = await setup.declare_exchange(f"{name}.unkeyed", "fanout", durable=True)
+        router = await setup.declare_exchange(
+            name, "headers", durable=True, arguments={"alternate-exchange": unkeyed.name}
+        )
+        for exchange, topic in bindings:
+            await router.bind(exchange, routing_key=topic)
+        for partition in range(self._settings.partitions):
+            source = Source(f"{name}.{partition}", partition)
+            consumer.sources.append(source)
+            await self._consume(
+                consumer, source, router=router, fallback=unkeyed if partition == 0 else None
+            )
 
     async def _remove_stale_bindings(
         self,
@@ -539,41 +537,45 @@ class ConsumerRunner:
         # Different keys may go in any order: sorted, batches that lock rows of their keys
         # lock them in the same order, and cannot deadlock each other.
         deliveries.sort(key=lambda d: d.key)
-        outage_backoff = 0.5
+        outages = 0
         while True:
             try:
                 emitted, left = await self._run_in_transaction(consumer, deliveries)
             except CONFLICT_ERRORS as exc:
-                if len(deliveries) > 1:
-                    for delivery in deliveries:  # smaller transactions, fewer locks at once
-                        await self._handle(consumer, [delivery])
-                    return
+                if len(deliveries) > 1:  # smaller transactions, fewer locks at once
+                    return await self._one_by_one(consumer, deliveries)
                 log.info("transaction_conflict_retrying", error=repr(exc))
                 await asyncio.sleep(random.uniform(0.005, 0.05))
                 continue
             except TRANSIENT_DB_ERRORS as exc:
                 if self._stopping:
-                    await self._settle_all(deliveries, requeue=True)
-                    return
-                log.warning("database_unavailable_retrying", error=repr(exc), wait=outage_backoff)
-                await asyncio.sleep(outage_backoff)
-                outage_backoff = min(outage_backoff * 2, 5.0)
+                    return await self._settle_all(deliveries, requeue=True)
+                outages += 1
+                wait = HANDLING_OUTAGE_BACKOFF.delay(outages)
+                log.warning("database_unavailable_retrying", error=repr(exc), wait=wait)
+                await asyncio.sleep(wait)
                 continue
             except Exception:
-                if len(deliveries) > 1:
-                    # Find the culprit: each alone, in order, so a key's order holds.
-                    for delivery in deliveries:
-                        await self._handle(consumer, [delivery])
-                    return
+                if len(deliveries) > 1:  # find the culprit: each alone, in order
+                    return await self._one_by_one(consumer, deliveries)
                 if await self._failed(deliveries[0]):
                     continue
                 return
-            if emitted:
-                self._on_commit()
-            for delivery in left:
-                delivery.source.in_flight -= 1  # unsettled: back to the queue with the channel
-            await self._settle_all([d for d in deliveries if d not in left], requeue=None)
-            return
+            return await self._committed(deliveries, emitted=emitted, left=left)
+
+    async def _committed(
+        self, deliveries: list[_Delivery], *, emitted: bool, left: list[_Delivery]
+    ) -> None:
+        if emitted:
+            self._on_commit()
+        for delivery in left:
+            delivery.source.in_flight -= 1  # unsettled: back to the queue with the channel
+        await self._settle_all([d for d in deliveries if d not in left], requeue=None)
+
+    async def _one_by_one(self, consumer: _Consumer, deliveries: list[_Delivery]) -> None:
+        """Each delivery in its own transaction, in order, so a key's order holds."""
+        for delivery in deliveries:
+            await self._handle(consumer, [delivery])
 
     async def _run_in_transaction(
         self, consumer: _Consumer, deliveries: list[_Delivery]
@@ -581,43 +583,45 @@ class ConsumerRunner:
         """Handle ``deliveries`` in one transaction; returns whether events were emitted, and
         the deliveries left unhandled because the runner is stopping."""
         subscription = consumer.subscription
-        source_name = self._bus.source
         async with self._connections, self._pool.acquire() as conn, conn.transaction():
-            fresh = deliveries
-            if subscription.dedupe:
-                inserted = {
-                    r["event_id"]
-                    for r in await conn.fetch(
-                        """INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])
-                           ON CONFLICT DO NOTHING RETURNING event_id""",
-                        consumer.name,
-                        [d.envelope.id for d in deliveries],
-                    )
-                }
-                fresh = _first_of_each(d for d in deliveries if d.envelope.id in inserted)
-                for _ in range(len(deliveries) - len(fresh)):
-                    log.info("event_duplicate_skipped")
+            fresh = await self._not_seen_before(conn, consumer, deliveries)
             emitted: list[Envelope] = []
             committed: list[Callable[[], None]] = []
             left: list[_Delivery] = []
-            if subscription.batch_handler is not None:
-                if fresh:
-                    await subscription.batch_handler(
-                        [Received(d.event, d.envelope) for d in fresh],
-                        BatchUnitOfWork(conn, source_name, emitted),
-                    )
+            if subscription.batch_handler is not None and fresh:
+                await subscription.batch_handler(
+                    [Received(d.event, d.envelope) for d in fresh],
+                    BatchUnitOfWork(conn, self._bus.source, emitted),
+                )
             elif subscription.handler is not None:
                 left = await self._each(subscription.handler, conn, fresh, emitted, committed)
                 if left and subscription.dedupe:
-                    await conn.execute(
-                        "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::text[])",
-                        consumer.name,
-                        [d.envelope.id for d in left],
-                    )
+                    await _forget(conn, consumer.name, left)
             await add_envelopes(conn, emitted)
         for callback in committed:
             callback()
         return bool(emitted), left
+
+    async def _not_seen_before(
+        self, conn: asyncpg.Connection, consumer: _Consumer, deliveries: list[_Delivery]
+    ) -> list[_Delivery]:
+        """The deliveries whose event this consumer has not handled before, each once, now
+        recorded in the inbox (in the caller's transaction); all of them without dedupe."""
+        if not consumer.subscription.dedupe:
+            return deliveries
+        inserted = {
+            r["event_id"]
+            for r in await conn.fetch(
+                """INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])
+                   ON CONFLICT DO NOTHING RETURNING event_id""",
+                consumer.name,
+                [d.envelope.id for d in deliveries],
+            )
+        }
+        fresh = _first_of_each(d for d in deliveries if d.envelope.id in inserted)
+        for _ in range(len(deliveries) - len(fresh)):
+            log.info("event_duplicate_skipped")
+        return fresh
 
     async def _each(
         self,
@@ -683,18 +687,9 @@ class ConsumerRunner:
             for source in consumer.sources:
                 await _cancel(source)
         await self._settled_until(lambda: not any(c.busy for c in self._consumers), timeout)
-        workers = [w for c in self._consumers for w in c.workers]
-        for worker in workers:
-            worker.cancel()
-        if workers:
-            _done, stuck = await asyncio.wait(workers, timeout=timeout)
-            if stuck:
-                log.warning("consumer_workers_did_not_stop", workers=len(stuck))
-        for consumer in self._consumers:
-            for source in consumer.sources:
-                if source.channel is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(source.channel.close(), 2)
+        await _cancelled([w for c in self._consumers for w in c.workers], timeout)
+        for source in [source for c in self._consumers for source in c.sources]:
+            await _close_channel(source)
 
     async def hand_over(self, consumer: _Consumer, source: Source, timeout: float = 10.0) -> None:
         """Give up being the active consumer of one partition without breaking its order: stop
@@ -709,9 +704,7 @@ class ConsumerRunner:
             dropped = consumer.lanes.drop(lambda d: d.source is source)
             source.in_flight -= len(dropped)
             await self._settled_until(lambda: source.in_flight <= 0, timeout)
-            if source.channel is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(source.channel.close(), 2)
+            await _close_channel(source)
             source.in_flight = 0
             await self._register_again(consumer, source)
             log.info("partition_handed_over", queue=source.queue_name)
@@ -734,6 +727,48 @@ class ConsumerRunner:
                 log.warning("partition_register_failed", queue=source.queue_name, error=repr(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+async def _forget(conn: asyncpg.Connection, consumer: str, left: list[_Delivery]) -> None:
+    """Take back the inbox rows of deliveries not handled after all: they come again."""
+    await conn.execute(
+        "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::text[])",
+        consumer,
+        [d.envelope.id for d in left],
+    )
+
+
+async def prune_inbox(pool: asyncpg.Pool, *, handled_before: datetime) -> None:
+    """Forget the ids of events handled before then: a copy redelivered that late is no longer
+    recognised (the retention is days, far beyond any redelivery)."""
+    await pool.execute("DELETE FROM inbox WHERE handled_at < $1", handled_before)
+
+
+async def _close_channel(source: Source) -> None:
+    if source.channel is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(source.channel.close(), 2)
+
+
+async def _cancelled(workers: list[asyncio.Task[None]], timeout: float) -> None:
+    for worker in workers:
+        worker.cancel()
+    if workers:
+        _done, stuck = await asyncio.wait(workers, timeout=timeout)
+        if stuck:
+            log.warning("consumer_workers_did_not_stop", workers=len(stuck))
+
+
+async def _declare_event_exchanges(setup: AbstractChannel) -> dict[str, AbstractExchange]:
+    return {e: await setup.declare_exchange(e, "topic", durable=True) for e in EXCHANGES}
+
+
+async def _declare_dead_letter_queue(setup: AbstractChannel, name: str) -> None:
+    dead_letters = await setup.declare_exchange(DEAD_LETTER_EXCHANGE, "direct", durable=True)
+    queue = await setup.declare_queue(
+        f"{name}.dead-letter", durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await queue.bind(dead_letters, routing_key=name)
 
 
 def _first_of_each(deliveries: Any) -> list[_Delivery]:

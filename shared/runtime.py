@@ -32,7 +32,7 @@ import uvloop
 from shared.balancer import balance_forever
 from shared.bus import TRANSIENT_BUS_ERRORS, Bus
 from shared.config import ServiceSettings
-from shared.consumer import ConsumerRunner, ConsumerSettings, Subscription
+from shared.consumer import ConsumerRunner, ConsumerSettings, Subscription, prune_inbox
 from shared.db import TRANSIENT_DB_ERRORS, Migration, create_pool, migrate
 from shared.events import ServiceHeartbeat
 from shared.injection import inject
@@ -219,9 +219,7 @@ class ServiceRuntime:
         retention = timedelta(days=self.settings.inbox_retention_days)
 
         async def step() -> None:
-            await self.pool.execute(
-                "DELETE FROM inbox WHERE handled_at < $1", self.clock() - retention
-            )
+            await prune_inbox(self.pool, handled_before=self.clock() - retention)
 
         await every(3600, step, name="inbox_pruning", log=log)
 
