@@ -15,6 +15,7 @@ from services.gateway.app import create_app
 from shared.config import GatewaySettings
 from shared.credentials import new_key_text
 from shared.runtime import Clock, utcnow
+from tests.integration.support import paced
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -26,13 +27,6 @@ CREDENTIAL_CLOUD: str | None = None
 
 def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> GatewaySettings:
     values: dict[str, object] = {
-        "amqp_url": amqp_url,
-        "database_url": database_url,
-        "heartbeat_interval": 0.5,
-        "outbox_poll_interval": 0.2,
-        # Two partitions per ordered handler: enough to show them; every quorum queue costs the
-        # test broker memory and recovery time.
-        "partitions": 2,
         "admin_password": ADMIN_PASSWORD,
         "secret_key": SESSION_KEY,
         "token_requests_per_minute": 10_000,
@@ -45,7 +39,7 @@ def gateway_settings(amqp_url: str, database_url: str, **overrides: object) -> G
     if CREDENTIAL_CLOUD is not None:
         values["simulator_url"] = CREDENTIAL_CLOUD
     values.update(overrides)
-    return GatewaySettings(**values)  # type: ignore[arg-type]
+    return paced(GatewaySettings, amqp_url, database_url, **values)
 
 
 SESSION_KEY = new_key_text()

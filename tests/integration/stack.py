@@ -20,27 +20,29 @@ IDLE_POLL_INTERVAL = 10 * POLL_INTERVAL  # the poller's default: ten times the f
 
 
 def scheduler_runtime(amqp_url: str, database_url: str, **overrides: object) -> ServiceRuntime:
-    base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
-    settings = SchedulerSettings(**{**base.model_dump(), "secret_key": SESSION_KEY, **overrides})
+    settings = settings_for(
+        amqp_url, database_url, SchedulerSettings, **{"secret_key": SESSION_KEY, **overrides}
+    )
     return scheduler.build(settings)
 
 
 def quota_runtime(amqp_url: str, database_url: str) -> ServiceRuntime:
-    return quota.build(QuotaSettings(**settings_for(amqp_url, database_url).model_dump()))
+    return quota.build(settings_for(amqp_url, database_url, QuotaSettings))
 
 
 def poller_runtime(
     amqp_url: str, database_url: str, replica: str = "", **overrides: object
 ) -> ServiceRuntime:
-    base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
-    settings = PollerSettings(
+    settings = settings_for(
+        amqp_url,
+        database_url,
+        PollerSettings,
         **{
-            **base.model_dump(),
             "secret_key": SESSION_KEY,
             "poll_interval": POLL_INTERVAL,
             "replica_id": replica or f"poller-{uuid.uuid4().hex[:6]}",
             **overrides,
-        }
+        },
     )
     return poller.build(settings)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import TypeVar
 
 from shared.config import ServiceSettings
 from shared.consumer import Subscription
@@ -19,20 +20,35 @@ EFFECTS_TABLE = Migration(
 )
 
 
-def settings_for(amqp_url: str, database_url: str, **overrides: object) -> ServiceSettings:
-    values: dict[str, object] = {
-        "amqp_url": amqp_url,
-        "database_url": database_url,
-        "heartbeat_interval": 0.5,
-        "outbox_poll_interval": 0.2,
-        # Two partitions per ordered handler: enough to show them; every quorum queue costs the
-        # test broker memory and recovery time.
-        "partitions": 2,
-        "max_deliveries": 3,
-        "shutdown_grace": 5.0,
-    }
-    values.update(overrides)
-    return ServiceSettings(**values)  # type: ignore[arg-type]
+Settings = TypeVar("Settings", bound=ServiceSettings)
+
+
+def paced(kind: type[Settings], amqp_url: str, database_url: str, **values: object) -> Settings:
+    """Settings of ``kind`` on the session's broker and database, at the tests' pace."""
+    return kind.model_validate(
+        {
+            "amqp_url": amqp_url,
+            "database_url": database_url,
+            "heartbeat_interval": 0.5,
+            "outbox_poll_interval": 0.2,
+            # Two partitions per ordered handler: enough to show them; every quorum queue costs
+            # the test broker memory and recovery time.
+            "partitions": 2,
+            **values,
+        }
+    )
+
+
+def settings_for(
+    amqp_url: str,
+    database_url: str,
+    kind: type[Settings] = ServiceSettings,  # type: ignore[assignment]
+    **overrides: object,
+) -> Settings:
+    """A worker service's settings for tests: few tries before a dead letter, a short grace."""
+    return paced(
+        kind, amqp_url, database_url, **{"max_deliveries": 3, "shutdown_grace": 5.0, **overrides}
+    )
 
 
 def throwaway_runtime(

@@ -112,9 +112,8 @@ class CloudRefused(Exception):
 async def test_health_reports_failures_with_secrets_redacted_and_successes_sparingly(
     amqp_url: str, database_url: str, unique: str, probe: EventProbe
 ) -> None:
-    base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
-    settings = PollerSettings(
-        **{**base.model_dump(), "secret_key": SESSION_KEY, "poll_interval": POLL_INTERVAL}
+    settings = settings_for(
+        amqp_url, database_url, PollerSettings, secret_key=SESSION_KEY, poll_interval=POLL_INTERVAL
     )
     runtime = ServiceRuntime(
         f"ph_{unique}", settings, service_migrations(ROOT / "services" / "poller")

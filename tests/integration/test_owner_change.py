@@ -205,8 +205,7 @@ async def test_after_a_transfer_the_scheduler_and_poller_carry_the_new_owner(
 async def test_the_scheduler_gives_calls_not_yet_made_to_the_new_owner(
     amqp_url: str, database_url: str, unique: str
 ) -> None:
-    base = settings_for(amqp_url, database_url, secret_key=SESSION_KEY)
-    settings = SchedulerSettings(**{**base.model_dump(), "secret_key": SESSION_KEY})
+    settings = settings_for(amqp_url, database_url, SchedulerSettings, secret_key=SESSION_KEY)
     # Its handlers without its cloud worker: the calls they record stay pending.
     runtime = without_loops(scheduler.build(settings))
     runtime.service = f"sch_{unique}"

@@ -12,8 +12,10 @@ import uuid
 from pathlib import Path
 
 from services.poller.polling import Poller
+from services.poller.repository import PolledAccount
 from shared.config import PollerSettings
 from shared.db import service_migrations
+from shared.events import SealedSecret
 from shared.runtime import ServiceRuntime, utcnow
 from tests.integration.support import settings_for
 
@@ -41,25 +43,30 @@ class ListsBeforeThePlacement:
 async def test_a_placement_during_the_list_call_is_not_reported_terminated(
     amqp_url: str, database_url: str, unique: str
 ) -> None:
-    settings = PollerSettings(**settings_for(amqp_url, database_url).model_dump())
+    settings = settings_for(amqp_url, database_url, PollerSettings)
     schema = f"pr_{unique}"
     runtime = ServiceRuntime(schema, settings, service_migrations(ROOT / "services" / "poller"))
     async with runtime:
         # Its health reported a moment ago: this poll has none to report, and publishes nothing.
-        account = {
-            "id": f"acct-{unique}",
-            "config": {},
-            "failures": 0,
-            "health_reported_at": utcnow(),
-        }
+        sealed = SealedSecret(key_id="k", nonce="bm9uY2U=", ciphertext="c2VjcmV0")
+        account = PolledAccount(
+            id=f"acct-{unique}",
+            name=f"acct-{unique}",
+            provider="simulator",
+            config={},
+            credentials=sealed,
+            revision=1,
+            failures=0,
+            health_reported_at=utcnow(),
+        )
         await runtime.pool.execute(
             """INSERT INTO accounts (id, name, provider, config, credentials, revision)
                VALUES ($1, $1, 'simulator', $2, '{}', 1)""",
-            account["id"],
+            account.id,
             json.dumps({}),
         )
         poller = Poller(
-            runtime.pool, ListsBeforeThePlacement(runtime, account["id"]), settings, utcnow
+            runtime.pool, ListsBeforeThePlacement(runtime, account.id), settings, utcnow
         )
         await poller.poll_account(account)
 

@@ -30,6 +30,7 @@ from shared.redaction import redact_url
 from shared.runtime import ServiceRuntime
 from shared.webhooks.signing import new_secret
 from tests.integration.api import SESSION_KEY
+from tests.integration.support import settings_for
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,21 +127,14 @@ class Receiver:
 
 def notifier_settings(amqp_url: str, database_url: str, **overrides: object) -> NotifierSettings:
     values: dict[str, object] = {
-        "amqp_url": amqp_url,
-        "database_url": database_url,
         "secret_key": SESSION_KEY,
-        "heartbeat_interval": 0.5,
-        "outbox_poll_interval": 0.2,
-        "partitions": 2,
-        "max_deliveries": 3,
-        "shutdown_grace": 5.0,
         "webhook_timeout": 2.0,
         "webhook_retry_first": 0.2,
         "webhook_retry_max": 1.0,
         "webhook_retry_horizon": 300.0,
     }
     values.update(overrides)
-    return NotifierSettings(**values)  # type: ignore[arg-type]
+    return settings_for(amqp_url, database_url, NotifierSettings, **values)
 
 
 def notifier_runtime(
