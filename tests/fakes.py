@@ -11,14 +11,16 @@ on is an opaque token here: the fakes check it is the unit of work's.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from services.quota.accounting import Amounts, Limits, Status
+from services.scheduler.repository import InstancePlacement, PendingLaunch
 from shared.consumer import Received
 from shared.events import Envelope, Event, WebhookChanged
 
@@ -115,12 +117,12 @@ class _Connected:
 
 
 class FakeCallsRepository(_Connected):
-    """:class:`services.scheduler.ports.CallsRepository` over dicts: placements and the calls
+    """:class:`services.scheduler.ports.CallsRepository` in memory: placements and the calls
     owed to clouds."""
 
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
-        self.placements: dict[uuid.UUID, dict[str, Any]] = {}
+        self.placements: dict[uuid.UUID, InstancePlacement] = {}
         self.calls: list[dict[str, Any]] = []
         self.locked: list[uuid.UUID] = []
         self._ids = itertools.count(1)
@@ -131,44 +133,30 @@ class FakeCallsRepository(_Connected):
         self._check(conn)
         self.locked.append(instance_id)
 
-    async def placement(self, conn: Any, instance_id: uuid.UUID) -> Mapping[str, Any] | None:
+    async def placement(self, conn: Any, instance_id: uuid.UUID) -> InstancePlacement | None:
         self._check(conn)
-        found = self.placements.get(instance_id)
-        return None if found is None else dict(found)
+        return self.placements.get(instance_id)
 
-    async def pending_launch(self, conn: Any, instance_id: uuid.UUID) -> Mapping[str, Any] | None:
+    async def pending_launch(self, conn: Any, instance_id: uuid.UUID) -> PendingLaunch | None:
         self._check(conn)
         for call in self.calls:
             if call["instance_id"] == instance_id and call["action"] == "launch":
                 if call["status"] == "pending":
-                    return {"id": call["id"], "untouched": not call["tried"] and not call["leased"]}
+                    return PendingLaunch(call["id"], not call["tried"] and not call["leased"])
         return None
 
-    async def record(
-        self,
-        conn: Any,
-        instance_id: uuid.UUID,
-        *,
-        owner: str,
-        status: str,
-        account_id: str | None = None,
-        provider_instance_id: str | None = None,
-    ) -> None:
+    async def record(self, conn: Any, placement: InstancePlacement) -> None:
         self._check(conn)
-        known = self.placements.get(instance_id)
-        if known is None:
-            self.placements[instance_id] = {
-                "instance_id": instance_id,
-                "owner": owner,
-                "status": status,
-                "account_id": account_id,
-                "provider_instance_id": provider_instance_id,
-            }
-            return
-        # As the upsert: the owner stays; account and provider id are kept unless given.
-        known["status"] = status
-        known["account_id"] = account_id or known["account_id"]
-        known["provider_instance_id"] = provider_instance_id or known["provider_instance_id"]
+        known = self.placements.get(placement.instance_id)
+        if known is not None:
+            # As the upsert: the owner stays; account and provider id are kept unless given.
+            placement = dataclasses.replace(
+                placement,
+                owner=known.owner,
+                account_id=placement.account_id or known.account_id,
+                provider_instance_id=placement.provider_instance_id or known.provider_instance_id,
+            )
+        self.placements[placement.instance_id] = placement
 
     async def add_call(
         self,

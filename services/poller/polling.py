@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,19 +24,14 @@ import asyncpg
 import structlog
 
 from services.poller import SOURCE, repository
-from services.poller.diff import FINAL, Known, Seen, changing, diff
+from services.poller.diff import FINAL, Seen, Transition, changing, diff
 from services.poller.health import describe_failure, health_due
+from services.poller.repository import Followed, PolledAccount
 from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
 from shared.db import TRANSIENT_DB_ERRORS
-from shared.events import (
-    Envelope,
-    InstanceState,
-    InstanceStateChanged,
-    ProviderAccountHealth,
-    SealedSecret,
-)
+from shared.events import Envelope, InstanceState, InstanceStateChanged, ProviderAccountHealth
 from shared.loops import Backoff, every
 from shared.outbox import add_envelopes, add_to_outbox
 from shared.runtime import Clock
@@ -54,14 +49,16 @@ def retry_delay(
     return min(ceiling, interval * 2**failures) * (0.5 + rand() / 2)
 
 
-def _expecting_change(rows: dict[str, Any], states: dict[str, str], now: datetime) -> bool:
+def _expecting_change(
+    followed: Iterable[Followed], states: Mapping[str, str], now: datetime
+) -> bool:
     """Whether an action was asked for whose effect has not shown yet: an action's effect shows
     as a transition, so an instance still in its followed state is still expected to change."""
     return any(
-        r["expect_change_until"] is not None
-        and r["expect_change_until"] > now
-        and states[i] == r["state"]
-        for i, r in rows.items()
+        f.expect_change_until is not None
+        and f.expect_change_until > now
+        and states[f.instance_id] == f.state
+        for f in followed
     )
 
 
@@ -138,8 +135,8 @@ class Poller:
         self._in_flight.discard(task)
         self._slot_freed.set()
 
-    async def _poll_logged(self, account: dict[str, Any]) -> None:
-        with structlog.contextvars.bound_contextvars(account_id=account["id"]):
+    async def _poll_logged(self, account: PolledAccount) -> None:
+        with structlog.contextvars.bound_contextvars(account_id=account.id):
             try:
                 await self.poll_account(account)
             except TRANSIENT_DB_ERRORS as exc:
@@ -147,12 +144,12 @@ class Poller:
             except Exception:
                 log.exception("poll_crashed")
 
-    async def poll_account(self, account: dict[str, Any]) -> None:
+    async def poll_account(self, account: PolledAccount) -> None:
         """One list call for the whole account; transitions, if any, in one transaction."""
-        fast, idle = self._settings.intervals(account["config"])
+        fast, idle = self._settings.intervals(account.config)
         # What we follow is read before the cloud is asked: an instance placed while the list
         # call is under way may be missing from its answer, and must not be taken for gone.
-        followed = await repository.followed(self._pool, account["id"])
+        followed = await repository.followed(self._pool, account.id)
         try:
             self.list_calls += 1
             nodes = await self._clouds.call(
@@ -163,14 +160,12 @@ class Poller:
             return
         seen = [Seen(str(n.id), boreas_instance_of(n), boreas_state(n)) for n in nodes]
         now = self._clock()
-        rows = {str(r["instance_id"]): r for r in followed}
-        known = [Known(i, r["provider_instance_id"], r["state"]) for i, r in rows.items()]
-        result = diff(known, seen, await self._placed_untagged(account["id"], seen))
-        states = {i: r["state"] for i, r in rows.items()}
+        result = diff(followed, seen, await self._placed_untagged(account.id, seen))
+        states = {f.instance_id: f.state for f in followed}
         if result.transitions:
             states.update(await self._record(result.transitions, now))
-        await self._note_unmanaged(account["id"], result.unmanaged, now)
-        busy = changing(states.values(), _expecting_change(rows, states, now))
+        await self._note_unmanaged(account.id, result.unmanaged, now)
+        busy = changing(states.values(), _expecting_change(followed, states, now))
         await self._record_success(account, now, busy, fast, idle)
         if result.transitions:
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
@@ -197,7 +192,7 @@ class Poller:
         ):
             log.warning("unmanaged_node_found", provider_instance_id=node_id)
 
-    async def _record(self, transitions: tuple, now: datetime) -> dict[str, str]:
+    async def _record(self, transitions: tuple[Transition, ...], now: datetime) -> dict[str, str]:
         """Every transition with its event, in one transaction; returns the new states."""
         async with self._pool.acquire() as conn, conn.transaction():
             moved = await repository.move_states(
@@ -206,28 +201,28 @@ class Poller:
             envelopes = [
                 Envelope.wrap(
                     InstanceStateChanged(
-                        instance_id=row["instance_id"],
-                        owner=row["owner"],
-                        account_id=row["account_id"],
-                        provider=row["provider"],
-                        provider_instance_id=row["provider_instance_id"],
-                        old_state=InstanceState(row["old_state"]),
-                        new_state=InstanceState(row["state"]),
-                        cpus=row["cpus"],
-                        memory_mb=row["memory_mb"],
+                        instance_id=m.instance_id,
+                        owner=m.owner,
+                        account_id=m.account_id,
+                        provider=m.provider,
+                        provider_instance_id=m.provider_instance_id,
+                        old_state=InstanceState(m.old_state),
+                        new_state=InstanceState(m.new_state),
+                        cpus=m.cpus,
+                        memory_mb=m.memory_mb,
                         observed_at=now,
                     ),
                     source=SOURCE,
                 )
-                for row in moved
+                for m in moved
             ]
             await add_envelopes(conn, envelopes)
         if envelopes:
             self._on_commit()
-        return {str(row["instance_id"]): row["state"] for row in moved}
+        return {str(m.instance_id): m.new_state for m in moved}
 
     async def _record_success(
-        self, account: dict[str, Any], now: datetime, busy: bool, fast: float, idle: float
+        self, account: PolledAccount, now: datetime, busy: bool, fast: float, idle: float
     ) -> None:
         polled: dict[str, Any] = {
             "replica": self._settings.replica_id,
@@ -238,21 +233,21 @@ class Poller:
         }
         due = health_due(
             failed=False,
-            failures_before=account["failures"],
-            reported_at=account["health_reported_at"],
+            failures_before=account.failures,
+            reported_at=account.health_reported_at,
             now=now,
         )
         if not due:
             # The quiet poll: one statement, no transaction, nothing published.
-            await repository.polled(self._pool, account["id"], **polled)
+            await repository.polled(self._pool, account.id, **polled)
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            live = await repository.polled(conn, account["id"], health_reported=True, **polled)
+            live = await repository.polled(conn, account.id, health_reported=True, **polled)
             if live:
                 await add_to_outbox(
                     conn,
                     ProviderAccountHealth(
-                        account_id=account["id"],
+                        account_id=account.id,
                         last_poll_at=now,
                         last_error=None,
                         consecutive_failures=0,
@@ -261,26 +256,26 @@ class Poller:
                 )
         self._on_commit()
 
-    async def _back_off(self, account: dict[str, Any], error: Exception, fast: float) -> None:
-        delay = retry_delay(fast, account["failures"] + 1, self._settings.poll_backoff_max)
+    async def _back_off(self, account: PolledAccount, error: Exception, fast: float) -> None:
+        delay = retry_delay(fast, account.failures + 1, self._settings.poll_backoff_max)
         text = describe_failure(error, self._credential_values(account))
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             failures = await repository.back_off(
                 conn,
-                account["id"],
+                account.id,
                 until=now + timedelta(seconds=delay),
                 error=text,
                 reported_at=now,
             )
-            await repository.log_poll(conn, account["id"], self._settings.replica_id, now, False)
+            await repository.log_poll(conn, account.id, self._settings.replica_id, now, False)
             if failures is not None:
                 # last_poll_at is the time of the poll reported, failed or not: the gateway
                 # keeps the report about the latest poll, whatever order reports arrive in.
                 await add_to_outbox(
                     conn,
                     ProviderAccountHealth(
-                        account_id=account["id"],
+                        account_id=account.id,
                         last_poll_at=now,
                         last_error=text,
                         consecutive_failures=failures,
@@ -290,12 +285,11 @@ class Poller:
         self._on_commit()
         log.warning("poll_failed", error=text, retry_in=round(delay, 1))
 
-    def _credential_values(self, account: dict[str, Any]) -> list[str]:
+    def _credential_values(self, account: PolledAccount) -> list[str]:
         """The account's credentials in clear (in memory only), so a cloud's error message that
         echoes one is redacted; none if they do not open (that may be the very failure)."""
         try:
-            sealed = SealedSecret.model_validate(account["credentials"])
-            opened = self._settings.credential_cipher().open(account["id"], sealed)
+            opened = self._settings.credential_cipher().open(account.id, account.credentials)
         except Exception:
             return []
         return [value for value in opened.values() if isinstance(value, str)]

@@ -2,35 +2,49 @@
 
 from __future__ import annotations
 
-import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 
-from shared.events import InstancePlaced, ProviderAccountChanged
+from services.poller.diff import Known
+from shared import accounts
+from shared.accounts import Account
+from shared.events import InstancePlaced
+
+# The newest revision of an account; a deleted one stays as a tombstone, never claimed.
+upsert_account = accounts.upsert_account
 
 
-async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged) -> None:
-    """Keep the newest revision; an older one arriving late changes nothing. A deleted account
-    is kept deleted at its revision (a tombstone, never claimed), so a late older one cannot
-    revive it."""
-    await conn.execute(
-        """INSERT INTO accounts (id, name, provider, config, credentials, revision, deleted)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, provider = EXCLUDED.provider,
-               config = EXCLUDED.config, credentials = EXCLUDED.credentials,
-               revision = EXCLUDED.revision, deleted = EXCLUDED.deleted
-           WHERE accounts.revision < EXCLUDED.revision""",
-        event.account_id,
-        event.name,
-        event.provider,
-        json.dumps(event.config),
-        event.credentials.model_dump_json(),
-        event.revision,
-        event.deleted,
-    )
+@dataclass(frozen=True)
+class PolledAccount(Account):
+    """An account claimed for a poll, with how its last polls went."""
+
+    failures: int  # polls failed in a row
+    health_reported_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Followed(Known):
+    """An instance the poller follows, as last seen."""
+
+    expect_change_until: datetime | None  # an action asked for is expected to show until then
+
+
+@dataclass(frozen=True)
+class Moved:
+    """An instance whose transition a poll recorded: what its state change event says."""
+
+    instance_id: uuid.UUID
+    owner: str
+    account_id: str
+    provider: str
+    provider_instance_id: str
+    cpus: int
+    memory_mb: int
+    old_state: str
+    new_state: str
 
 
 # instance.placed and instance.owner_changed reach the poller on two queues, so an owner change
@@ -98,7 +112,7 @@ async def change_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: 
 
 async def claim_due_accounts(
     conn: asyncpg.Connection, *, now: datetime, default_interval: float, limit: int
-) -> list[dict[str, Any]]:
+) -> list[PolledAccount]:
     """Take the accounts due now and move each one's next poll an interval ahead, atomically.
 
     Replicas run this concurrently: ``SKIP LOCKED`` hands each due account to exactly one of
@@ -117,7 +131,9 @@ async def claim_due_accounts(
         limit,
     )
     return [
-        {**dict(r), "config": json.loads(r["config"]), "credentials": json.loads(r["credentials"])}
+        PolledAccount.from_row(
+            r, failures=r["failures"], health_reported_at=r["health_reported_at"]
+        )
         for r in rows
     ]
 
@@ -220,16 +236,20 @@ async def clear_failures(conn: asyncpg.Connection, account_id: str) -> None:
     )
 
 
-async def followed(
-    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
-) -> list[asyncpg.Record]:
+async def followed(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> list[Followed]:
     """The account's instances still alive as last seen (read without locks: a quiet poll
     writes nothing)."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         """SELECT instance_id, provider_instance_id, state, expect_change_until
            FROM instances WHERE account_id = $1 AND state <> 'terminated'""",
         account_id,
     )
+    return [
+        Followed(
+            str(r["instance_id"]), r["provider_instance_id"], r["state"], r["expect_change_until"]
+        )
+        for r in rows
+    ]
 
 
 async def placed_among(
@@ -247,19 +267,21 @@ async def placed_among(
 
 async def move_states(
     conn: asyncpg.Connection, moves: list[tuple[str, str, str]], observed_at: datetime
-) -> list[asyncpg.Record]:
+) -> list[Moved]:
     """Record transitions (instance id, old state, new state) unless another poll recorded them
-    first: the rows that moved, in one statement."""
-    return await conn.fetch(
+    first: the instances that moved, in one statement."""
+    rows = await conn.fetch(
         """UPDATE instances i SET state = m.new, observed_at = $4, expect_change_until = NULL
            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS m(instance_id, old, new)
            WHERE i.instance_id = m.instance_id AND i.state = m.old
-           RETURNING i.*, m.old AS old_state""",
+           RETURNING i.instance_id, i.owner, i.account_id, i.provider, i.provider_instance_id,
+                     i.cpus, i.memory_mb, m.old AS old_state, i.state AS new_state""",
         [m[0] for m in moves],
         [m[1] for m in moves],
         [m[2] for m in moves],
         observed_at,
     )
+    return [Moved(**r) for r in rows]
 
 
 async def newly_unmanaged(

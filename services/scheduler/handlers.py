@@ -6,14 +6,12 @@ event that asked for it) and wakes the worker once committed (:mod:`services.sch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import structlog
 
 from services.scheduler import repository
 from services.scheduler.catalogs import CatalogCache
 from services.scheduler.ports import CallsRepository, Waker
+from services.scheduler.repository import InstancePlacement, PendingLaunch
 from services.scheduler.worker import AccountBook
 from shared.clouds.connections import CloudConnections
 from shared.consumer import Subscription, UnitOfWork
@@ -72,26 +70,22 @@ async def place_launch(
     uow.after_commit(worker.wake)
 
 
-def _never_sent(placement: Mapping[str, Any] | None, launch: Mapping[str, Any] | None) -> bool:
+def _never_sent(placement: InstancePlacement | None, launch: PendingLaunch | None) -> bool:
     """No cloud was asked to create the instance: neither placed nor launching, or its launch
     untouched."""
-    return (placement is None and launch is None) or (launch is not None and launch["untouched"])
-
-
-def _on_a_cloud(placement: Mapping[str, Any] | None) -> bool:
-    return placement is not None and placement["status"] in ("placed", "launching")
+    return (placement is None and launch is None) or (launch is not None and launch.untouched)
 
 
 async def _cancel_before_placement(
     event: InstanceActionRequested,
     uow: UnitOfWork,
     repo: CallsRepository,
-    launch: Mapping[str, Any] | None,
+    launch: PendingLaunch | None,
 ) -> None:
     """Ended before any cloud was asked: make sure none ever is, and say so."""
     if launch is not None:
-        await repo.cancel_call(uow.conn, launch["id"])
-    await repo.record(uow.conn, event.instance_id, owner=event.owner, status="cancelled")
+        await repo.cancel_call(uow.conn, launch.id)
+    await repo.record(uow.conn, InstancePlacement(event.instance_id, event.owner, "cancelled"))
     await uow.publish(
         InstanceFailed(
             instance_id=event.instance_id,
@@ -114,7 +108,7 @@ async def carry_out_action(
     if event.action is InstanceAction.TERMINATE and _never_sent(placement, launch):
         await _cancel_before_placement(event, uow, repo, launch)
         return
-    if launch is None and not _on_a_cloud(placement):
+    if launch is None and (placement is None or not placement.on_a_cloud):
         return  # failed or cancelled: nothing on any cloud to act on
     # Queued behind the launch when there is one: the worker keeps an instance's calls in order.
     # For the owner the placement names: an action asked for before the instance was given to
@@ -122,7 +116,7 @@ async def carry_out_action(
     await repo.add_call(
         uow.conn,
         event.instance_id,
-        owner=placement["owner"] if placement is not None else event.owner,
+        owner=placement.owner if placement is not None else event.owner,
         action=event.action.value,
         request={},
     )

@@ -1,31 +1,32 @@
 """Placement, pure: which accounts may take a launch, which offer fits, and in what order to try.
 
-Filters drop what cannot work (not granted, other provider/account/region, no size big enough,
-image unknown); weighers order the rest (cheaper first, then the account with fewer Boreas
-instances, then the one with more headroom). Every decision comes with a reason a person can read.
+Filters drop what cannot work (not granted, not fitting the placement as :mod:`shared.eligibility`
+says, no size big enough, image unknown); weighers order the rest (cheaper first, then the
+account with fewer Boreas instances, then the one with more headroom). Every decision comes with
+a reason a person can read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from shared import eligibility
+from shared.accounts import Account
 
 
 @dataclass(frozen=True)
-class Account:
-    id: str
-    name: str
-    provider: str
+class GrantedAccount(Account):
+    """An account as the scheduler keeps it: with the users it is granted to (``*``: all)."""
+
     grants: frozenset[str]
-    config: Mapping[str, Any]
 
     def granted_to(self, owner: str) -> bool:
         return owner in self.grants or "*" in self.grants
 
     @property
     def regions(self) -> tuple[str, ...]:
-        return tuple(self.config.get("regions") or ())
+        return eligibility.declared_regions(self.config) or ()
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Catalog:
 
 @dataclass(frozen=True)
 class Offer:
-    account: Account
+    account: GrantedAccount
     region: str | None
     size: Size
     image_id: str
@@ -66,16 +67,9 @@ class Offer:
     headroom: int | None  # instances the account may still take, None: no known limit
 
 
-def eligible_accounts(accounts: Iterable[Account], request: Request) -> list[Account]:
-    """Accounts granted to the owner that match the request's placement constraints."""
-    return [
-        a
-        for a in accounts
-        if a.granted_to(request.owner)
-        and (request.provider is None or a.provider == request.provider)
-        and (request.account is None or request.account in (a.id, a.name))
-        and (request.region is None or not a.regions or request.region in a.regions)
-    ]
+def eligible_accounts(accounts: Iterable[GrantedAccount], request: Request) -> list[GrantedAccount]:
+    """Accounts granted to the owner that fit the request's placement."""
+    return eligibility.eligible((a for a in accounts if a.granted_to(request.owner)), request)
 
 
 def cheapest_fit(sizes: Iterable[Size], cpus: int, memory_mb: int) -> Size | None:
@@ -83,7 +77,7 @@ def cheapest_fit(sizes: Iterable[Size], cpus: int, memory_mb: int) -> Size | Non
     return min(fitting, key=lambda s: (s.price, s.cpus, s.memory_mb, s.id), default=None)
 
 
-def resolve_image(name: str, catalog: Catalog, account: Account) -> str | None:
+def resolve_image(name: str, catalog: Catalog, account: GrantedAccount) -> str | None:
     """A logical image name → this account's image id: the account's own mapping first
     (config ``images``), then an image the cloud lists under that name, then an id as given."""
     mapping = account.config.get("images") or {}
@@ -95,7 +89,7 @@ def resolve_image(name: str, catalog: Catalog, account: Account) -> str | None:
 
 
 def offer_for(
-    account: Account, catalog: Catalog, request: Request, *, load: int, headroom: int | None
+    account: GrantedAccount, catalog: Catalog, request: Request, *, load: int, headroom: int | None
 ) -> Offer | str:
     """The account's offer, or the reason it has none."""
     if headroom is not None and headroom <= 0:

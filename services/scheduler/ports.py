@@ -2,16 +2,18 @@
 
 :mod:`services.scheduler.repository` satisfies :class:`CallsRepository` as a module (mypy checks
 it where the handlers default to it); ``tests/fakes.py`` satisfies it in memory, so the handlers
-are unit-tested without a database (cosmicpython's abstract repository, as a Protocol).
+are unit-tested without a database (cosmicpython's abstract repository, as a Protocol). The rows
+they exchange are the repository's dataclasses, for all three.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 import asyncpg
+
+from services.scheduler.repository import InstancePlacement, PendingLaunch
 
 
 class CallsRepository(Protocol):
@@ -19,22 +21,13 @@ class CallsRepository(Protocol):
 
     async def placement(
         self, conn: asyncpg.Connection, instance_id: uuid.UUID
-    ) -> Mapping[str, Any] | None: ...
+    ) -> InstancePlacement | None: ...
 
     async def pending_launch(
         self, conn: asyncpg.Connection, instance_id: uuid.UUID
-    ) -> Mapping[str, Any] | None: ...
+    ) -> PendingLaunch | None: ...
 
-    async def record(
-        self,
-        conn: asyncpg.Connection,
-        instance_id: uuid.UUID,
-        *,
-        owner: str,
-        status: str,
-        account_id: str | None = None,
-        provider_instance_id: str | None = None,
-    ) -> None: ...
+    async def record(self, conn: asyncpg.Connection, placement: InstancePlacement) -> None: ...
 
     async def add_call(
         self,

@@ -10,44 +10,20 @@ from typing import Any
 
 import asyncpg
 
+from services.scheduler.placement import GrantedAccount
+from shared import accounts
 from shared.events import ProviderAccountChanged
 
 
 async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged) -> None:
-    """Keep the newest revision; an older one arriving late changes nothing. A deleted account
-    is kept deleted at its revision (a tombstone), so a late older one cannot revive it."""
-    await conn.execute(
-        """INSERT INTO accounts (id, name, provider, config, grants, credentials, revision,
-                                 deleted)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, provider = EXCLUDED.provider,
-               config = EXCLUDED.config, grants = EXCLUDED.grants,
-               credentials = EXCLUDED.credentials, revision = EXCLUDED.revision,
-               deleted = EXCLUDED.deleted
-           WHERE accounts.revision < EXCLUDED.revision""",
-        event.account_id,
-        event.name,
-        event.provider,
-        json.dumps(event.config),
-        event.grants,
-        event.credentials.model_dump_json(),
-        event.revision,
-        event.deleted,
-    )
+    """The newest revision, with whom it is granted to (:func:`shared.accounts.upsert_account`)."""
+    await accounts.upsert_account(conn, event, grants=event.grants)
 
 
-async def all_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+async def all_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> list[GrantedAccount]:
     """The accounts placement may use and actions may reach (deleted ones are not)."""
     rows = await conn.fetch("SELECT * FROM accounts WHERE NOT deleted ORDER BY name")
-    return [_account(r) for r in rows]
-
-
-def _account(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        **dict(row),
-        "config": json.loads(row["config"]),
-        "credentials": json.loads(row["credentials"]),
-    }
+    return [GrantedAccount.from_row(r, grants=frozenset(r["grants"])) for r in rows]
 
 
 async def loads(conn: asyncpg.Connection | asyncpg.Pool, account_ids: list[str]) -> dict[str, int]:
@@ -63,27 +39,40 @@ async def lock_instance(conn: asyncpg.Connection, instance_id: uuid.UUID) -> Non
     )
 
 
-async def placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM placements WHERE instance_id = $1 FOR UPDATE", instance_id
-    )
+@dataclass(frozen=True)
+class InstancePlacement:
+    """What the scheduler did with a launch: where it is (``launching``, ``placed``, ``ended``)
+    or why it is not (``failed``, ``cancelled``)."""
+
+    instance_id: uuid.UUID
+    owner: str
+    status: str
+    account_id: str | None = None
+    provider_instance_id: str | None = None
+
+    @property
+    def on_a_cloud(self) -> bool:
+        return self.status in ("placed", "launching")
 
 
-async def current_placement(pool: asyncpg.Pool, instance_id: uuid.UUID) -> asyncpg.Record | None:
+_PLACEMENT = "SELECT instance_id, owner, status, account_id, provider_instance_id FROM placements"
+
+
+async def placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> InstancePlacement | None:
+    row = await conn.fetchrow(f"{_PLACEMENT} WHERE instance_id = $1 FOR UPDATE", instance_id)
+    return None if row is None else InstancePlacement(**row)
+
+
+async def current_placement(pool: asyncpg.Pool, instance_id: uuid.UUID) -> InstancePlacement | None:
     """The instance's placement as it is now, unlocked (for a cloud call made outside any
     transaction)."""
-    return await pool.fetchrow("SELECT * FROM placements WHERE instance_id = $1", instance_id)
+    row = await pool.fetchrow(f"{_PLACEMENT} WHERE instance_id = $1", instance_id)
+    return None if row is None else InstancePlacement(**row)
 
 
-async def record(
-    conn: asyncpg.Connection,
-    instance_id: uuid.UUID,
-    *,
-    owner: str,
-    status: str,
-    account_id: str | None = None,
-    provider_instance_id: str | None = None,
-) -> None:
+async def record(conn: asyncpg.Connection, placement: InstancePlacement) -> None:
+    """Record the placement; one recorded already keeps its owner, and its account and
+    provider id unless this one names them."""
     await conn.execute(
         """INSERT INTO placements (instance_id, owner, status, account_id, provider_instance_id)
            VALUES ($1, $2, $3, $4, $5)
@@ -92,11 +81,11 @@ async def record(
                provider_instance_id = coalesce(EXCLUDED.provider_instance_id,
                                                placements.provider_instance_id),
                updated_at = now()""",
-        instance_id,
-        owner,
-        status,
-        account_id,
-        provider_instance_id,
+        placement.instance_id,
+        placement.owner,
+        placement.status,
+        placement.account_id,
+        placement.provider_instance_id,
     )
 
 
@@ -190,15 +179,22 @@ async def add_launch(
     )
 
 
-async def pending_launch(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
-    """The instance's launch not yet done, locked, with ``untouched``: no create was sent for
-    it and no worker holds it now (so cancelling it leaves nothing on any cloud)."""
-    return await conn.fetchrow(
+@dataclass(frozen=True)
+class PendingLaunch:
+    id: int  # the call's
+    untouched: bool  # no create was sent for it and no worker holds it now
+
+
+async def pending_launch(conn: asyncpg.Connection, instance_id: uuid.UUID) -> PendingLaunch | None:
+    """The instance's launch not yet done, locked; cancelling an ``untouched`` one leaves
+    nothing on any cloud."""
+    row = await conn.fetchrow(
         """SELECT id, tried = '{}' AND (lease_until IS NULL OR lease_until < now()) AS untouched
            FROM cloud_calls
            WHERE instance_id = $1 AND action = 'launch' AND status = 'pending' FOR UPDATE""",
         instance_id,
     )
+    return None if row is None else PendingLaunch(**row)
 
 
 async def cancel_call(conn: asyncpg.Connection, call_id: int) -> None:

@@ -16,10 +16,9 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import structlog
@@ -34,7 +33,7 @@ from services.scheduler.cloud_calls import (
     launch_node,
 )
 from services.scheduler.placement import (
-    Account,
+    GrantedAccount,
     Offer,
     Request,
     eligible_accounts,
@@ -42,7 +41,7 @@ from services.scheduler.placement import (
     offer_for,
     rank,
 )
-from services.scheduler.repository import CloudCall
+from services.scheduler.repository import CloudCall, InstancePlacement
 from shared.clouds.connections import CloudConnections, CloudThrottled, connection_lost
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import InstanceFailed, InstancePlaced
@@ -69,24 +68,20 @@ class AccountBook:
     pool: asyncpg.Pool
     max_age: float = 2.0
     clock: Callable[[], float] = time.monotonic
-    _rows: dict[str, dict[str, Any]] | None = None
+    _accounts: dict[str, GrantedAccount] | None = None
     _read_at: float = 0.0
 
-    async def accounts(self) -> dict[str, dict[str, Any]]:
-        if self._rows is None or self.clock() - self._read_at > self.max_age:
-            self._rows = {r["id"]: r for r in await repository.all_accounts(self.pool)}
+    async def accounts(self) -> dict[str, GrantedAccount]:
+        if self._accounts is None or self.clock() - self._read_at > self.max_age:
+            self._accounts = {a.id: a for a in await repository.all_accounts(self.pool)}
             self._read_at = self.clock()
-        return self._rows
+        return self._accounts
 
     def forget(self) -> None:
-        self._rows = None
+        self._accounts = None
 
 
-def _account(row: Mapping[str, Any]) -> Account:
-    return Account(row["id"], row["name"], row["provider"], frozenset(row["grants"]), row["config"])
-
-
-def _max_instances(account: Account) -> int | None:
+def _max_instances(account: GrantedAccount) -> int | None:
     limit = account.config.get("max_instances")
     return limit if isinstance(limit, int) else None
 
@@ -100,14 +95,14 @@ class _Tally:
     throttled: list[str] = field(default_factory=list)
 
 
-def _offer(account: Account, read: CatalogRead, request: Request, load: int) -> Offer | str:
+def _offer(account: GrantedAccount, read: CatalogRead, request: Request, load: int) -> Offer | str:
     """The account's offer at its current load, or the reason it has none."""
     limit = _max_instances(account)
     headroom = limit - load if limit is not None else None
     return offer_for(account, read.catalog, request, load=load, headroom=headroom)
 
 
-def _failure_reason(eligible: list[Account], attempts: list[str]) -> str:
+def _failure_reason(eligible: list[GrantedAccount], attempts: list[str]) -> str:
     """Each tried account's cause, in the reason the owner reads on the instance."""
     if not eligible:
         reason = "no account granted to the owner matches the placement"
@@ -203,29 +198,28 @@ class CloudWorker:
 
     async def _launch(self, call: CloudCall) -> None:
         request = Request(owner=call.owner, **call.request)
-        rows = await self.book.accounts()
-        if call.tried and await self._adopt_earlier_node(call, rows):
+        accounts = await self.book.accounts()
+        if call.tried and await self._adopt_earlier_node(call, accounts):
             return
-        eligible = eligible_accounts([_account(r) for r in rows.values()], request)
+        eligible = eligible_accounts(accounts.values(), request)
         tally = _Tally()
-        offers, catalogs = await self._offers(request, eligible, rows, tally)
+        offers, catalogs = await self._offers(request, eligible, tally)
         ranked = rank(offers)
         for tried, offer in enumerate(ranked, 1):
             reason = explain(offer, tried, len(ranked))
             read = catalogs[offer.account.id]
-            if await self._launch_on(call, offer, read, rows, reason, tally):
+            if await self._launch_on(call, offer, read, accounts, reason, tally):
                 return
         if tally.throttled:
             # Some account could still take it once the cloud lets us: wait, do not fail.
-            await self._wait_for_cloud(call, [rows[a.id] for a in eligible], tally.throttled)
+            await self._wait_for_cloud(call, eligible, tally.throttled)
             return
         await self._launch_failed(call, _failure_reason(eligible, tally.attempts), tally.attempts)
 
     async def _offers(
         self,
         request: Request,
-        eligible: list[Account],
-        rows: dict[str, dict[str, Any]],
+        eligible: list[GrantedAccount],
         tally: _Tally,
     ) -> tuple[list[Offer], dict[str, CatalogRead]]:
         """Each eligible account's offer, with the catalog it was read from; an account whose
@@ -235,7 +229,7 @@ class CloudWorker:
         catalogs: dict[str, CatalogRead] = {}
         for account in eligible:
             try:
-                catalogs[account.id] = await self.catalogs.get(rows[account.id])
+                catalogs[account.id] = await self.catalogs.get(account)
             except CloudThrottled as error:
                 tally.throttled.append(f"{account.name}: {error}")
                 continue
@@ -254,7 +248,7 @@ class CloudWorker:
         call: CloudCall,
         offer: Offer,
         read: CatalogRead,
-        rows: dict[str, dict[str, Any]],
+        accounts: dict[str, GrantedAccount],
         reason: str,
         tally: _Tally,
     ) -> bool:
@@ -266,7 +260,7 @@ class CloudWorker:
             return False
         try:
             node = await self.clouds.call(
-                rows[account.id],
+                account,
                 functools.partial(
                     launch_node,
                     read=read,
@@ -281,7 +275,8 @@ class CloudWorker:
             tally.throttled.append(f"{account.name}: {error}")
             return False
         except Exception as error:
-            if connection_lost(error) and await self._adopt_earlier_node(call, rows, (account.id,)):
+            lost = connection_lost(error)
+            if lost and await self._adopt_earlier_node(call, accounts, (account.id,)):
                 return True  # the create had gone through after all
             await repository.release(self.pool, call, account.id)
             self.catalogs.forget(account.id)
@@ -292,17 +287,17 @@ class CloudWorker:
         return True
 
     async def _wait_for_cloud(
-        self, call: CloudCall, rows: list[dict[str, Any]], throttled: list[str]
+        self, call: CloudCall, accounts: list[GrantedAccount], throttled: list[str]
     ) -> None:
         """Take the launch again once every throttling account's pause is over."""
-        wait = max([THROTTLED_WAIT] + [self.clouds.budget(row).pause for row in rows])
+        wait = max([THROTTLED_WAIT] + [self.clouds.budget(a).pause for a in accounts])
         await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
         log.info("launch_waiting_for_cloud", throttled=throttled, retry_in=round(wait, 1))
         self.wake()
 
     async def _launch_failed(self, call: CloudCall, reason: str, attempts: list[str]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await repository.record(conn, call.instance_id, owner=call.owner, status="failed")
+            await repository.record(conn, InstancePlacement(call.instance_id, call.owner, "failed"))
             await repository.finish_call(conn, call.id, "failed")
             await add_to_outbox(
                 conn,
@@ -317,18 +312,18 @@ class CloudWorker:
     async def _adopt_earlier_node(
         self,
         call: CloudCall,
-        rows: dict[str, dict[str, Any]],
-        accounts: tuple[str, ...] | None = None,
+        accounts: dict[str, GrantedAccount],
+        sent_to: tuple[str, ...] | None = None,
     ) -> bool:
-        """Creates were sent for this call to ``accounts`` (by default every account an earlier
+        """Creates were sent for this call to ``sent_to`` (by default every account an earlier
         take tried) without an answer: a node may exist there."""
-        for account_id in call.tried if accounts is None else accounts:
-            row = rows.get(account_id)
-            if row is None:
+        for account_id in call.tried if sent_to is None else sent_to:
+            account = accounts.get(account_id)
+            if account is None:
                 continue
             try:
                 node = await self.clouds.call(
-                    row, lambda driver: find_launched(driver, call.instance_id), read_only=True
+                    account, lambda driver: find_launched(driver, call.instance_id), read_only=True
                 )
             except Exception as error:
                 if call.attempts < LOOKUP_PATIENCE:
@@ -341,7 +336,6 @@ class CloudWorker:
                 log.error("earlier_node_lookup_gave_up", error=describe(error))
                 continue
             if node is not None:
-                account = _account(row)
                 async with self.pool.acquire() as conn, conn.transaction():
                     await repository.adopt(conn, call, account.id)
                 await self._placed(
@@ -358,7 +352,7 @@ class CloudWorker:
     async def _placed(
         self,
         call: CloudCall,
-        account: Account,
+        account: GrantedAccount,
         provider_instance_id: str,
         region: str | None,
         reason: str,
@@ -386,22 +380,22 @@ class CloudWorker:
 
     async def _act(self, call: CloudCall) -> None:
         placement = await repository.current_placement(self.pool, call.instance_id)
-        if placement is None or placement["status"] != "placed":
+        if placement is None or placement.status != "placed":
             # Never placed (failed or cancelled): nothing on any cloud to act on.
             await repository.finish_call(self.pool, call.id, "done")
             return
-        row = (await self.book.accounts()).get(placement["account_id"])
-        if row is None:
-            log.error("action_on_unknown_account", account_id=placement["account_id"])
+        account = (await self.book.accounts()).get(placement.account_id or "")
+        if account is None:
+            log.error("action_on_unknown_account", account_id=placement.account_id)
             await repository.finish_call(self.pool, call.id, "failed")
             return
+        node_id = placement.provider_instance_id or ""
         try:
             await self.clouds.call(
-                row,
-                lambda driver: act_on_node(driver, placement["provider_instance_id"], call.action),
+                account, lambda driver: act_on_node(driver, node_id, call.action)
             )
         except CloudThrottled as error:
-            wait = max(THROTTLED_WAIT, self.clouds.budget(row).pause)
+            wait = max(THROTTLED_WAIT, self.clouds.budget(account).pause)
             await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
             log.info("action_waiting_for_cloud", error=str(error), retry_in=round(wait, 1))
             self.wake()

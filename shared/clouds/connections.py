@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import requests
 from libcloud.compute.base import NodeDriver
 
+from shared.accounts import Account
 from shared.clouds.budget import CallBudget, is_throttle
 from shared.clouds.registry import build_driver
 from shared.credentials import CredentialCipher
-from shared.events import SealedSecret
 
 T = TypeVar("T")
 
@@ -61,25 +61,25 @@ class CloudConnections:
         self._calls_per_second = calls_per_second
         self._accounts: dict[str, _Account] = {}
 
-    def budget(self, account: Mapping[str, Any]) -> CallBudget:
+    def budget(self, account: Account) -> CallBudget:
         """The account's budget; an account's config may set ``api_concurrency`` and
         ``api_rate`` (calls per second) below or above the service's defaults."""
-        known = self._accounts.get(account["id"])
-        if known is None or known.revision != account["revision"]:
-            config = account.get("config") or {}
+        known = self._accounts.get(account.id)
+        if known is None or known.revision != account.revision:
+            config = account.config
             known = _Account(
-                account["revision"],
+                account.revision,
                 CallBudget(
                     int(config.get("api_concurrency") or self._calls_in_flight),
                     float(config.get("api_rate") or self._calls_per_second),
                 ),
             )
-            self._accounts[account["id"]] = known
+            self._accounts[account.id] = known
         return known.budget
 
     async def call(
         self,
-        account: Mapping[str, Any],
+        account: Account,
         operation: Callable[[NodeDriver], T],
         *,
         read_only: bool = False,
@@ -89,7 +89,7 @@ class CloudConnections:
         ``read_only`` operation that loses its connection (a kept-alive connection the cloud had
         closed) is tried once more on a fresh one."""
         budget = self.budget(account)
-        line = self._accounts[account["id"]]
+        line = self._accounts[account.id]
         loop = asyncio.get_running_loop()
         async with budget.call():
             for attempt in (1, 2):
@@ -109,7 +109,7 @@ class CloudConnections:
                     raise
                 finally:
                     if not broken:
-                        self._put_back(account["id"], line, driver)
+                        self._put_back(account.id, line, driver)
                 budget.succeeded()
                 return result
         raise AssertionError("unreachable")
@@ -120,13 +120,12 @@ class CloudConnections:
         if driver is not None and self._accounts.get(account_id) is line:
             line.idle.append(driver)
 
-    def _build(self, account: Mapping[str, Any]) -> NodeDriver:
-        sealed = SealedSecret.model_validate(account["credentials"])
-        credentials = self._cipher.open(account["id"], sealed)
+    def _build(self, account: Account) -> NodeDriver:
+        credentials = self._cipher.open(account.id, account.credentials)
         return build_driver(
-            account["provider"],
+            account.provider,
             credentials,
-            account["config"],
+            account.config,
             simulator_url=self._simulator_url,
         )
 

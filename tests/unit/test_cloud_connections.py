@@ -7,10 +7,13 @@ import pytest
 import requests
 from libcloud.common.exceptions import RateLimitReachedError
 
+from shared.accounts import Account
 from shared.clouds.connections import CloudConnections, CloudThrottled
 from shared.credentials import CredentialCipher, new_key_text
+from shared.events import SealedSecret
 
-ACCOUNT = {"id": "a1", "revision": 1, "config": {}, "provider": "simulator", "credentials": {}}
+SEALED = SealedSecret(key_id="k", nonce="bm9uY2U=", ciphertext="c2VjcmV0")
+ACCOUNT = Account("a1", "a1", "simulator", {}, SEALED, 1)
 
 
 class Driver:

@@ -1,8 +1,8 @@
 """Placement filters and weighers, with no I/O."""
 
 from services.scheduler.placement import (
-    Account,
     Catalog,
+    GrantedAccount,
     Offer,
     Request,
     Size,
@@ -13,6 +13,7 @@ from services.scheduler.placement import (
     rank,
     resolve_image,
 )
+from shared.events import SealedSecret
 
 SMALL = Size("small", 1, 1024, 0.01)
 MEDIUM = Size("medium", 2, 4096, 0.04)
@@ -20,8 +21,11 @@ LARGE = Size("large", 4, 16384, 0.16)
 CATALOG = Catalog((LARGE, SMALL, MEDIUM), {"debian-12": "img-deb"}, ("north", "south"))
 
 
-def account(name: str, grants=("alice",), provider="simulator", **config) -> Account:
-    return Account(f"id-{name}", name, provider, frozenset(grants), config)
+SEALED = SealedSecret(key_id="k", nonce="bm9uY2U=", ciphertext="c2VjcmV0")
+
+
+def account(name: str, grants=("alice",), provider="simulator", **config) -> GrantedAccount:
+    return GrantedAccount(f"id-{name}", name, provider, config, SEALED, 1, frozenset(grants))
 
 
 def request(**overrides) -> Request:

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from services.scheduler.handlers import carry_out_action, place_launch
+from services.scheduler.repository import InstancePlacement
 from shared.events import (
     InstanceAction,
     InstanceActionRequested,
@@ -126,7 +127,7 @@ async def test_a_launch_terminated_before_it_was_admitted_is_never_recorded(
 async def test_an_action_on_a_placed_instance_is_recorded_for_the_worker(
     action: InstanceAction, repo: FakeCallsRepository, worker: FakeWorker
 ) -> None:
-    await repo.record(repo.conn, INSTANCE, owner="alice", status="placed", account_id="acct")
+    await repo.record(repo.conn, InstancePlacement(INSTANCE, "alice", "placed", "acct"))
 
     uow = await act(action, repo, worker)
 
@@ -141,7 +142,7 @@ async def test_an_action_on_a_placed_instance_is_recorded_for_the_worker(
 async def test_an_action_names_the_owner_the_placement_has_now(
     repo: FakeCallsRepository, worker: FakeWorker
 ) -> None:
-    await repo.record(repo.conn, INSTANCE, owner="bob", status="placed", account_id="acct")
+    await repo.record(repo.conn, InstancePlacement(INSTANCE, "bob", "placed", "acct"))
 
     await act(InstanceAction.STOP, repo, worker, owner="alice")  # asked before the change
 
@@ -170,7 +171,7 @@ async def test_terminating_an_instance_whose_launch_no_cloud_saw_cancels_it(
     uow.commit()
 
     assert [(c["action"], c["status"]) for c in repo.calls] == [("launch", "cancelled")]
-    assert repo.placements[INSTANCE]["status"] == "cancelled"
+    assert repo.placements[INSTANCE].status == "cancelled"
     [failed] = uow.published
     assert isinstance(failed, InstanceFailed)
     assert (failed.instance_id, failed.owner) == (INSTANCE, "alice")
@@ -184,7 +185,7 @@ async def test_terminating_an_instance_not_yet_admitted_fails_it_at_once(
     uow = await act(InstanceAction.TERMINATE, repo, worker)
 
     assert repo.calls == []
-    assert repo.placements[INSTANCE]["status"] == "cancelled"
+    assert repo.placements[INSTANCE].status == "cancelled"
     assert [type(e) for e in uow.published] == [InstanceFailed]
 
 
@@ -220,7 +221,7 @@ async def test_terminating_an_instance_a_worker_holds_queues_behind_the_launch(
 async def test_an_action_on_an_instance_on_no_cloud_does_nothing(
     status: str, action: InstanceAction, repo: FakeCallsRepository, worker: FakeWorker
 ) -> None:
-    await repo.record(repo.conn, INSTANCE, owner="alice", status=status)
+    await repo.record(repo.conn, InstancePlacement(INSTANCE, "alice", status))
 
     uow = await act(action, repo, worker)
     uow.commit()
