@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from typing import NoReturn, TypeVar
 
 import asyncpg
 import structlog
+import tenacity
 import uvloop
 
 from shared.balancer import balance_forever
@@ -256,17 +256,20 @@ class ServiceRuntime:
 
 
 async def _patiently(what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
-    deadline = time.monotonic() + STARTUP_PATIENCE
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("waiting_for_dependency", dependency=what, error=repr(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5)
+    """``attempt`` until it succeeds, waiting 0.5 s, doubling, at most 5 s between tries; after
+    STARTUP_PATIENCE seconds the last error is raised."""
+
+    def waiting(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning("waiting_for_dependency", dependency=what, error=repr(error))
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(STARTUP_PATIENCE),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        before_sleep=waiting,
+        reraise=True,
+    )
+    return await retrying(attempt)
 
 
 async def run_until_signalled(runtime: ServiceRuntime) -> int:
