@@ -269,7 +269,12 @@ async def _patiently(what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
         before_sleep=waiting,
         reraise=True,
     )
-    return await retrying(attempt)
+
+    # tenacity awaits only coroutine functions; ``attempt`` may be a lambda returning an awaitable.
+    async def once() -> _T:
+        return await attempt()
+
+    return await retrying(once)
 
 
 async def run_until_signalled(runtime: ServiceRuntime) -> int:

@@ -18,7 +18,8 @@ async def test_a_dependency_that_comes_up_is_waited_for_and_each_wait_is_logged(
         return "connected"
 
     with structlog.testing.capture_logs() as logs:
-        assert await runtime._patiently("bus", connect) == "connected"
+        # As the runtime calls it: a lambda that returns the awaitable.
+        assert await runtime._patiently("bus", lambda: connect()) == "connected"
     waits = [e for e in logs if e["event"] == "waiting_for_dependency"]
     assert len(tries) == 3
     assert [(e["dependency"], e["error"]) for e in waits] == [
