@@ -60,3 +60,19 @@ async def api_shows(
         return got.json()["state"] == state
 
     await wait_until(shown, timeout=timeout, what=f"API shows {state}")
+
+
+async def placed_for_a_new_tenant(
+    api: Api,
+    probe: EventProbe,
+    followers: tuple[ServiceRuntime, ...],
+    account: dict,
+    **launch: object,
+) -> tuple[str, dict, str, Envelope]:
+    """A new user, ``account`` (a POST /v1/provider-accounts body but for its grants) registered
+    as theirs alone, and a launch of theirs (``launch`` as Api.launch takes it) placed:
+    (user name, headers, instance id, its instance.placed event)."""
+    name, headers = await api.new_user("alice")
+    await registered_account(api, {**account, "grants": [name]}, followers)
+    instance_id, placed = await launched_and_placed(api, probe, headers, **launch)
+    return name, headers, instance_id, placed

@@ -12,7 +12,7 @@ from shared.clouds.ec2 import CompatibleEC2NodeDriver
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
 from tests.integration.api import Api
-from tests.integration.clouds import launched_and_placed, registered_account
+from tests.integration.clouds import placed_for_a_new_tenant
 from tests.integration.stack import POLL_INTERVAL
 from tests.integration.test_lifecycle import drive_through_lifecycle
 from tests.processes import free_port
@@ -40,10 +40,10 @@ async def test_lifecycle_on_ec2(
     moto_url: str,
     probe: EventProbe,
 ) -> None:
-    alice_name, alice = await api.new_user("alice")
-    ami = some_ami(moto_url)
-    await registered_account(
+    alice_name, alice, instance_id, placed = await placed_for_a_new_tenant(
         api,
+        probe,
+        clouds_side,
         {
             "name": f"ec2-{uuid.uuid4().hex[:6]}",
             "provider": "ec2",
@@ -52,17 +52,10 @@ async def test_lifecycle_on_ec2(
                 "endpoint": moto_url,
                 "region": "us-east-1",
                 "regions": ["us-east-1"],
-                "images": {"ubuntu-24.04": ami},
+                "images": {"ubuntu-24.04": some_ami(moto_url)},
                 "poll_interval": POLL_INTERVAL,
             },
-            "grants": [alice_name],
         },
-        followers=clouds_side,
-    )
-    instance_id, placed = await launched_and_placed(
-        api,
-        probe,
-        alice,
         image="ubuntu-24.04",
         placement={"provider": "ec2", "region": "us-east-1"},
     )

@@ -19,7 +19,7 @@ from shared.clouds.registry import build_driver
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
 from tests.integration.api import Api
-from tests.integration.clouds import api_shows, launched_and_placed, registered_account
+from tests.integration.clouds import api_shows, placed_for_a_new_tenant
 from tests.integration.stack import POLL_INTERVAL
 from tests.integration.test_lifecycle import changed_to
 from tests.processes import answers, free_port, running_process
@@ -47,7 +47,6 @@ async def test_lifecycle_on_openstack(
     mimic_url: str,
     probe: EventProbe,
 ) -> None:
-    alice_name, alice = await api.new_user("alice")
     credentials = {"username": "boreas", "password": "mimic-does-not-check"}
     config = {
         "auth_url": f"{mimic_url}/identity",
@@ -62,21 +61,16 @@ async def test_lifecycle_on_openstack(
     driver = await asyncio.to_thread(build_driver, "openstack", credentials, config)
     images = await asyncio.to_thread(driver.list_images)
     ubuntu = next(i.id for i in images if "ubuntu" in i.name.lower())
-    await registered_account(
+    _, alice, instance_id, placed = await placed_for_a_new_tenant(
         api,
+        probe,
+        clouds_side,
         {
             "name": f"os-{uuid.uuid4().hex[:6]}",
             "provider": "openstack",
             "credentials": credentials,
             "config": {**config, "images": {"ubuntu": ubuntu}},
-            "grants": [alice_name],
         },
-        followers=clouds_side,
-    )
-    instance_id, placed = await launched_and_placed(
-        api,
-        probe,
-        alice,
         image="ubuntu",
         cpus=1,
         memory_mb=512,
