@@ -1,7 +1,7 @@
 """Integration fixtures: the gateway runs in-process with its real lifespan (migrations, bootstrap
 admin, consumers, outbox relay) against the session's RabbitMQ vhost and PostgreSQL database."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -9,7 +9,12 @@ from shared.runtime import ServiceRuntime
 from tests.infra import Infrastructure
 from tests.integration import api as api_module
 from tests.integration.api import Api, gateway_settings, running_gateway
-from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
+from tests.integration.stack import (
+    POLL_INTERVAL,
+    poller_runtime,
+    quota_runtime,
+    scheduler_runtime,
+)
 from tests.processes import simulator_process
 
 
@@ -61,3 +66,14 @@ async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRu
         scheduler_runtime(amqp_url, database_url) as runtime,
     ):
         yield runtime
+
+
+@pytest.fixture
+def steady_poller(amqp_url: str, database_url: str) -> Callable[..., ServiceRuntime]:
+    """Pollers (not started; ``overrides`` as poller_runtime takes them) that poll every account
+    at the fast interval, busy or idle, so that a few polls take a moment."""
+
+    def poller(**overrides: object) -> ServiceRuntime:
+        return poller_runtime(amqp_url, database_url, poll_idle_interval=POLL_INTERVAL, **overrides)
+
+    return poller

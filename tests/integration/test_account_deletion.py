@@ -9,6 +9,7 @@ stack (simulated cloud, RabbitMQ, PostgreSQL).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 
@@ -18,8 +19,6 @@ from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 from tests.integration.publishing import connected_bus
 from tests.integration.stack import (
-    POLL_INTERVAL,
-    poller_runtime,
     simulator_account,
 )
 
@@ -54,14 +53,13 @@ async def handled_by(services: tuple[ServiceRuntime, ...], event_id: str) -> boo
 async def test_a_deleted_account_is_neither_polled_nor_chosen_and_stays_deleted(
     api: Api,
     amqp_url: str,
-    database_url: str,
     scheduler: ServiceRuntime,
+    steady_poller: Callable[..., ServiceRuntime],
     simulator_url: str,
     probe: EventProbe,
 ) -> None:
     lea, lea_headers = await api.new_user("lea")
-    # Idle accounts at the fast interval too, so a few polls take a moment.
-    async with poller_runtime(amqp_url, database_url, poll_idle_interval=POLL_INTERVAL) as poller:
+    async with steady_poller() as poller:
         followers = (scheduler, poller)
 
         async def launch_on(placement: dict) -> httpx.Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from shared.runtime import ServiceRuntime
@@ -13,7 +14,6 @@ from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 from tests.integration.stack import (
     POLL_INTERVAL,
-    poller_runtime,
     simulator_account,
 )
 
@@ -31,20 +31,14 @@ async def polls_of(poller: ServiceRuntime, account_ids: list[str]) -> dict[str, 
 
 async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
     api: Api,
-    amqp_url: str,
-    database_url: str,
     scheduler: ServiceRuntime,
+    steady_poller: Callable[..., ServiceRuntime],
     simulator_url: str,
     probe: EventProbe,
 ) -> None:
     alice_name, alice = await api.new_user("alice")
     # Every account at one interval, busy or idle: this is about sharing, not adapting.
-    first = poller_runtime(
-        amqp_url, database_url, replica="replica-a", poll_idle_interval=POLL_INTERVAL
-    )
-    second = poller_runtime(
-        amqp_url, database_url, replica="replica-b", poll_idle_interval=POLL_INTERVAL
-    )
+    first, second = steady_poller(replica="replica-a"), steady_poller(replica="replica-b")
     await first.start()
     try:
         async with second:
