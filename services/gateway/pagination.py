@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Depends, Query
 
 from services.gateway.repository.identity import User
 from services.gateway.schemas import NO_NUL
@@ -102,18 +102,28 @@ NEWEST_FIRST: Keyset[Any] = Keyset(
 )
 
 
-async def fetch_owned_page(
-    fetch: Callable[..., Awaitable[list[Row]]],
-    user: User,
-    owner: str | None,
-    *,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Row], str | None]:
-    """A page of things users own (instances, webhooks), newest first: an admin's of ``owner``
-    (None: everyone's), a user's own (another's: none)."""
-    if not user.is_admin:
-        if owner is not None and owner != user.username:
-            return [], None
-        owner = user.username
-    return await fetch_page(partial(fetch, owner=owner), NEWEST_FIRST, limit=limit, cursor=cursor)
+class OwnedPageQuery:
+    """``?limit=``, ``?cursor=`` and ``?owner=`` of a listing of things users own (instances,
+    webhooks): a FastAPI dependency, ``page: OwnedPage``."""
+
+    def __init__(
+        self, limit: PageSize = 50, cursor: CursorParam = None, owner: NameFilter = None
+    ) -> None:
+        self.limit, self.cursor, self.owner = limit, cursor, owner
+
+    async def fetch(
+        self, fetch: Callable[..., Awaitable[list[Row]]], user: User
+    ) -> tuple[list[Row], str | None]:
+        """The page, newest first: an admin's of the owner asked for (None: everyone's), a
+        user's own (another's: none)."""
+        owner = self.owner
+        if not user.is_admin:
+            if owner is not None and owner != user.username:
+                return [], None
+            owner = user.username
+        return await fetch_page(
+            partial(fetch, owner=owner), NEWEST_FIRST, limit=self.limit, cursor=self.cursor
+        )
+
+
+OwnedPage = Annotated[OwnedPageQuery, Depends()]

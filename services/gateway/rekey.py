@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import sys
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -26,64 +31,83 @@ from shared.db import create_pool
 from shared.events import WebhookSecret
 
 
+class Outcome(enum.Enum):
+    RESEALED = "resealed"
+    UNCHANGED = "unchanged"  # already under the current key
+    GONE = "gone"  # deleted meanwhile
+
+
+Id = TypeVar("Id")
+
+
+async def _reseal_each(
+    pool: asyncpg.Pool,
+    all_ids: Callable[[asyncpg.Connection], Awaitable[list[Id]]],
+    reseal: Callable[[asyncpg.Connection, Id], Awaitable[Outcome]],
+) -> tuple[int, int]:
+    """Re-seal each of ``all_ids`` in its own transaction: (re-sealed, already under the current
+    key)."""
+    async with pool.acquire() as conn:
+        ids = await all_ids(conn)
+    outcomes: Counter[Outcome] = Counter()
+    for item_id in ids:
+        async with pool.acquire() as conn, conn.transaction():
+            outcomes[await reseal(conn, item_id)] += 1
+    return outcomes[Outcome.RESEALED], outcomes[Outcome.UNCHANGED]
+
+
 async def reseal_accounts(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
     """(accounts re-sealed, accounts already under the current key)."""
-    resealed = unchanged = 0
-    async with pool.acquire() as conn:
-        account_ids = await accounts.all_account_ids(conn)
-    for account_id in account_ids:
-        async with pool.acquire() as conn, conn.transaction():
-            if not await accounts.lock_account(conn, account_id):
-                continue  # deleted meanwhile
-            sealed = await accounts.sealed_credentials(conn, account_id)
-            if sealed.key_id == cipher.current_key_id:
-                unchanged += 1
-                continue
-            await accounts.replace_credentials(conn, account_id, cipher.reseal(account_id, sealed))
-            await announce_account(conn, account_id)
-            await audit.record(
-                conn,
-                actor="boreas",
-                action="credentials_resealed",
-                target=account_id,
-                detail={"from_key": sealed.key_id, "to_key": cipher.current_key_id},
-            )
-            resealed += 1
-    return resealed, unchanged
+
+    async def reseal(conn: asyncpg.Connection, account_id: str) -> Outcome:
+        if not await accounts.lock_account(conn, account_id):
+            return Outcome.GONE
+        sealed = await accounts.sealed_credentials(conn, account_id)
+        if sealed.key_id == cipher.current_key_id:
+            return Outcome.UNCHANGED
+        await accounts.replace_credentials(conn, account_id, cipher.reseal(account_id, sealed))
+        await announce_account(conn, account_id)
+        await audit.record(
+            conn,
+            actor="boreas",
+            action="credentials_resealed",
+            target=account_id,
+            detail={"from_key": sealed.key_id, "to_key": cipher.current_key_id},
+        )
+        return Outcome.RESEALED
+
+    return await _reseal_each(pool, accounts.all_account_ids, reseal)
 
 
 async def reseal_webhooks(pool: asyncpg.Pool, cipher: CredentialCipher) -> tuple[int, int]:
     """(webhooks re-sealed, webhooks already under the current key)."""
-    resealed = unchanged = 0
-    async with pool.acquire() as conn:
-        webhook_ids = await webhooks.all_ids(conn)
-    for webhook_id in webhook_ids:
-        async with pool.acquire() as conn, conn.transaction():
-            await webhooks.lock(conn, webhook_id)
-            webhook = await webhooks.by_id(conn, webhook_id)
-            if webhook is None or webhook.deleted_at is not None:
-                continue
-            if all(s.sealed.key_id == cipher.current_key_id for s in webhook.secrets):
-                unchanged += 1
-                continue
-            renewed = [
-                WebhookSecret(
-                    sealed=cipher.reseal(str(webhook_id), s.sealed, purpose=WEBHOOK),
-                    expires_at=s.expires_at,
-                )
-                for s in webhook.secrets
-            ]
-            await webhooks.replace_secrets(conn, webhook_id, renewed, webhook.updated_at)
-            await announce_webhook(conn, webhook_id, cipher)
-            await audit.record(
-                conn,
-                actor="boreas",
-                action="webhook_secret_resealed",
-                target=str(webhook_id),
-                detail={"to_key": cipher.current_key_id},
+
+    async def reseal(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> Outcome:
+        await webhooks.lock(conn, webhook_id)
+        webhook = await webhooks.by_id(conn, webhook_id)
+        if webhook is None or webhook.deleted_at is not None:
+            return Outcome.GONE
+        if all(s.sealed.key_id == cipher.current_key_id for s in webhook.secrets):
+            return Outcome.UNCHANGED
+        renewed = [
+            WebhookSecret(
+                sealed=cipher.reseal(str(webhook_id), s.sealed, purpose=WEBHOOK),
+                expires_at=s.expires_at,
             )
-            resealed += 1
-    return resealed, unchanged
+            for s in webhook.secrets
+        ]
+        await webhooks.replace_secrets(conn, webhook_id, renewed, webhook.updated_at)
+        await announce_webhook(conn, webhook_id, cipher)
+        await audit.record(
+            conn,
+            actor="boreas",
+            action="webhook_secret_resealed",
+            target=str(webhook_id),
+            detail={"to_key": cipher.current_key_id},
+        )
+        return Outcome.RESEALED
+
+    return await _reseal_each(pool, webhooks.all_ids, reseal)
 
 
 async def main() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from services.gateway.repository import owned
+from services.gateway.repository.owned import OwnedRows
 from services.gateway.schemas import InstanceOut
 
 COLUMNS = (
@@ -18,11 +18,13 @@ COLUMNS = (
 )
 
 
-_SELECT = f"SELECT {COLUMNS} FROM instances WHERE true"
-
-
 def _instance(row: asyncpg.Record) -> InstanceOut:
     return InstanceOut(**{**row, "placement": json.loads(row["placement"])})
+
+
+_OWNED = OwnedRows(f"SELECT {COLUMNS} FROM instances WHERE true", _instance)
+visible_instance = _OWNED.visible
+page = _OWNED.page
 
 
 async def insert_requested(
@@ -67,32 +69,6 @@ async def by_idempotency_key(
         key,
     )
     return (_instance(row), row["request_digest"]) if row else None
-
-
-async def visible_instance(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    instance_id: uuid.UUID,
-    *,
-    viewer: str,
-    everything: bool,
-    for_update: bool = False,
-) -> InstanceOut | None:
-    """The instance if ``viewer`` owns it (or may see everything); None otherwise, alike."""
-    row = await owned.fetch_visible(
-        conn, _SELECT, instance_id, viewer=viewer, everything=everything, for_update=for_update
-    )
-    return _instance(row) if row else None
-
-
-async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    owner: str | None,
-    limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
-) -> list[InstanceOut]:
-    rows = await owned.fetch_page(conn, _SELECT, owner=owner, limit=limit, after=after)
-    return [_instance(r) for r in rows]
 
 
 async def set_state(

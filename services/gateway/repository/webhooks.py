@@ -11,7 +11,7 @@ from typing import Literal, NoReturn
 
 import asyncpg
 
-from services.gateway.repository import owned
+from services.gateway.repository.owned import OwnedRows
 from services.gateway.schemas import DeliveryAttempt, WebhookOut
 from shared.events import WebhookDeliveryAttempted, WebhookSecret
 from shared.loops import every
@@ -19,7 +19,6 @@ from shared.loops import every
 # Every column but the sealed secrets: what routes may read.
 _PUBLIC = """id, owner, scope, url, topics, state, disabled_reason, revision, created_at,
              updated_at, deleted_at"""
-_LIVE = f"SELECT {_PUBLIC}, secrets FROM webhooks WHERE deleted_at IS NULL"
 
 MAX_LIVE_PER_OWNER = 25
 LOG_RETENTION = timedelta(days=30)
@@ -36,6 +35,13 @@ def _secrets(row: asyncpg.Record) -> list[WebhookSecret]:
 def _with_rotation(row: asyncpg.Record) -> WebhookOut:
     expiring = [s.expires_at for s in _secrets(row) if s.expires_at is not None]
     return WebhookOut(**row, previous_secret_expires_at=max(expiring) if expiring else None)
+
+
+_LIVE = OwnedRows(
+    f"SELECT {_PUBLIC}, secrets FROM webhooks WHERE deleted_at IS NULL", _with_rotation
+)
+visible = _LIVE.visible  # the live webhook, if the viewer may see it
+page = _LIVE.page
 
 
 @dataclass(frozen=True)
@@ -109,21 +115,6 @@ async def lock_owner(conn: asyncpg.Connection, owner: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1))", owner)
 
 
-async def visible(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    webhook_id: uuid.UUID,
-    *,
-    viewer: str,
-    everything: bool,
-    for_update: bool = False,
-) -> WebhookOut | None:
-    """The live webhook if ``viewer`` owns it (or may see everything); None otherwise, alike."""
-    row = await owned.fetch_visible(
-        conn, _LIVE, webhook_id, viewer=viewer, everything=everything, for_update=for_update
-    )
-    return _with_rotation(row) if row else None
-
-
 async def by_id(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> SealedWebhook | None:
     """The webhook, deleted or not, with its sealed secrets (for announcing it)."""
     row = await conn.fetchrow(
@@ -140,17 +131,6 @@ async def secrets_of(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> list[We
         "SELECT coalesce((SELECT secrets FROM webhooks WHERE id = $1), '[]')", webhook_id
     )
     return [WebhookSecret.model_validate(s) for s in json.loads(sealed)]
-
-
-async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    owner: str | None,
-    limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
-) -> list[WebhookOut]:
-    rows = await owned.fetch_page(conn, _LIVE, owner=owner, limit=limit, after=after)
-    return [_with_rotation(r) for r in rows]
 
 
 async def replace_secrets(

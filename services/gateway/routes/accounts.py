@@ -36,6 +36,18 @@ async def _check_grantees(conn: asyncpg.Connection, grantees: list[str]) -> None
 
 
 NOT_FOUND: Responses = {404: {"description": "no such provider account"}}
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(404, "There is no such provider account.")
+
+
+async def _lock(conn: asyncpg.Connection, account_id: str) -> None:
+    """Hold the account's row until the transaction ends; 404 when there is none."""
+    if not await accounts.lock_account(conn, account_id):
+        raise _not_found()
+
+
 REFUSED: Responses = {
     422: {"description": "invalid, or the cloud refused the account (its message says why)"}
 }
@@ -106,8 +118,7 @@ async def replace_grants(
     account_id: str, body: Grants, admin: AdminUser, db: Db, gw: GatewayDep
 ) -> ProviderAccountOut:
     async with gw.outbox.transaction(db) as conn:
-        if not await accounts.lock_account(conn, account_id):
-            raise HTTPException(404, "There is no such provider account.")
+        await _lock(conn, account_id)
         await _check_grantees(conn, body.grants)
         await accounts.replace_grants(conn, account_id, body.grants)
         await accounts.bump_revision(conn, account_id)
@@ -131,13 +142,13 @@ async def get_account(
     if user.is_admin:
         found = await accounts.account_with_grants(db, account_id)
         if found is None:
-            raise HTTPException(404, "There is no such provider account.")
+            raise _not_found()
         health = await accounts.health_of(db, account_id)
         return ProviderAccountDetail(**found.model_dump(), health=health)
     for visible in await accounts.visible_accounts(db, username=user.username, everything=False):
         if visible.id == account_id:
             return visible.without_grants()
-    raise HTTPException(404, "There is no such provider account.")
+    raise _not_found()
 
 
 @router.patch(
@@ -152,11 +163,10 @@ async def change_account(
     checked with the cloud first."""
     found = await accounts.account_with_grants(db, account_id)
     if found is None:
-        raise HTTPException(404, "There is no such provider account.")
+        raise _not_found()
     sealed = await _checked_change(gw, db, found, body)
     async with gw.outbox.transaction(db) as conn:
-        if not await accounts.lock_account(conn, account_id):
-            raise HTTPException(404, "There is no such provider account.")
+        await _lock(conn, account_id)
         if body.grants is not None:
             await _check_grantees(conn, body.grants)
             await accounts.replace_grants(conn, account_id, body.grants)
@@ -200,8 +210,7 @@ async def _checked_change(
 )
 async def delete_account(account_id: str, admin: AdminUser, db: Db, gw: GatewayDep) -> Response:
     async with gw.outbox.transaction(db) as conn:
-        if not await accounts.lock_account(conn, account_id):
-            raise HTTPException(404, "There is no such provider account.")
+        await _lock(conn, account_id)
         live = await instances.live_on_account(conn, account_id)
         if live:
             raise HTTPException(

@@ -18,7 +18,7 @@ from services.gateway.deps import (
     visible_or_404,
 )
 from services.gateway.instance_actions import NothingToDo, Refused, decide
-from services.gateway.pagination import CursorParam, NameFilter, PageSize, fetch_owned_page
+from services.gateway.pagination import OwnedPage
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
 from services.gateway.repository import accounts, audit, instances
@@ -132,17 +132,8 @@ def _replay(earlier: tuple[InstanceOut, str], digest: str, response: Response) -
 
 
 @router.get("", response_model=InstancePage, responses={400: {"description": "bad cursor"}})
-async def list_instances(
-    user: CurrentUser,
-    db: Db,
-    gw: GatewayDep,
-    limit: PageSize = 50,
-    cursor: CursorParam = None,
-    owner: NameFilter = None,
-) -> InstancePage:
-    items, next_cursor = await fetch_owned_page(
-        partial(instances.page, db), user, owner, limit=limit, cursor=cursor
-    )
+async def list_instances(user: CurrentUser, db: Db, page: OwnedPage) -> InstancePage:
+    items, next_cursor = await page.fetch(partial(instances.page, db), user)
     return InstancePage(items=items, next_cursor=next_cursor)
 
 

@@ -27,8 +27,7 @@ from services.gateway.pagination import (
     Keyset,
     LogPageSize,
     NameFilter,
-    PageSize,
-    fetch_owned_page,
+    OwnedPage,
     fetch_page,
 )
 from services.gateway.problems import Responses
@@ -133,18 +132,9 @@ async def register_webhook(
 
 
 @router.get("", response_model=WebhookPage, responses={400: {"description": "bad cursor"}})
-async def list_webhooks(
-    user: CurrentUser,
-    db: Db,
-    gw: GatewayDep,
-    limit: PageSize = 50,
-    cursor: CursorParam = None,
-    owner: NameFilter = None,
-) -> WebhookPage:
+async def list_webhooks(user: CurrentUser, db: Db, page: OwnedPage) -> WebhookPage:
     """The caller's webhooks (an admin's: everyone's, ``owner`` filters)."""
-    items, next_cursor = await fetch_owned_page(
-        partial(webhooks.page, db), user, owner, limit=limit, cursor=cursor
-    )
+    items, next_cursor = await page.fetch(partial(webhooks.page, db), user)
     return WebhookPage(items=items, next_cursor=next_cursor)
 
 
