@@ -9,12 +9,10 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from services.gateway.event_hub import Ending, EventHub, Stream
 from services.gateway.repository.feed import FeedRow, StreamLease
-from services.gateway.repository.identity import User
-from services.gateway.routes.events import EventStreamResponse
 
 KEEPALIVE = 60.0  # never reached: each test takes only batches it knows are there
 
@@ -303,34 +301,3 @@ async def test_a_renewal_checks_the_tokens_in_as_many_calls_for_1_stream_as_for_
         ended = [stream.ended is Ending.TOKEN_INVALID for stream in streams]
         assert ended == [digest in feed.invalid for digest in tokens]
     assert calls[1] == calls[300] == {"renew": 1}
-
-
-async def test_a_stream_whose_token_lapsed_says_why_in_its_last_words_and_frees_its_slot() -> None:
-    feed = MemoryFeed()
-    hub = await started(feed)
-    token = b"alice's token"
-    sent: list[tuple[bytes, bool]] = []
-    connected = asyncio.Event()
-
-    async def send(message: dict) -> None:
-        if message["type"] == "http.response.body":
-            sent.append((message["body"], message["more_body"]))
-            connected.set()
-
-    async def receive() -> dict:
-        await asyncio.Event().wait()  # the client stays
-        return {"type": "http.disconnect"}
-
-    response = EventStreamResponse(hub, User(uuid4(), "alice", "user"), token, None)
-    serving = asyncio.create_task(response({"type": "http"}, receive, send))
-    await connected.wait()
-    assert list(feed.tokens.values()) == [token]
-    feed.invalid.add(token)
-    await hub.renew()
-    async with asyncio.timeout(5):
-        await serving
-
-    last_words, more = sent[-1]
-    assert last_words.startswith(b": closed: ") and b"log in again" in last_words
-    assert more is False
-    assert feed.leases == {}
