@@ -6,28 +6,25 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from services.notifier.fairness import Candidate
 from shared.events import SealedSecret, WebhookChanged, WebhookSecret
+from shared.revisions import upsert_newest
 
 WAKE_CHANNEL = "boreas_webhook_deliveries"
+
+# The newest revision of each webhook (shared.revisions); a deleted one stays as a tombstone.
+_REMEMBER_WEBHOOK = upsert_newest(
+    "webhooks", "id owner scope url topics secrets active deleted revision sealed_url".split()
+)
 
 
 async def remember_webhook(conn: asyncpg.Connection, event: WebhookChanged) -> bool:
     """Keep ``event`` unless a newer revision is already known; True when it was kept."""
     status = await conn.execute(
-        """INSERT INTO webhooks (id, owner, scope, url, topics, secrets, active, deleted, revision,
-                                 sealed_url)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT (id) DO UPDATE SET
-               owner = EXCLUDED.owner, scope = EXCLUDED.scope, url = EXCLUDED.url,
-               topics = EXCLUDED.topics, secrets = EXCLUDED.secrets, active = EXCLUDED.active,
-               deleted = EXCLUDED.deleted, revision = EXCLUDED.revision,
-               sealed_url = EXCLUDED.sealed_url
-           WHERE webhooks.revision < EXCLUDED.revision""",
+        _REMEMBER_WEBHOOK,
         event.webhook_id,
         event.owner,
         event.scope,
@@ -220,7 +217,13 @@ async def disable(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> int | None
     )
 
 
-async def tidy(pool: asyncpg.Pool, *, now: datetime, finished_before: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Tidied:
+    dropped: int  # pending deliveries of deactivated webhooks
+    forgotten: int  # finished deliveries past their retention
+
+
+async def tidy(pool: asyncpg.Pool, *, now: datetime, finished_before: datetime) -> Tidied:
     """Forget finished deliveries older than the retention; drop rows queued for a webhook in
     the instant it was deactivated."""
     dropped = await pool.execute(
@@ -232,4 +235,4 @@ async def tidy(pool: asyncpg.Pool, *, now: datetime, finished_before: datetime) 
     forgotten = await pool.execute(
         "DELETE FROM deliveries WHERE state <> 'pending' AND finished_at < $1", finished_before
     )
-    return {"dropped": int(dropped.split()[-1]), "forgotten": int(forgotten.split()[-1])}
+    return Tidied(int(dropped.split()[-1]), int(forgotten.split()[-1]))

@@ -30,7 +30,7 @@ from services.poller.repository import Followed, PolledAccount
 from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
-from shared.db import TRANSIENT_DB_ERRORS
+from shared.containment import failing_alone
 from shared.events import Envelope, InstanceState, InstanceStateChanged, ProviderAccountHealth
 from shared.loops import Backoff, every
 from shared.outbox import add_envelopes, add_to_outbox
@@ -136,13 +136,11 @@ class Poller:
         self._slot_freed.set()
 
     async def _poll_logged(self, account: PolledAccount) -> None:
-        with structlog.contextvars.bound_contextvars(account_id=account.id):
-            try:
-                await self.poll_account(account)
-            except TRANSIENT_DB_ERRORS as exc:
-                log.warning("poll_not_recorded", error=repr(exc))
-            except Exception:
-                log.exception("poll_crashed")
+        with (
+            structlog.contextvars.bound_contextvars(account_id=account.id),
+            failing_alone(log, not_recorded="poll_not_recorded", crashed="poll_crashed"),
+        ):
+            await self.poll_account(account)
 
     async def poll_account(self, account: PolledAccount) -> None:
         """One list call for the whole account; transitions, if any, in one transaction."""

@@ -43,6 +43,7 @@ from services.scheduler.placement import (
 )
 from services.scheduler.repository import CloudCall, InstancePlacement
 from shared.clouds.connections import CloudConnections, CloudThrottled, connection_lost
+from shared.containment import failing_alone
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import InstanceFailed, InstancePlaced
 from shared.outbox import add_to_outbox
@@ -179,20 +180,20 @@ class CloudWorker:
             await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _carry_out(self, call: CloudCall) -> None:
-        with structlog.contextvars.bound_contextvars(
-            instance_id=str(call.instance_id), cloud_call=call.action, attempt=call.attempts
+        # An outcome not recorded: the lease runs out and the call is taken again, finding its
+        # node by tag if the cloud had made it.
+        with (
+            structlog.contextvars.bound_contextvars(
+                instance_id=str(call.instance_id), cloud_call=call.action, attempt=call.attempts
+            ),
+            failing_alone(
+                log, not_recorded="cloud_call_not_recorded", crashed="cloud_call_crashed"
+            ),
         ):
-            try:
-                if call.action == "launch":
-                    await self._launch(call)
-                else:
-                    await self._act(call)
-            except TRANSIENT_DB_ERRORS as exc:
-                # The outcome could not be recorded: the lease runs out and the call is taken
-                # again, finding its node by tag if the cloud had made it.
-                log.warning("cloud_call_not_recorded", error=repr(exc))
-            except Exception:
-                log.exception("cloud_call_crashed")
+            if call.action == "launch":
+                await self._launch(call)
+            else:
+                await self._act(call)
 
     # -- launches -------------------------------------------------------------------------
 
