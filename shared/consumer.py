@@ -64,6 +64,7 @@ from shared.events import (
 )
 from shared.lanes import KeyedLanes
 from shared.loops import Backoff
+from shared.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, topic_label
 from shared.ordering import OrderKey, key_value, partition_binding
 from shared.outbox import add_envelopes
 
@@ -110,6 +111,11 @@ class BatchUnitOfWork:
     conn: asyncpg.Connection
     source: str
     emitted: list[Envelope] = field(default_factory=list)
+    committed: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transaction has committed."""
+        self.committed.append(callback)
 
     def publish(self, event: Event, *, cause: Envelope) -> Envelope:
         envelope = Envelope.wrap(
@@ -487,6 +493,9 @@ class ConsumerRunner:
                     message_id=message.message_id,
                 )
                 await _settle(message.reject(requeue=False))
+                EVENTS_DEAD_LETTERED.labels(
+                    self._service, consumer.name, topic_label(message.routing_key), "undecodable"
+                ).inc()
                 return
             if subscription.when is not None and not subscription.when(event):
                 await _settle(message.ack())
@@ -558,19 +567,27 @@ class ConsumerRunner:
             except Exception:
                 if len(deliveries) > 1:  # find the culprit: each alone, in order
                     return await self._one_by_one(consumer, deliveries)
-                if await self._failed(deliveries[0]):
+                if await self._failed(consumer, deliveries[0]):
                     continue
                 return
-            return await self._committed(deliveries, emitted=emitted, left=left)
+            return await self._committed(consumer, deliveries, emitted=emitted, left=left)
 
     async def _committed(
-        self, deliveries: list[_Delivery], *, emitted: bool, left: list[_Delivery]
+        self,
+        consumer: _Consumer,
+        deliveries: list[_Delivery],
+        *,
+        emitted: bool,
+        left: list[_Delivery],
     ) -> None:
         if emitted:
             self._on_commit()
         for delivery in left:
             delivery.source.in_flight -= 1  # unsettled: back to the queue with the channel
-        await self._settle_all([d for d in deliveries if d not in left], requeue=None)
+        handled = [d for d in deliveries if d not in left]
+        await self._settle_all(handled, requeue=None)
+        for delivery in handled:
+            EVENTS_CONSUMED.labels(self._service, consumer.name, delivery.envelope.topic).inc()
 
     async def _one_by_one(self, consumer: _Consumer, deliveries: list[_Delivery]) -> None:
         """Each delivery in its own transaction, in order, so a key's order holds."""
@@ -591,7 +608,7 @@ class ConsumerRunner:
             if subscription.batch_handler is not None and fresh:
                 await subscription.batch_handler(
                     [Received(d.event, d.envelope) for d in fresh],
-                    BatchUnitOfWork(conn, self._bus.source, emitted),
+                    BatchUnitOfWork(conn, self._bus.source, emitted, committed),
                 )
             elif subscription.handler is not None:
                 left = await self._each(subscription.handler, conn, fresh, emitted, committed)
@@ -641,7 +658,7 @@ class ConsumerRunner:
                 await handler(delivery.event, uow)
         return []
 
-    async def _failed(self, delivery: _Delivery) -> bool:
+    async def _failed(self, consumer: _Consumer, delivery: _Delivery) -> bool:
         """A handler raised: True to try again now, False when the message was dead-lettered
         or returned to the queue."""
         with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
@@ -650,6 +667,9 @@ class ConsumerRunner:
                     "event_dead_lettered", reason="handler failed", deliveries=delivery.deliveries
                 )
                 await self._settle_all([delivery], requeue=False)
+                EVENTS_DEAD_LETTERED.labels(
+                    self._service, consumer.name, delivery.envelope.topic, "handler_failed"
+                ).inc()
                 return False
             log.exception("handler_failed_will_retry", deliveries=delivery.deliveries)
             await asyncio.sleep(self._settings.retry_delay * 2 ** (delivery.deliveries - 1))
