@@ -40,6 +40,7 @@ from shared.events import (
     Event,
     exchange_of,
 )
+from shared.metrics import EVENTS_PUBLISHED, service_of
 from shared.ordering import slot_headers
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,7 @@ class Bus:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._service = service_of(source)
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -120,6 +122,7 @@ class Bus:
             mandatory=mandatory,
             timeout=PUBLISH_TIMEOUT,
         )
+        EVENTS_PUBLISHED.labels(self._service, envelope.topic).inc()
 
     def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:
         log.warning(
