@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
@@ -27,6 +29,7 @@ import structlog
 
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import Envelope, Event
+from shared.metrics import OUTBOX_OLDEST, OUTBOX_ROWS
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +93,7 @@ class OutboxRelay:
         self._schema = schema
         self._poll_interval = poll_interval
         self._wakeup = asyncio.Event()
+        self._measured_at = -math.inf
 
     def wake(self) -> None:
         """Something was committed to the outbox: publish it now rather than at the next poll."""
@@ -112,8 +116,28 @@ class OutboxRelay:
                 log.warning("outbox_database_unavailable", error=repr(exc))
             except Exception as exc:  # the bus is away: rows stay, try again later
                 log.warning("outbox_publish_failed", error=repr(exc))
+            await self._measure()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+
+    async def _measure(self) -> None:
+        """The outbox's depth and its oldest row's age, for the metrics: at most once per poll
+        interval (commits wake the relay far more often), and whether publishing works or not."""
+        now = time.monotonic()
+        if now - self._measured_at < self._poll_interval:
+            return
+        self._measured_at = now
+        try:
+            async with asyncio.timeout(2):
+                row = await self._pool.fetchrow(
+                    """SELECT count(*) AS n,
+                              coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+                       FROM outbox"""
+                )
+        except TRANSIENT_DB_ERRORS:
+            return  # publishing has said so already; the gauges keep their last values
+        OUTBOX_ROWS.labels(self._schema).set(row["n"])
+        OUTBOX_OLDEST.labels(self._schema).set(float(row["age"]))
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published (0 when idle or not our turn)."""
