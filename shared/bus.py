@@ -139,13 +139,16 @@ def to_amqp(envelope: Envelope, *, expiration: float | None = None) -> aio_pika.
     Body and content type are the CloudEvents RabbitMQ binding's structured mode, from the SDK,
     which also refuses an envelope that breaks the CloudEvents spec. The AMQP properties repeat
     the event's id, type, source, time and correlation id for tools that read only properties
-    (dead-letter listings, the management UI); the headers are the ordering slots.
+    (dead-letter listings, the management UI); the headers are the ordering slots and the
+    event's W3C trace context (``traceparent``, ``tracestate``), for tracing tools that read
+    headers only.
     """
     attributes = envelope.model_dump(exclude={"data"}, exclude_none=True)
     structured = rabbitmq.to_structured(CloudEvent(attributes, envelope.data), _JSON)
     headers: dict[str, Any] = {
         **structured.headers,
         **slot_headers(envelope.data, envelope.subject, envelope.id),
+        **{name: value for name, value in _trace_of(envelope) if value},
     }
     return aio_pika.Message(
         structured.body,
@@ -159,3 +162,7 @@ def to_amqp(envelope: Envelope, *, expiration: float | None = None) -> aio_pika.
         expiration=expiration,
         headers=headers,
     )
+
+
+def _trace_of(envelope: Envelope) -> tuple[tuple[str, str | None], ...]:
+    return (("traceparent", envelope.traceparent), ("tracestate", envelope.tracestate))

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import tracing
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 # Public topics travel on EXCHANGE, which external subscribers may read; internal ones (sealed
@@ -461,6 +464,9 @@ class Envelope(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     dataversion: str
     correlationid: str | None = None
+    # CloudEvents Distributed Tracing extension: the W3C trace context the event was made in.
+    traceparent: str | None = None
+    tracestate: str | None = None
     data: dict[str, Any]
 
     @classmethod
@@ -472,7 +478,12 @@ class Envelope(BaseModel):
         event_id: str | None = None,
         correlation_id: str | None = None,
         time: datetime | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Envelope:
+        """``trace``: the event's ``traceparent``/``tracestate``; by default a child of the span
+        in progress (none outside a trace), see :mod:`shared.tracing`."""
+        if trace is None:
+            trace = tracing.event_trace(event.TOPIC)
         return cls(
             id=event_id or str(uuid.uuid4()),
             source=source,
@@ -481,6 +492,8 @@ class Envelope(BaseModel):
             subject=event.subject(),
             dataversion=event.VERSION,
             correlationid=correlation_id,
+            traceparent=trace.get(tracing.TRACEPARENT),
+            tracestate=trace.get(tracing.TRACESTATE),
             data=event.model_dump(mode="json"),
         )
 
