@@ -1,7 +1,8 @@
 """structlog set-up: JSON lines when not on a terminal, context bound per message.
 
 Handlers bind ``topic``, ``event_id``, ``correlation_id`` and ``instance_id`` through
-``structlog.contextvars`` so every line logged while handling one message carries them.
+``structlog.contextvars`` so every line logged while handling one message carries them; within
+a trace (:mod:`shared.tracing`, set up here too) every line carries ``trace_id`` and ``span_id``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from typing import Any
 
 import structlog
 
+from shared import tracing
 from shared.redaction import redact_urls_in
 
 
 def configure_logging(service: str, level: str = "INFO", *, json: bool | None = None) -> None:
-    """Route structlog and the standard library (uvicorn, aio-pika, asyncpg) to one renderer."""
+    """Route structlog and the standard library (uvicorn, aio-pika, asyncpg) to one renderer,
+    and set up the process's tracing."""
+    tracing.configure_tracing(service)
     if json is None:
         json = not sys.stderr.isatty()
     shared_processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        tracing.add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
