@@ -1,0 +1,1 @@
+"""`boreas`: the command-line client of a Boreas gateway. It speaks only the HTTP API."""
