@@ -71,22 +71,26 @@ class Api:
         assert response.status_code == 201, response.text
         return name, await self.login(name, password)
 
+    async def register_account(self, body: dict) -> dict:
+        """POST /v1/provider-accounts as the admin (``body`` as it takes it): the account."""
+        response = await self.client.post(
+            "/v1/provider-accounts", json=body, headers=await self.admin()
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
     async def new_account(self, grants: list[str], *, secret: str = "s3cret") -> dict:
         """An account of the simulated cloud (the gateway checks its credentials there: see
         the credential_checks fixture)."""
-        response = await self.client.post(
-            "/v1/provider-accounts",
-            json={
+        return await self.register_account(
+            {
                 "name": f"acct-{uuid.uuid4().hex[:8]}",
                 "provider": "simulator",
                 "credentials": {"api_key": f"key-{uuid.uuid4().hex}", "api_secret": secret},
                 "config": {"regions": ["north", "south"]},
                 "grants": grants,
-            },
-            headers=await self.admin(),
+            }
         )
-        assert response.status_code == 201, response.text
-        return response.json()
 
     async def launch(self, headers: dict, **overrides: object) -> httpx.Response:
         body = {"name": "web-1", "image": "debian-12", "cpus": 2, "memory_mb": 2048}

@@ -7,19 +7,7 @@ from shared.events import Envelope
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.stack import known_to, simulator_account
-
-
-async def registered_account(
-    api: Api, body: dict, followers: tuple[ServiceRuntime, ...] = ()
-) -> dict:
-    """Register a provider account (``body`` as POST /v1/provider-accounts takes it) as the admin
-    and wait until every follower service knows it."""
-    created = await api.client.post("/v1/provider-accounts", json=body, headers=await api.admin())
-    assert created.status_code == 201, created.text
-    account = created.json()
-    await known_to(account["id"], followers)
-    return account
+from tests.integration.stack import registered_account, simulator_account
 
 
 async def tenant(

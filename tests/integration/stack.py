@@ -66,9 +66,9 @@ async def simulator_account(
     **behaviour: object,
 ) -> dict:
     """Register a simulated-cloud account and wait until every follower service knows it."""
-    response = await api.client.post(
-        "/v1/provider-accounts",
-        json={
+    return await registered_account(
+        api,
+        {
             "name": name or f"sim-{uuid.uuid4().hex[:8]}",
             "provider": "simulator",
             "credentials": {
@@ -83,10 +83,16 @@ async def simulator_account(
             },
             "grants": grants,
         },
-        headers=await api.admin(),
+        followers,
     )
-    assert response.status_code == 201, response.text
-    account = response.json()
+
+
+async def registered_account(
+    api: Api, body: dict, followers: tuple[ServiceRuntime, ...] = ()
+) -> dict:
+    """Register a provider account (``body`` as POST /v1/provider-accounts takes it) and wait
+    until every follower service knows it."""
+    account = await api.register_account(body)
     await known_to(account["id"], followers)
     return account
 

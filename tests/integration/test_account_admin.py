@@ -13,8 +13,8 @@ from shared.bus import Bus
 from shared.events import Event, InstancePlaced, InstanceStateChanged, ProviderAccountHealth
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.clouds import registered_account
 from tests.integration.publishing import connected_bus
+from tests.integration.stack import registered_account
 
 
 def _as(api: Api, source: str) -> AbstractAsyncContextManager[Bus]:

@@ -16,14 +16,15 @@ from typing import Any
 
 from services.poller import repository
 from services.poller.polling import Poller
-from shared.bus import Bus
 from shared.config import PollerSettings
 from shared.credentials import CredentialCipher
 from shared.db import service_migrations
 from shared.events import ProviderAccountChanged
 from shared.runtime import ServiceRuntime, utcnow
+from shared.services import event_source
 from shared.testing import EventProbe
 from tests.integration.api import SESSION_KEY, Api
+from tests.integration.publishing import connected_bus
 from tests.integration.stack import POLL_INTERVAL, poller_runtime, simulator_account
 from tests.integration.support import settings_for
 
@@ -60,9 +61,7 @@ async def test_an_account_with_wrong_credentials_reports_why_and_then_its_recove
     max_name, _ = await api.new_user("max")
     api_key = f"k-{uuid.uuid4().hex[:8]}"
     wrong = f"wrong-{uuid.uuid4().hex}"
-    bus = Bus(amqp_url, source="boreas/gateway")
-    await bus.connect()
-    try:
+    async with connected_bus(amqp_url, event_source("gateway")) as bus:
         async with poller_runtime(amqp_url, database_url) as poller:
             account = await simulator_account(
                 api, simulator_url, [max_name], followers=(poller,), api_key=api_key
@@ -89,8 +88,6 @@ async def test_an_account_with_wrong_credentials_reports_why_and_then_its_recove
             [_, recovered] = await probe.wait_for(HEALTH, health_of(account["id"], 0), count=2)
             assert recovered.data["last_error"] is None
             assert datetime.fromisoformat(recovered.data["last_poll_at"]) > failed_at
-    finally:
-        await bus.close()
 
 
 class FakeCloud:

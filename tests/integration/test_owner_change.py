@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from services.scheduler import bootstrap as scheduler
@@ -26,8 +25,10 @@ from shared.events import (
     InstancePlaced,
 )
 from shared.runtime import ServiceRuntime
+from shared.services import event_source
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import SESSION_KEY, Api
+from tests.integration.publishing import connected_bus
 from tests.integration.stack import (
     FAST,
     poller_runtime,
@@ -40,15 +41,9 @@ from tests.integration.support import settings_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@asynccontextmanager
-async def gateway_bus(amqp_url: str) -> AsyncIterator[Bus]:
+def gateway_bus(amqp_url: str) -> AbstractAsyncContextManager[Bus]:
     """Publishes as the gateway does."""
-    bus = Bus(amqp_url, source="boreas/gateway")
-    await bus.connect()
-    try:
-        yield bus
-    finally:
-        await bus.close()
+    return connected_bus(amqp_url, event_source("gateway"))
 
 
 def given_to(instance_id: str, owner: str, previous: str, cpus: int, memory_mb: int):

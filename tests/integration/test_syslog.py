@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import pytest
 
 from services.notifier import bootstrap
-from shared.bus import Bus
 from shared.events import (
     InstanceLaunchRequested,
     InstancePlaced,
@@ -19,6 +18,7 @@ from shared.events import (
     InstanceStateChanged,
 )
 from shared.testing import wait_until
+from tests.integration.publishing import connected_bus
 from tests.integration.webhooks import notifier_settings
 
 RFC5424 = re.compile(
@@ -116,10 +116,8 @@ async def test_lifecycle_arrives_as_rfc5424(
     notifier = bootstrap.build(notifier_settings(amqp_url, database_url, syslog_url=url))
     instance_id = uuid.uuid4()
     async with notifier:
-        bus = Bus(amqp_url, source="boreas/test")
-        await bus.connect()
-        sent = [await bus.publish(event) for event in lifecycle(instance_id, "alice")]
-        await bus.close()
+        async with connected_bus(amqp_url) as bus:
+            sent = [await bus.publish(event) for event in lifecycle(instance_id, "alice")]
         mine = lambda: [line for line in lines.lines if str(instance_id) in line]  # noqa: E731
         await wait_until(lambda: len(mine()) == 4, timeout=10, what="four syslog lines")
 
