@@ -29,6 +29,8 @@ from shared.services import SERVICES  # noqa: E402
 
 STOP_GRACE = 10.0
 READY_TIMEOUT = 60.0
+# The workers' probe listeners (/metrics, /healthz, /readyz), one port each on this machine.
+PROBE_PORTS = {"scheduler": 9101, "poller": 9102, "quota": 9103, "notifier": 9104}
 
 START_HINT = """\
 Start them, then run `make run` again:
@@ -72,10 +74,15 @@ def ensure_infrastructure(amqp_url: str, database_url: str) -> None:
     sys.exit(2)
 
 
-def start(module: str) -> subprocess.Popen[bytes]:
+def start(module: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # Each process in its own session: a terminal's Ctrl-C reaches only this supervisor, which
     # then stops them in order instead of all of them racing on SIGINT.
-    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def status_url() -> str:
@@ -126,7 +133,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     children = {"simulator": start("shared.clouds.simulator")}
-    children.update({name: start(f"services.{name}") for name in SERVICES})
+    children.update(
+        {
+            name: start(f"services.{name}", {"BOREAS_PROBE_PORT": str(PROBE_PORTS.get(name, 0))})
+            for name in SERVICES
+        }
+    )
     say("started " + ", ".join(f"{n} (pid {p.pid})" for n, p in children.items()))
     began = time.monotonic()
     announced = False

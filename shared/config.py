@@ -52,6 +52,10 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval: float = Field(default=1.0, gt=0)
     inbox_retention_days: int = Field(default=7, ge=1)
     shutdown_grace: float = Field(default=8.0, gt=0)
+    # Where a worker service answers /metrics, /healthz and /readyz (the gateway answers them on
+    # its own port and ignores these). Port 0: any free port.
+    probe_host: str = "127.0.0.1"
+    probe_port: int = Field(default=9100, ge=0, le=65535)
 
     # Seals provider credentials (see shared/credentials.py). Unset in dev: a key generated once
     # into .boreas/secret.key. Previous keys (comma-separated) still open during a rotation.

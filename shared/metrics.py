@@ -11,8 +11,10 @@ docs/operations.md ("Metrics and alerts") says what each series means and where 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
+from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -120,12 +122,24 @@ def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def record_queue_depths(service: str, depths: Iterable[tuple[str, int]]) -> None:
-    for queue, messages in depths:
-        QUEUE_MESSAGES.labels(service, queue).set(messages)
-
-
 def topic_label(routing_key: str | None) -> str:
     """A message's topic as a label: one of the catalog's, or "unknown" (a label must not take
     whatever a stray publisher wrote)."""
     return routing_key if routing_key in TOPICS else "unknown"
+
+
+async def sample_queue_depths(
+    connection: AbstractRobustConnection, service: str, queues: Iterable[str]
+) -> None:
+    """Ask the broker how many messages wait in each of ``queues`` (a passive declare each,
+    on one channel)."""
+    channel = await connection.channel()
+    try:
+        for queue in queues:
+            declared = await channel.declare_queue(queue, passive=True)
+            QUEUE_MESSAGES.labels(service, queue).set(
+                declared.declaration_result.message_count or 0
+            )
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()

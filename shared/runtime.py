@@ -38,7 +38,9 @@ from shared.events import ServiceHeartbeat
 from shared.injection import inject
 from shared.logging import configure_logging
 from shared.loops import Backoff, every
+from shared.metrics import sample_queue_depths
 from shared.outbox import OutboxRelay
+from shared.probes import start_probe_server
 from shared.services import event_source
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,8 @@ class ServiceRuntime:
     wire: Callable[[ServiceRuntime], Parts] = no_parts
     clock: Clock = utcnow
     started_at: datetime = field(default_factory=utcnow)
+    # The probe listener (shared/probes.py); off for a service with HTTP of its own (gateway).
+    probes: bool = True
 
     pool: asyncpg.Pool = field(init=False)
     bus: Bus = field(init=False)
@@ -99,6 +103,7 @@ class ServiceRuntime:
     fatal: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _stopped: bool = field(default=False, init=False)
+    _probe_server: asyncio.Server | None = field(default=None, init=False)
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.start()
@@ -109,6 +114,11 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        if self.probes:
+            self._probe_server = await start_probe_server(
+                s.probe_host, s.probe_port, alive=self.liveness, ready=self.readiness
+            )
+            log.info("probe_listener_started", port=self.probe_port)
         self.pool = await _patiently(
             "database",
             lambda: create_pool(s.database_url, self.service, max_size=s.db_pool_size),
@@ -143,6 +153,7 @@ class ServiceRuntime:
             "outbox_relay": self.outbox.run,
             "heartbeat": self._heartbeat,
             "inbox_pruning": self._prune_inbox,
+            "queue_sampling": self._sample_queues,
             "partition_balancing": lambda: balance_forever(
                 self.pool,
                 consumers,
@@ -176,7 +187,30 @@ class ServiceRuntime:
         if hasattr(self, "pool"):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 2)
+        if self._probe_server is not None:
+            self._probe_server.close()
         log.info("service_stopped")
+
+    @property
+    def probe_port(self) -> int | None:
+        """The port the probe listener took (BOREAS_PROBE_PORT, or the free one 0 found)."""
+        if self._probe_server is None:
+            return None
+        return int(self._probe_server.sockets[0].getsockname()[1])
+
+    def liveness(self) -> dict[str, object]:
+        """Alive unless a background loop gave up (the process is about to exit)."""
+        if self.fatal.is_set():
+            return {"alive": False, "failing": sorted(self.failing)}
+        return {"alive": True}
+
+    async def readiness(self) -> dict[str, bool]:
+        """Whether the database and the bus answer; neither before the start connected them,
+        nor once the service is stopping."""
+        live = not self._stopped
+        database = live and hasattr(self, "pool") and await self.database_ready()
+        bus = live and hasattr(self, "bus") and self.bus.is_connected
+        return {"database": database, "bus": bus}
 
     async def database_ready(self) -> bool:
         try:
@@ -213,6 +247,24 @@ class ServiceRuntime:
             # queues rather than revive a dead service when a backlog drains.
             expiration=3 * self.settings.heartbeat_interval,
             mandatory=False,  # nobody listening (no gateway yet) is no error worth a log
+        )
+
+    async def _sample_queues(self) -> NoReturn:
+        consumers = self.consumers
+        assert consumers is not None
+
+        async def step() -> None:
+            queues = [s.queue_name for c in consumers.consumers for s in c.sources]
+            await sample_queue_depths(self.bus.connection, self.service, queues)
+
+        await every(
+            3 * self.settings.heartbeat_interval,
+            step,
+            name="queue_sampling",
+            log=log,
+            event="queue_sampling_skipped",
+            # A depth not sampled is a gap in a graph, never a reason to restart the service.
+            transient=(Exception,),
         )
 
     async def _prune_inbox(self) -> NoReturn:

@@ -80,6 +80,7 @@ class System:
             "BOREAS_SIMULATOR_PORT": str(self.simulator_port),
             "BOREAS_SIMULATOR_URL": self.simulator_url,
             "BOREAS_REPLICA_ID": f"{service}-{index}",
+            "BOREAS_PROBE_PORT": "0",  # replicas share this machine
             **self.env,
             **overrides,
         }

@@ -34,6 +34,8 @@ def paced(kind: type[Settings], amqp_url: str, database_url: str, **values: obje
             # Two partitions per ordered handler: enough to show them; every quorum queue costs
             # the test broker memory and recovery time.
             "partitions": 2,
+            # Several services share the process: each probe listener on a free port.
+            "probe_port": 0,
             **values,
         }
     )
