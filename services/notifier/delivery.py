@@ -45,6 +45,7 @@ from shared.events import (
     WebhookDisabled,
 )
 from shared.loops import Backoff, every
+from shared.metrics import WEBHOOK_DELIVERIES
 from shared.outbox import add_to_outbox
 from shared.redaction import redact_urls_in
 from shared.runtime import Clock, utcnow
@@ -317,6 +318,7 @@ class WebhookDeliverer:
                 correlation_id=delivery.message_id,
             )
         self.on_commit()
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
         log.info(
             "webhook_attempt",
             webhook_id=str(delivery.webhook_id),

@@ -57,6 +57,11 @@ def refusal(usage: Amounts, limits: Limits, request: Amounts) -> str | None:
     return None
 
 
+def limit_of(reason: str) -> str:
+    """The resource whose limit a :func:`refusal` names (its first word)."""
+    return reason.split(" ", 1)[0]
+
+
 @dataclass(frozen=True)
 class Ask:
     """A launch to decide: who asks, for what."""

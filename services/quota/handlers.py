@@ -17,6 +17,7 @@ from services.quota.accounting import (
     after_end,
     after_placement,
     decide,
+    limit_of,
     one_instance,
     transfer,
     usage_delta,
@@ -37,6 +38,7 @@ from shared.events import (
     QuotaUsageChanged,
     ResourceUsage,
 )
+from shared.metrics import LAUNCHES, QUOTA_REJECTIONS
 from shared.ordering import OrderKey
 
 log = structlog.get_logger(__name__)
@@ -86,6 +88,15 @@ async def decide_launches(
     await repo.set_usages(uow.conn, moved)
     last_cause = _publish_decisions(uow, fresh, refusals)
     _publish_usages(uow, moved, limits, last_cause)
+    rejected = [limit_of(reason) for reason in refusals if reason is not None]
+    if rejected:
+        uow.after_commit(lambda: _count_rejections(rejected))
+
+
+def _count_rejections(limits: list[str]) -> None:
+    for limit in limits:
+        LAUNCHES.labels("rejected").inc()
+        QUOTA_REJECTIONS.labels(limit).inc()
 
 
 def _first_of_each(received: list[Received]) -> dict[str, Received]:
