@@ -27,6 +27,11 @@ Delivery guarantees:
   message that can never be handled (not JSON, not a CloudEvent, unknown type or major version,
   invalid data) is dead-lettered at once. The queue's ``x-delivery-limit`` backs this up for a
   message that crashes the process itself.
+- traces (:mod:`shared.tracing`): a message is handled in a span continuing its event's
+  ``traceparent``, so the handler's log lines and the events it emits are of that trace. A batch
+  runs in the span of its first traced message, linked to the others; each event a batch handler
+  emits carries the trace of the message it names as its cause. A message made outside any trace
+  (a heartbeat) is handled outside any.
 - outages are not failures: while the database is unreachable the batch is held and retried
   with backoff without spending tries, so a PostgreSQL restart dead-letters nothing.
 """
@@ -50,7 +55,10 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
+from shared import tracing
 from shared.bus import DEAD_LETTER_EXCHANGE, EXCHANGES, Bus
 from shared.db import CONFLICT_ERRORS, TRANSIENT_DB_ERRORS
 from shared.events import (
@@ -118,8 +126,12 @@ class BatchUnitOfWork:
         self.committed.append(callback)
 
     def publish(self, event: Event, *, cause: Envelope) -> Envelope:
+        """Emit ``event`` at commit, in the trace of ``cause`` (the batch's message it came of)."""
         envelope = Envelope.wrap(
-            event, source=self.source, correlation_id=cause.correlationid or cause.id
+            event,
+            source=self.source,
+            correlation_id=cause.correlationid or cause.id,
+            trace=tracing.event_trace(event.TOPIC, _trace_context(cause)),
         )
         self.emitted.append(envelope)
         return envelope
@@ -606,10 +618,11 @@ class ConsumerRunner:
             committed: list[Callable[[], None]] = []
             left: list[_Delivery] = []
             if subscription.batch_handler is not None and fresh:
-                await subscription.batch_handler(
-                    [Received(d.event, d.envelope) for d in fresh],
-                    BatchUnitOfWork(conn, self._bus.source, emitted, committed),
-                )
+                with _handling([d.envelope for d in fresh]):
+                    await subscription.batch_handler(
+                        [Received(d.event, d.envelope) for d in fresh],
+                        BatchUnitOfWork(conn, self._bus.source, emitted, committed),
+                    )
             elif subscription.handler is not None:
                 left = await self._each(subscription.handler, conn, fresh, emitted, committed)
                 if left and subscription.dedupe:
@@ -653,7 +666,10 @@ class ConsumerRunner:
         for done, delivery in enumerate(deliveries):
             if done and self._stopping:
                 return deliveries[done:]
-            with structlog.contextvars.bound_contextvars(**_context(delivery.envelope)):
+            with (
+                structlog.contextvars.bound_contextvars(**_context(delivery.envelope)),
+                _handling([delivery.envelope]),
+            ):
                 uow = UnitOfWork(conn, delivery.envelope, self._bus.source, emitted, committed)
                 await handler(delivery.event, uow)
         return []
@@ -809,7 +825,27 @@ def _context(envelope: Envelope) -> dict[str, str]:
     }
     if envelope.subject:
         context["subject"] = envelope.subject
-    return context
+    return {**context, **tracing.ids_of(envelope.traceparent)}
+
+
+def _trace_context(envelope: Envelope) -> Context:
+    return tracing.context_of(envelope.traceparent, envelope.tracestate)
+
+
+def _handling(envelopes: list[Envelope]) -> contextlib.AbstractContextManager[object]:
+    """The span messages are handled in: a child of the (first traced) message's trace, linked
+    to the others of a batch; none for messages made outside any trace (heartbeats)."""
+    traced = [e for e in envelopes if e.traceparent]
+    if not traced:
+        return contextlib.nullcontext()
+    first = traced[0]
+    return tracing.span(
+        f"{first.topic} process",
+        parent=_trace_context(first),
+        kind=SpanKind.CONSUMER,
+        links=[_trace_context(e) for e in traced[1:]],
+        attributes={"messaging.system": "rabbitmq", "messaging.message.id": first.id},
+    )
 
 
 def _stale(delivery: _Delivery) -> bool:
