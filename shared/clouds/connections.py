@@ -23,6 +23,7 @@ from shared.accounts import Account
 from shared.clouds.budget import CallBudget, is_throttle
 from shared.clouds.registry import build_driver
 from shared.credentials import CredentialCipher
+from shared.metrics import CLOUD_CALLS
 
 T = TypeVar("T")
 
@@ -101,8 +102,10 @@ class CloudConnections:
                     result = await loop.run_in_executor(self._executor, operation, driver)
                 except Exception as error:
                     if is_throttle(error):
+                        CLOUD_CALLS.labels(account.provider, "throttled").inc()
                         pause = budget.throttled()
                         raise CloudThrottled(f"{error} (calls paused {pause:g} s)") from error
+                    CLOUD_CALLS.labels(account.provider, "error").inc()
                     broken = connection_lost(error)
                     if broken and read_only and attempt == 1:
                         continue
@@ -110,6 +113,7 @@ class CloudConnections:
                 finally:
                     if not broken:
                         self._put_back(account.id, line, driver)
+                CLOUD_CALLS.labels(account.provider, "ok").inc()
                 budget.succeeded()
                 return result
         raise AssertionError("unreachable")
