@@ -23,6 +23,7 @@ from services.quota.accounting import (
     usage_delta,
 )
 from services.quota.ports import DecisionsRepository
+from shared import tracing
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
     Envelope,
@@ -117,16 +118,25 @@ def _publish_decisions(
     for item, reason in zip(fresh, refusals, strict=True):
         event: InstanceLaunchRequested = item.event
         if reason is None:
-            uow.publish(
+            decision = uow.publish(
                 InstanceLaunchAdmitted.of(event),
                 cause=item.envelope,
             )
             last_cause[event.owner] = item.envelope
         else:
-            uow.publish(
+            decision = uow.publish(
                 InstanceRejected(instance_id=event.instance_id, owner=event.owner, reason=reason),
                 cause=item.envelope,
             )
+        # In the launch's own trace: the batch's span is only its first launch's.
+        log.info(
+            "launch_decided",
+            instance_id=str(event.instance_id),
+            owner=event.owner,
+            admitted=reason is None,
+            reason=reason,
+            **tracing.ids_of(decision.traceparent),
+        )
     return last_cause
 
 
