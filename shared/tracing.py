@@ -85,6 +85,11 @@ def _carrier(ctx: Context | None = None) -> dict[str, str]:
     return carrier
 
 
+def headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of the span in progress, for an outgoing request."""
+    return _carrier()
+
+
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the span in progress, to store with work deferred to later."""
     return _carrier().get(TRACEPARENT)

@@ -30,6 +30,7 @@ import structlog
 from services.notifier import SOURCE, fairness, repository
 from services.notifier.repository import Claimed
 from services.notifier.retry import RetryPolicy, Verdict, judge
+from shared import tracing
 from shared.config import NotifierSettings
 from shared.credentials import (
     WEBHOOK,
@@ -185,17 +186,20 @@ class WebhookDeliverer:
             log.error("webhook_delivery_crashed", error=repr(task.exception()))
 
     async def _deliver(self, clients: dict[str, httpx.AsyncClient], delivery: Claimed) -> None:
-        attempted_at = self.clock()
-        try:
-            answer = await self.send(clients, delivery, attempted_at)
-        except Exception as exc:  # whatever it was, it is this attempt's failure, on record
-            log.exception("webhook_send_crashed", webhook_id=str(delivery.webhook_id))
-            answer = Answer(None, f"{type(exc).__name__} while sending"[:MAX_ERROR_LENGTH], 0)
-        try:
-            await self.record(delivery, answer, attempted_at)
-        except TRANSIENT_DB_ERRORS as exc:
-            # The lease runs out and the delivery is attempted again: at-least-once.
-            log.warning("webhook_outcome_not_recorded", error=repr(exc))
+        # The event's trace, from the body the delivery row keeps: its attempts and their
+        # reports belong to what caused the event.
+        with tracing.continued(tracing.traceparent_in(delivery.body), "webhook deliver"):
+            attempted_at = self.clock()
+            try:
+                answer = await self.send(clients, delivery, attempted_at)
+            except Exception as exc:  # whatever it was, it is this attempt's failure, on record
+                log.exception("webhook_send_crashed", webhook_id=str(delivery.webhook_id))
+                answer = Answer(None, f"{type(exc).__name__} while sending"[:MAX_ERROR_LENGTH], 0)
+            try:
+                await self.record(delivery, answer, attempted_at)
+            except TRANSIENT_DB_ERRORS as exc:
+                # The lease runs out and the delivery is attempted again: at-least-once.
+                log.warning("webhook_outcome_not_recorded", error=repr(exc))
 
     async def send(
         self, clients: dict[str, httpx.AsyncClient], delivery: Claimed, now: datetime
@@ -218,6 +222,7 @@ class WebhookDeliverer:
             **signing.headers(secrets, delivery.message_id, int(now.timestamp()), body),
             "content-type": CLOUDEVENTS_CONTENT_TYPE,
             "host": target.host_header,
+            **tracing.headers(),
         }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
