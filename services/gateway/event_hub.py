@@ -274,22 +274,36 @@ class EventHub:
         read, and the hub hands it exactly the rows above its horizon, which the backlog stops
         at. A resumed position beyond the horizon (an id from a process whose hub was ahead)
         skips the hub's rows up to it."""
-        assert self._feed is not None
         sent = stream.horizon if position is None else position
         if sent < stream.horizon:
-            owner = None if stream.everyone else stream.username
-            while stream.ended is None:
-                try:
-                    page = await self._feed.backlog(sent, stream.horizon, owner, self.page)
-                except TRANSIENT_DB_ERRORS:
-                    stream.end(Ending.DATABASE_AWAY)
-                    return
-                if page:
-                    sent = page[-1].seq
-                    yield page
-                if len(page) < self.page:
-                    break
+            async for page in self._backlog(stream, sent):
+                sent = page[-1].seq
+                yield page
             sent = max(sent, stream.horizon)
+        async for rows in self._live(stream, sent, keepalive):
+            yield rows
+
+    async def _backlog(self, stream: Stream, sent: int) -> AsyncIterator[list[FeedRow]]:
+        """The stream's rows after ``sent`` up to its horizon, from the database, a page at a
+        time; a database gone away ends the stream."""
+        assert self._feed is not None  # follow() comes after open(), which waits for it
+        owner = None if stream.everyone else stream.username
+        while stream.ended is None:
+            try:
+                page = await self._feed.backlog(sent, stream.horizon, owner, self.page)
+            except TRANSIENT_DB_ERRORS:
+                stream.end(Ending.DATABASE_AWAY)
+                return
+            if page:
+                sent = page[-1].seq
+                yield page
+            if len(page) < self.page:
+                return
+
+    @staticmethod
+    async def _live(stream: Stream, sent: int, keepalive: float) -> AsyncIterator[list[FeedRow]]:
+        """The hub's rows for the stream above ``sent``; an empty batch after ``keepalive``
+        seconds without any."""
         while stream.ended is None:
             rows = await stream.take(keepalive)
             fresh = [row for row in rows if row.seq > sent]
