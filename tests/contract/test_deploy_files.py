@@ -43,8 +43,9 @@ OVERLAYS = ("dev", "prod")
 # The oldest Kubernetes the manifests are meant for, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 WORKERS = tuple(s for s in SERVICES if s != "gateway")
-# What the workers' probe listener serves (a port named "probe").
-PROBE_PORT, LIVENESS_PATH, READINESS_PATH = 9100, "/healthz", "/readyz"
+# Where the workers' probe listener serves: BOREAS_PROBE_PORT's default (compose leaves it so).
+PROBE_PORT = config.ServiceSettings.model_fields["probe_port"].default
+LIVENESS_PATH, READINESS_PATH = "/healthz", "/readyz"
 RECOMMENDED_LABELS = {
     f"app.kubernetes.io/{name}"
     for name in ("name", "instance", "component", "part-of", "version", "managed-by")
@@ -108,6 +109,8 @@ def test_compose_runs_every_service_and_the_simulator_with_health_checks() -> No
         assert waits_for["postgres"] == {"condition": "service_healthy"}, name
     for name in WORKERS:
         assert services[name]["deploy"]["replicas"] >= 2, f"{name} should show it scales"
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{PROBE_PORT}{READINESS_PATH}" in check, name
 
 
 # --- Kubernetes --------------------------------------------------------------------------------
@@ -270,6 +273,9 @@ def test_probes_are_where_the_services_serve_them(overlay: tuple[str, list[dict]
     routes = (ROOT / "services" / "gateway" / "routes" / "health.py").read_text()
     assert '"/healthz"' in routes and '"/readyz"' in routes
 
+    # The workers' listener must be where their settings put it, and reachable from outside.
+    assert config_value(objects, "BOREAS_PROBE_HOST") == "0.0.0.0"
+    assert int(config_value(objects, "BOREAS_PROBE_PORT")) == PROBE_PORT
     for service in WORKERS:
         worker, ports = probes(service)
         assert ports == {"probe": PROBE_PORT}, service
