@@ -59,6 +59,12 @@ def _envelope_schema(cls: type[Event], data_ref: str) -> dict[str, Any]:
             "datacontenttype": {"const": "application/json"},
             "dataversion": {"type": "string", "description": f"schema version, now {cls.VERSION}"},
             "correlationid": {"type": "string"},
+            "traceparent": {
+                "type": "string",
+                "description": "W3C trace context the event was made in (CloudEvents "
+                "Distributed Tracing extension); also the AMQP header traceparent",
+            },
+            "tracestate": {"type": "string", "description": "W3C trace state, with traceparent"},
             "data": {"$ref": data_ref},
         },
     }
