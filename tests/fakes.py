@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from services.quota.accounting import Amounts, Limits, Status
+from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
 from shared.consumer import Received
 from shared.events import Envelope, Event, WebhookChanged
@@ -73,7 +74,11 @@ class FakeBatchUnitOfWork:
     source: str = SOURCE
     conn: Any = field(default_factory=FakeConnection)
     emitted: list[Envelope] = field(default_factory=list)
+    committed: list[Callable[[], None]] = field(default_factory=list)
     published: list[tuple[Event, Envelope]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.committed.append(callback)
 
     def publish(self, event: Event, *, cause: Envelope) -> Envelope:
         envelope = Envelope.wrap(
@@ -86,6 +91,10 @@ class FakeBatchUnitOfWork:
     @property
     def events(self) -> list[Event]:
         return [event for event, _ in self.published]
+
+    def commit(self) -> None:
+        for callback in self.committed:
+            callback()
 
 
 def received(*events: Event) -> list[Received]:
@@ -158,30 +167,15 @@ class FakeCallsRepository(_Connected):
             )
         self.placements[placement.instance_id] = placement
 
-    async def add_call(
-        self,
-        conn: Any,
-        instance_id: uuid.UUID,
-        *,
-        owner: str,
-        action: str,
-        request: dict[str, Any],
-    ) -> None:
+    async def add_call(self, conn: Any, instance_id: uuid.UUID, *, owner: str, action: str) -> None:
         self._check(conn)
-        self._add(instance_id, owner, action, request)
+        self._add(instance_id, owner, action, None)
 
-    async def add_launch(
-        self,
-        conn: Any,
-        instance_id: uuid.UUID,
-        *,
-        owner: str,
-        request: dict[str, Any],
-    ) -> None:
+    async def add_launch(self, conn: Any, instance_id: uuid.UUID, request: Request) -> None:
         self._check(conn)
         if instance_id in self.placements or self.calls_of(instance_id, "launch"):
             return  # recorded, placed, failed or cancelled already
-        self._add(instance_id, owner, "launch", request)
+        self._add(instance_id, request.owner, "launch", request)
 
     async def cancel_call(self, conn: Any, call_id: int) -> None:
         self._check(conn)
@@ -192,7 +186,7 @@ class FakeCallsRepository(_Connected):
     # What tests arrange and look at.
 
     def _add(
-        self, instance_id: uuid.UUID, owner: str, action: str, request: dict[str, Any]
+        self, instance_id: uuid.UUID, owner: str, action: str, request: Request | None
     ) -> None:
         self.calls.append(
             {

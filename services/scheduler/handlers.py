@@ -10,6 +10,7 @@ import structlog
 
 from services.scheduler import repository
 from services.scheduler.catalogs import CatalogCache
+from services.scheduler.placement import Request
 from services.scheduler.ports import CallsRepository, Waker
 from services.scheduler.repository import InstancePlacement, PendingLaunch
 from services.scheduler.worker import AccountBook
@@ -57,15 +58,15 @@ async def place_launch(
     await repo.add_launch(
         uow.conn,
         event.instance_id,
-        owner=event.owner,
-        request={
-            "image": event.image,
-            "cpus": event.cpus,
-            "memory_mb": event.memory_mb,
-            "provider": event.placement.provider,
-            "account": event.placement.account,
-            "region": event.placement.region,
-        },
+        Request(
+            owner=event.owner,
+            image=event.image,
+            cpus=event.cpus,
+            memory_mb=event.memory_mb,
+            provider=event.placement.provider,
+            account=event.placement.account,
+            region=event.placement.region,
+        ),
     )
     uow.after_commit(worker.wake)
 
@@ -118,7 +119,6 @@ async def carry_out_action(
         event.instance_id,
         owner=placement.owner if placement is not None else event.owner,
         action=event.action.value,
-        request={},
     )
     uow.after_commit(worker.wake)
 

@@ -9,10 +9,11 @@ they exchange are the repository's dataclasses, for all three.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 
+from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
 
 
@@ -30,22 +31,11 @@ class CallsRepository(Protocol):
     async def record(self, conn: asyncpg.Connection, placement: InstancePlacement) -> None: ...
 
     async def add_call(
-        self,
-        conn: asyncpg.Connection,
-        instance_id: uuid.UUID,
-        *,
-        owner: str,
-        action: str,
-        request: dict[str, Any],
+        self, conn: asyncpg.Connection, instance_id: uuid.UUID, *, owner: str, action: str
     ) -> None: ...
 
     async def add_launch(
-        self,
-        conn: asyncpg.Connection,
-        instance_id: uuid.UUID,
-        *,
-        owner: str,
-        request: dict[str, Any],
+        self, conn: asyncpg.Connection, instance_id: uuid.UUID, request: Request
     ) -> None: ...
 
     async def cancel_call(self, conn: asyncpg.Connection, call_id: int) -> None: ...

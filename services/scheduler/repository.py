@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from services.scheduler.placement import GrantedAccount
+from services.scheduler.placement import GrantedAccount, Request
 from shared import accounts
 from shared.events import ProviderAccountChanged
 
@@ -128,9 +129,14 @@ class CloudCall:
     instance_id: uuid.UUID
     owner: str
     action: str
-    request: dict[str, Any]
+    request: dict[str, Any]  # a launch's (see launch); an action's is empty
     attempts: int  # times taken, this one included
     tried: tuple[str, ...]  # accounts a create was sent to, earlier takes included
+
+    @property
+    def launch(self) -> Request:
+        """What a launch asks, for the owner the call names now."""
+        return Request(owner=self.owner, **self.request)
 
 
 def _call(row: asyncpg.Record) -> CloudCall:
@@ -146,26 +152,25 @@ def _call(row: asyncpg.Record) -> CloudCall:
 
 
 async def add_call(
-    conn: asyncpg.Connection,
-    instance_id: uuid.UUID,
-    *,
-    owner: str,
-    action: str,
-    request: dict[str, Any],
+    conn: asyncpg.Connection, instance_id: uuid.UUID, *, owner: str, action: str
 ) -> None:
+    """Record an action (stop, start, reboot, terminate) owed to the instance's cloud."""
     await conn.execute(
         """INSERT INTO cloud_calls (instance_id, owner, action, request)
-           VALUES ($1, $2, $3, $4)""",
+           VALUES ($1, $2, $3, '{}')""",
         instance_id,
         owner,
         action,
-        json.dumps(request),
     )
 
 
-async def add_launch(
-    conn: asyncpg.Connection, instance_id: uuid.UUID, *, owner: str, request: dict[str, Any]
-) -> None:
+def _launch_json(request: Request) -> str:
+    fields = dataclasses.asdict(request)
+    del fields["owner"]  # a column of its own, which an owner change updates
+    return json.dumps(fields)
+
+
+async def add_launch(conn: asyncpg.Connection, instance_id: uuid.UUID, request: Request) -> None:
     """Record a launch unless it was recorded, placed, failed or cancelled already."""
     await conn.execute(
         """INSERT INTO cloud_calls (instance_id, owner, action, request)
@@ -174,8 +179,8 @@ async def add_launch(
              AND NOT EXISTS (SELECT 1 FROM cloud_calls
                              WHERE instance_id = $1 AND action = 'launch')""",
         instance_id,
-        owner,
-        json.dumps(request),
+        request.owner,
+        _launch_json(request),
     )
 
 

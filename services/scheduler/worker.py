@@ -198,7 +198,7 @@ class CloudWorker:
     # -- launches -------------------------------------------------------------------------
 
     async def _launch(self, call: CloudCall) -> None:
-        request = Request(owner=call.owner, **call.request)
+        request = call.launch
         accounts = await self.book.accounts()
         if call.tried and await self._adopt_earlier_node(call, accounts):
             return
@@ -343,7 +343,7 @@ class CloudWorker:
                     call,
                     account,
                     str(node.id),
-                    node.extra.get("region") or call.request.get("region"),
+                    node.extra.get("region") or call.launch.region,
                     f"found {node.id} on {account.name}, created by an earlier attempt",
                 )
                 log.info("earlier_node_adopted", account=account.name, node=str(node.id))
@@ -370,8 +370,8 @@ class CloudWorker:
                     provider_instance_id=provider_instance_id,
                     region=region,
                     reason=reason,
-                    cpus=call.request["cpus"],
-                    memory_mb=call.request["memory_mb"],
+                    cpus=call.launch.cpus,
+                    memory_mb=call.launch.memory_mb,
                 ),
                 source=SOURCE,
             )

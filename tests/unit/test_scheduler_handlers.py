@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from services.scheduler.handlers import carry_out_action, place_launch
+from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement
 from shared.events import (
     InstanceAction,
@@ -85,14 +86,15 @@ async def test_a_launch_is_recorded_as_a_call_owed_and_publishes_nothing(
 
     [call] = repo.calls
     assert (call["action"], call["owner"], call["status"]) == ("launch", "alice", "pending")
-    assert call["request"] == {
-        "image": "ubuntu",
-        "cpus": 2,
-        "memory_mb": 1024,
-        "provider": "aws",
-        "account": None,
-        "region": "eu-west-1",
-    }
+    assert call["request"] == Request(
+        owner="alice",
+        image="ubuntu",
+        cpus=2,
+        memory_mb=1024,
+        provider="aws",
+        account=None,
+        region="eu-west-1",
+    )
     assert repo.locked == [INSTANCE]
     # Placement and its outcome are the worker's, once the cloud answers.
     assert uow.published == []
