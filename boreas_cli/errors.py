@@ -43,12 +43,12 @@ def problem_message(status: int, body: Any, reason: str) -> str:
     title = body.get("title") or reason or str(status)
     detail = body.get("detail")
     message = f"{title}: {detail}" if detail else str(title)
-    errors = body.get("errors")
-    if isinstance(errors, list) and len(errors) > 1:
-        for error in errors:
-            if isinstance(error, dict):
-                where = ".".join(str(part) for part in error.get("loc", []))
-                message += f"\n  {where}: {error.get('msg', '')}"
+    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    if len(errors) > 1:  # the detail names the first only
+        message = f"{title}:" + "".join(
+            f"\n  {'.'.join(str(part) for part in e.get('loc', []))}: {e.get('msg', '')}"
+            for e in errors
+        )
     if status == 401:
         message += "\nLog in with `boreas login` (or set BOREAS_TOKEN)."
     return message

@@ -63,7 +63,7 @@ def render_json(data: Any) -> str:
 
 
 def render_table(items: Iterable[dict[str, Any]], columns: Sequence[Column]) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table = Table(box=None, pad_edge=False, show_edge=False)
     for header, _ in columns:
         table.add_column(header, no_wrap=True, overflow="ignore")
     for item in items:
@@ -71,22 +71,20 @@ def render_table(items: Iterable[dict[str, Any]], columns: Sequence[Column]) -> 
     return table
 
 
-def stdout_console() -> Console:
-    # Piped output is never cut to a terminal's width: a script reads whole lines.
-    terminal = sys.stdout.isatty()
-    return Console(
-        file=sys.stdout,
-        width=None if terminal else 10_000,
-        highlight=False,
-        soft_wrap=not terminal,
-    )
+def table_text(table: Table) -> str:
+    """The table as plain lines, as wide as they need (piped output is never cut to a terminal's
+    width: a script reads whole lines), without the padding rich leaves at their ends."""
+    console = Console(file=io.StringIO(), width=10_000, color_system=None, highlight=False)
+    with console.capture() as captured:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
 
 
 def emit(data: Any, output: Format, table: Callable[[], Table]) -> None:
     if output is Format.JSON:
         print(render_json(data), flush=True)
     else:
-        stdout_console().print(table())
+        print(table_text(table()), flush=True)
 
 
 def emit_list(items: list[dict[str, Any]], output: Format, columns: Sequence[Column]) -> None:

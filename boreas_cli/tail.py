@@ -33,15 +33,10 @@ def summary(event: Event) -> str:
 
 def event_line(event: Event) -> str:
     envelope, data = event.envelope, event.data
-    return "  ".join(
-        [
-            when(envelope.get("time")),
-            event.topic,
-            str(envelope.get("subject") or "-"),
-            str(data.get("owner") or "-"),
-            summary(event),
-        ]
-    )
+    subject = str(envelope.get("subject") or "-")
+    owner = str(data.get("owner") or "-")
+    at = when(envelope.get("time"))
+    return f"{at}  {event.topic:<26}  {subject:<36}  {owner:<12}  {summary(event)}"
 
 
 async def _tail(
