@@ -454,6 +454,10 @@ def test_build_context_holds_what_the_image_copies() -> None:
     assert copied
     for source in copied:
         assert not ignored(source.rstrip("/"), patterns), f"COPY {source} but it is ignored"
+    # Every package pyproject.toml installs is copied in (else `pip install .` leaves it out).
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for pattern in packages["packages"]["find"]["include"]:
+        assert f"{pattern.rstrip('*')}/" in copied, f"deploy/Dockerfile does not copy {pattern}"
     for kept in ("shared/migrations/0001_outbox_inbox.sql", "services/gateway/app.py"):
         assert not ignored(kept, patterns), kept
     for left_out in (
