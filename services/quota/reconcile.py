@@ -8,7 +8,6 @@ import asyncpg
 import structlog
 
 from services.quota import SOURCE, repository
-from services.quota.accounting import Amounts
 from services.quota.handlers import usage_event
 from shared.loops import every
 from shared.outbox import add_to_outbox
@@ -20,13 +19,11 @@ async def reconcile_once(pool: asyncpg.Pool, source: str = SOURCE) -> int:
     """Correct every drifted owner; returns how many were corrected."""
     async with pool.acquire() as conn, conn.transaction():
         drifted = await repository.drift(conn)
-        for row in drifted:
-            held = Amounts(row["held_instances"], row["held_cpus"], row["held_memory_mb"])
-            was = Amounts(row["instances"], row["cpus"], row["memory_mb"])
-            await repository.overwrite_usage(conn, row["owner"], held)
-            limits = await repository.limits_of(conn, row["owner"])
-            await add_to_outbox(conn, usage_event(row["owner"], held, limits), source=source)
-            log.warning("quota_drift_repaired", owner=row["owner"], was=vars(was), now=vars(held))
+        for d in drifted:
+            await repository.overwrite_usage(conn, d.owner, d.held)
+            limits = await repository.limits_of(conn, d.owner)
+            await add_to_outbox(conn, usage_event(d.owner, d.held, limits), source=source)
+            log.warning("quota_drift_repaired", owner=d.owner, was=vars(d.usage), now=vars(d.held))
     return len(drifted)
 
 

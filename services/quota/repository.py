@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -135,9 +136,18 @@ async def set_statuses(conn: asyncpg.Connection, statuses: dict[str, Status]) ->
     )
 
 
-async def drift(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+@dataclass(frozen=True)
+class Drift:
+    """An owner whose usage differs from what their ledger holds."""
+
+    owner: str
+    usage: Amounts
+    held: Amounts
+
+
+async def drift(conn: asyncpg.Connection) -> list[Drift]:
     """Owners whose usage differs from what their ledger holds, with both."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         """WITH held AS (
                SELECT owner, count(*) AS instances, sum(cpus) AS cpus, sum(memory_mb) AS memory_mb
                FROM ledger WHERE status IN ('reserved', 'active') GROUP BY owner)
@@ -151,6 +161,14 @@ async def drift(conn: asyncpg.Connection) -> list[asyncpg.Record]:
            ORDER BY u.owner
            FOR UPDATE OF u"""
     )
+    return [
+        Drift(
+            r["owner"],
+            Amounts(r["instances"], r["cpus"], r["memory_mb"]),
+            Amounts(r["held_instances"], r["held_cpus"], r["held_memory_mb"]),
+        )
+        for r in rows
+    ]
 
 
 async def overwrite_usage(conn: asyncpg.Connection, owner: str, usage: Amounts) -> None:
