@@ -14,12 +14,17 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.consumer import Subscription, UnitOfWork
+from shared.events import Envelope, InstanceRejected, InstanceStateChanged
+from shared.ordering import OrderKey
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.contract.promql import PROMETHEUS_SERIES, declared_names, metric_names
 from tests.integration.api import Api
 from tests.integration.clouds import launched_and_placed, tenant
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
+from tests.integration.support import rejection, settings_for, throwaway_runtime
+from tests.integration.test_consumer import publish_raw
 from tests.integration.webhooks import Receiver, notifier_knows, notifier_runtime, notifier_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,3 +172,69 @@ async def _launch_and_watch(
     expressions += [r["expr"] for g in rules for r in g["rules"]]
     for expr in expressions:
         assert metric_names(expr) <= exported, expr
+
+
+async def _handled(_event: InstanceRejected, _uow: UnitOfWork) -> None:
+    pass
+
+
+async def _fails(_event: InstanceStateChanged, _uow: UnitOfWork) -> None:
+    raise ValueError("this handler has a bug")
+
+
+async def test_dead_letters_are_counted_by_handler_topic_and_reason(
+    amqp_url: str, database_url: str, unique: str
+) -> None:
+    service = f"dl_{unique}"
+    subscriptions = [
+        Subscription(InstanceRejected, _handled, name="handled", order_by=OrderKey.OWNER),
+        Subscription(InstanceStateChanged, _fails, name="fails", order_by=None),
+    ]
+    settings = settings_for(amqp_url, database_url, max_deliveries=2)
+    async with throwaway_runtime(service, settings, subscriptions) as runtime:
+        doomed = InstanceStateChanged.model_validate(
+            {
+                "instance_id": "7f4c9d4e-5b0a-4c53-9f1e-0d2b8a6c1e11",
+                "owner": "alice",
+                "account_id": "a",
+                "provider": "simulator",
+                "provider_instance_id": None,
+                "old_state": None,
+                "new_state": "pending",
+                "cpus": 1,
+                "memory_mb": 512,
+                "observed_at": "2026-01-01T00:00:00Z",
+            }
+        )
+        await runtime.bus.publish_envelope(Envelope.wrap(doomed, source="boreas/test"))
+        await publish_raw(amqp_url, "instance.rejected", b"{not json", message_id=unique)
+        await runtime.bus.publish(rejection(unique))
+
+        expected = {
+            series(
+                "boreas_events_dead_lettered_total",
+                service=service,
+                handler=f"{service}.fails",
+                topic="instance.state_changed",
+                reason="handler_failed",
+            ): 1.0,
+            series(
+                "boreas_events_dead_lettered_total",
+                service=service,
+                handler=f"{service}.handled",
+                topic="instance.rejected",
+                reason="undecodable",
+            ): 1.0,
+            series(
+                "boreas_events_consumed_total",
+                service=service,
+                handler=f"{service}.handled",
+                topic="instance.rejected",
+            ): 1.0,
+        }
+
+        async def counted() -> bool:
+            now = values(await scrape(probe_url(runtime, "/metrics")))
+            return all(total(now, key) == value for key, value in expected.items())
+
+        await wait_until(counted, timeout=20, what="the dead letters and the handled event counted")
