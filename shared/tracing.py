@@ -223,6 +223,7 @@ class TraceMiddleware:
                         "http_request",
                         method=method,
                         path=path,
-                        status=status[0] if status else None,
+                        # No answer sent: an exception went out, to Starlette's 500.
+                        status=status[0] if status else 500,
                         duration_ms=round((time.monotonic() - began) * 1000, 1),
                     )
