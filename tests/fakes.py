@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from services.quota.accounting import Amounts, Limits, Status
 from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
-from shared.consumer import Received
+from shared.consumer import BatchUnitOfWork, Received, UnitOfWork
 from shared.events import Envelope, Event, WebhookChanged
 
 SOURCE = "boreas/test"
@@ -33,34 +32,21 @@ class FakeConnection:
 
 
 @dataclass
-class FakeUnitOfWork:
-    """:class:`shared.consumer.UnitOfWork` without a transaction: it records what the handler
-    publishes and asks to run after commit; :meth:`commit` runs those callbacks."""
+class FakeUnitOfWork(UnitOfWork):
+    """The real :class:`shared.consumer.UnitOfWork` (how it publishes, what it runs after
+    commit) on a :class:`FakeConnection`, with no transaction: :meth:`commit` runs the
+    callbacks, and ``published`` keeps the events as the handler gave them."""
 
-    envelope: Envelope
-    source: str = SOURCE
-    conn: Any = field(default_factory=FakeConnection)
-    emitted: list[Envelope] = field(default_factory=list)
-    committed: list[Callable[[], None]] = field(default_factory=list)
     published: list[Event] = field(default_factory=list)
 
     @classmethod
     def for_event(cls, event: Event, *, conn: Any = None) -> FakeUnitOfWork:
         """The unit of work of ``event`` as delivered, on ``conn`` (a fresh one if None)."""
-        return cls(Envelope.wrap(event, source=SOURCE), conn=conn or FakeConnection())
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self.committed.append(callback)
+        return cls(conn or FakeConnection(), Envelope.wrap(event, source=SOURCE), SOURCE)
 
     async def publish(self, event: Event) -> Envelope:
-        envelope = Envelope.wrap(
-            event,
-            source=self.source,
-            correlation_id=self.envelope.correlationid or self.envelope.id,
-        )
-        self.emitted.append(envelope)
         self.published.append(event)
-        return envelope
+        return await super().publish(event)
 
     def commit(self) -> None:
         for callback in self.committed:
@@ -68,25 +54,17 @@ class FakeUnitOfWork:
 
 
 @dataclass
-class FakeBatchUnitOfWork:
-    """:class:`shared.consumer.BatchUnitOfWork` without a transaction."""
+class FakeBatchUnitOfWork(BatchUnitOfWork):
+    """The real :class:`shared.consumer.BatchUnitOfWork` on a :class:`FakeConnection`, with no
+    transaction; ``published`` keeps each event with the message it came of."""
 
-    source: str = SOURCE
     conn: Any = field(default_factory=FakeConnection)
-    emitted: list[Envelope] = field(default_factory=list)
-    committed: list[Callable[[], None]] = field(default_factory=list)
+    source: str = SOURCE
     published: list[tuple[Event, Envelope]] = field(default_factory=list)
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self.committed.append(callback)
-
     def publish(self, event: Event, *, cause: Envelope) -> Envelope:
-        envelope = Envelope.wrap(
-            event, source=self.source, correlation_id=cause.correlationid or cause.id
-        )
-        self.emitted.append(envelope)
         self.published.append((event, cause))
-        return envelope
+        return super().publish(event, cause=cause)
 
     @property
     def events(self) -> list[Event]:
