@@ -64,6 +64,8 @@ async def _lock_instances(conn: asyncpg.Connection, instance_ids: list[str]) -> 
 async def follow(conn: asyncpg.Connection, placed: list[InstancePlaced]) -> None:
     """Follow placed instances from now on (pending: their accounts are polled fast), for the
     owner an earlier owner change gave them to, if any."""
+    if not placed:
+        return
     await _lock_instances(conn, [str(e.instance_id) for e in placed])
     await conn.execute(
         """INSERT INTO instances (instance_id, owner, account_id, provider, provider_instance_id,
@@ -76,18 +78,29 @@ async def follow(conn: asyncpg.Connection, placed: list[InstancePlaced]) -> None
                      memory_mb)
            LEFT JOIN owner_changes c ON c.instance_id = p.instance_id
            ON CONFLICT DO NOTHING""",
-        [e.instance_id for e in placed],
-        [e.owner for e in placed],
-        [e.account_id for e in placed],
-        [e.provider for e in placed],
-        [e.provider_instance_id for e in placed],
-        [e.cpus or 0 for e in placed],
-        [e.memory_mb or 0 for e in placed],
+        *_columns(placed),
     )
     await conn.execute(
         "DELETE FROM owner_changes WHERE instance_id = ANY($1::uuid[])",
         [e.instance_id for e in placed],
     )
+
+
+def _columns(placed: list[InstancePlaced]) -> list[list[object]]:
+    """The placements as the columns unnest() takes, one list per field."""
+    rows = [
+        (
+            e.instance_id,
+            e.owner,
+            e.account_id,
+            e.provider,
+            e.provider_instance_id,
+            e.cpus or 0,
+            e.memory_mb or 0,
+        )
+        for e in placed
+    ]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def change_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str) -> bool:
