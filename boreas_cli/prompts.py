@@ -16,7 +16,7 @@ def password(*, from_stdin: bool, confirm: bool = False, label: str = "Password"
         if not given:
             raise CliError("--password-stdin: stdin held no password.", ExitCode.USAGE)
         return given
-    answer: str = typer.prompt(label, hide_input=True, confirmation_prompt=confirm)
+    answer: str = typer.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
     return answer
 
 

@@ -27,6 +27,9 @@ def summary(event: Event) -> str:
         return f"{data.get('old_state') or '-'} → {data['new_state']}"
     if "reason" in data:
         return str(data["reason"])
+    if "image" in data:
+        cpus, memory = data.get("cpus"), data.get("memory_mb")
+        return f"{data.get('name')}: {data['image']}, {cpus} cpus, {memory} MB"
     shown = {k: v for k, v in data.items() if k not in ("instance_id", "owner") and v is not None}
     return text(shown)
 
