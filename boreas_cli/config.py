@@ -9,6 +9,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from boreas_cli.errors import CliError
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 KEYS = ("url", "username", "token", "expires_at")
 
@@ -28,8 +30,6 @@ def read_file(path: Path | None = None) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as unreadable:
-        from boreas_cli.errors import CliError
-
         raise CliError(f"Cannot read {path}: {unreadable}") from None
     return {key: str(value) for key, value in loaded.items() if isinstance(value, str)}
 

@@ -117,6 +117,8 @@ async def follow(
                         display.show(current[instance_id], None)
                     await _until_done(client, feed, current, display, target)
         except TimeoutError:
+            if timeout is None:
+                raise
             waiting = [i["name"] for i in current.values() if not is_done(i["state"], target)]
             raise CliError(
                 f"Still not settled after {timeout:g} s: {', '.join(waiting)}.", ExitCode.FAILURE
