@@ -24,6 +24,7 @@ from services.gateway.routes import (
     events,
     health,
     instances,
+    metrics,
     quotas,
     tokens,
     users,
@@ -66,7 +67,18 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_problem_openapi(app)
-    for module in (health, tokens, users, accounts, instances, quotas, webhooks, audit, events):
+    for module in (
+        health,
+        metrics,
+        tokens,
+        users,
+        accounts,
+        instances,
+        quotas,
+        webhooks,
+        audit,
+        events,
+    ):
         app.include_router(module.router)
     return app
 

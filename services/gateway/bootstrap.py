@@ -38,4 +38,5 @@ def build(settings: GatewaySettings, hub: EventHub, *, clock: Clock = utcnow) ->
         SUBSCRIPTIONS,
         wire,
         clock=clock,
+        probes=False,  # /metrics, /healthz and /readyz are routes of the app
     )

@@ -158,6 +158,11 @@ async def _launch_and_watch(
     queues = {dict(labels)["queue"] for name, labels in after if name == "boreas_queue_messages"}
     assert {"quota.decide_launch.0", "scheduler.place_launch.1"} <= queues
     texts = [await scrape(probe_url(worker, "/metrics")) for worker in workers]
+    gateway = await api.client.get("/metrics")  # no token: like /healthz
+    assert gateway.status_code == 200
+    assert gateway.headers["content-type"].startswith("text/plain; version=")
+    texts.append(gateway.text)
+    assert "/metrics" not in (await api.client.get("/openapi.json")).json()["paths"]
     for text in texts:
         assert {f.name for f in text_string_to_metric_families(text)} >= {
             "boreas_events_published",
