@@ -37,8 +37,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _EXPORT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-# Probes answer every few seconds: no log line for them.
-_QUIET_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes and scrapes come every few seconds: no log line for them.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
@@ -183,7 +183,7 @@ def add_trace_ids(
 class TraceMiddleware:
     """ASGI middleware: each HTTP request in a server span that continues the request's
     ``traceparent`` (or starts a trace), answered with the span's own ``traceparent``, and one
-    ``http_request`` log line per request (probes excepted)."""
+    ``http_request`` log line per request (probes and metric scrapes excepted)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
