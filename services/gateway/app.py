@@ -33,6 +33,7 @@ from services.gateway.routes import (
 from shared.config import GatewaySettings
 from shared.logging import configure_logging
 from shared.runtime import Clock, ServiceRuntime, utcnow
+from shared.tracing import TraceMiddleware
 from shared.webhooks.targets import Resolver
 
 
@@ -66,6 +67,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
     app.state.event_hub = hub
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TraceMiddleware)  # outermost: every answer is traced, a 413 too
     install_problem_openapi(app)
     for module in (
         health,
