@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from services.scheduler.placement import GrantedAccount, Request
-from shared import accounts
+from shared import accounts, tracing
 from shared.events import ProviderAccountChanged
 
 
@@ -132,6 +132,7 @@ class CloudCall:
     request: dict[str, Any]  # a launch's (see launch); an action's is empty
     attempts: int  # times taken, this one included
     tried: tuple[str, ...]  # accounts a create was sent to, earlier takes included
+    traceparent: str | None = None  # of the span that recorded it (shared.tracing)
 
     @property
     def launch(self) -> Request:
@@ -148,6 +149,7 @@ def _call(row: asyncpg.Record) -> CloudCall:
         json.loads(row["request"]),
         row["attempts"],
         tuple(row["tried"]),
+        row["traceparent"],
     )
 
 
@@ -156,11 +158,12 @@ async def add_call(
 ) -> None:
     """Record an action (stop, start, reboot, terminate) owed to the instance's cloud."""
     await conn.execute(
-        """INSERT INTO cloud_calls (instance_id, owner, action, request)
-           VALUES ($1, $2, $3, '{}')""",
+        """INSERT INTO cloud_calls (instance_id, owner, action, request, traceparent)
+           VALUES ($1, $2, $3, '{}', $4)""",
         instance_id,
         owner,
         action,
+        tracing.current_traceparent(),
     )
 
 
@@ -173,14 +176,15 @@ def _launch_json(request: Request) -> str:
 async def add_launch(conn: asyncpg.Connection, instance_id: uuid.UUID, request: Request) -> None:
     """Record a launch unless it was recorded, placed, failed or cancelled already."""
     await conn.execute(
-        """INSERT INTO cloud_calls (instance_id, owner, action, request)
-           SELECT $1, $2, 'launch', $3
+        """INSERT INTO cloud_calls (instance_id, owner, action, request, traceparent)
+           SELECT $1, $2, 'launch', $3, $4
            WHERE NOT EXISTS (SELECT 1 FROM placements WHERE instance_id = $1)
              AND NOT EXISTS (SELECT 1 FROM cloud_calls
                              WHERE instance_id = $1 AND action = 'launch')""",
         instance_id,
         request.owner,
         _launch_json(request),
+        tracing.current_traceparent(),
     )
 
 

@@ -42,6 +42,7 @@ from services.scheduler.placement import (
     rank,
 )
 from services.scheduler.repository import CloudCall, InstancePlacement
+from shared import tracing
 from shared.clouds.connections import CloudConnections, CloudThrottled, connection_lost
 from shared.containment import failing_alone
 from shared.db import TRANSIENT_DB_ERRORS
@@ -181,8 +182,9 @@ class CloudWorker:
 
     async def _carry_out(self, call: CloudCall) -> None:
         # An outcome not recorded: the lease runs out and the call is taken again, finding its
-        # node by tag if the cloud had made it.
+        # node by tag if the cloud had made it. In the trace of what asked for the call.
         with (
+            tracing.continued(call.traceparent, f"cloud {call.action}"),
             structlog.contextvars.bound_contextvars(
                 instance_id=str(call.instance_id), cloud_call=call.action, attempt=call.attempts
             ),
@@ -376,6 +378,12 @@ class CloudWorker:
                 source=SOURCE,
             )
         self.on_commit()
+        log.info(
+            "launch_placed",
+            account=account.name,
+            provider_instance_id=provider_instance_id,
+            region=region,
+        )
 
     # -- actions --------------------------------------------------------------------------
 
