@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.poller import repository
+from shared import tracing
 from shared.clouds.connections import CloudConnections
 from shared.config import PollerSettings
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
@@ -31,7 +32,7 @@ async def follow_placements(
     received: list[Received], uow: BatchUnitOfWork, *, settings: PollerSettings, clock: Clock
 ) -> None:
     placed = [r.event for r in received]
-    await repository.follow(uow.conn, placed)
+    await repository.follow(uow.conn, placed, [r.envelope.traceparent for r in received])
     await repository.poke(
         uow.conn,
         [e.account_id for e in placed],
@@ -52,7 +53,9 @@ async def expect_action(
     """Poll the instance's account fast until the action shows (or for a while, if it never
     does: a refused action changes nothing)."""
     until = clock() + timedelta(seconds=settings.poll_after_action)
-    account_id = await repository.expect_change(uow.conn, event.instance_id, until=until)
+    account_id = await repository.expect_change(
+        uow.conn, event.instance_id, until=until, traceparent=tracing.current_traceparent()
+    )
     if account_id is not None:
         await repository.poke(
             uow.conn, [account_id], now=clock(), default_interval=settings.poll_interval

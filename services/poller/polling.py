@@ -27,6 +27,7 @@ from services.poller import SOURCE, repository
 from services.poller.diff import FINAL, Seen, Transition, changing, diff
 from services.poller.health import describe_failure, health_due
 from services.poller.repository import Followed, PolledAccount
+from shared import tracing
 from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
@@ -211,12 +212,24 @@ class Poller:
                         observed_at=now,
                     ),
                     source=SOURCE,
+                    # In the trace of the last request about the instance (placement, action).
+                    trace=tracing.event_trace(
+                        InstanceStateChanged.TOPIC, tracing.context_of(m.traceparent)
+                    ),
                 )
                 for m in moved
             ]
             await add_envelopes(conn, envelopes)
         if envelopes:
             self._on_commit()
+        for m, envelope in zip(moved, envelopes, strict=True):
+            log.info(
+                "instance_state_seen",
+                instance_id=str(m.instance_id),
+                old_state=m.old_state,
+                new_state=m.new_state,
+                **tracing.ids_of(envelope.traceparent),
+            )
         return {str(m.instance_id): m.new_state for m in moved}
 
     async def _record_success(

@@ -45,6 +45,7 @@ class Moved:
     memory_mb: int
     old_state: str
     new_state: str
+    traceparent: str | None  # of the last request about it (placement, action)
 
 
 # instance.placed and instance.owner_changed reach the poller on two queues, so an owner change
@@ -61,24 +62,27 @@ async def _lock_instances(conn: asyncpg.Connection, instance_ids: list[str]) -> 
         await conn.execute(_INSTANCE_LOCK, instance_id)
 
 
-async def follow(conn: asyncpg.Connection, placed: list[InstancePlaced]) -> None:
+async def follow(
+    conn: asyncpg.Connection, placed: list[InstancePlaced], traceparents: list[str | None]
+) -> None:
     """Follow placed instances from now on (pending: their accounts are polled fast), for the
-    owner an earlier owner change gave them to, if any."""
+    owner an earlier owner change gave them to, if any, in the trace of their placement."""
     if not placed:
         return
     await _lock_instances(conn, [str(e.instance_id) for e in placed])
     await conn.execute(
         """INSERT INTO instances (instance_id, owner, account_id, provider, provider_instance_id,
-                                  cpus, memory_mb, state)
+                                  cpus, memory_mb, state, traceparent)
            SELECT p.instance_id, coalesce(c.owner, p.owner), p.account_id, p.provider,
-                  p.provider_instance_id, p.cpus, p.memory_mb, 'pending'
+                  p.provider_instance_id, p.cpus, p.memory_mb, 'pending', p.traceparent
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
-                       $7::int[])
+                       $7::int[], $8::text[])
                 AS p(instance_id, owner, account_id, provider, provider_instance_id, cpus,
-                     memory_mb)
+                     memory_mb, traceparent)
            LEFT JOIN owner_changes c ON c.instance_id = p.instance_id
            ON CONFLICT DO NOTHING""",
         *_columns(placed),
+        traceparents,
     )
     await conn.execute(
         "DELETE FROM owner_changes WHERE instance_id = ANY($1::uuid[])",
@@ -192,15 +196,22 @@ async def poke(
 
 
 async def expect_change(
-    conn: asyncpg.Connection, instance_id: object, *, until: datetime
+    conn: asyncpg.Connection,
+    instance_id: object,
+    *,
+    until: datetime,
+    traceparent: str | None = None,
 ) -> str | None:
     """An action was asked for: its account is polled fast until its effect shows (or
-    ``until``). Returns the instance's account, None for an instance not followed."""
+    ``until``), and the changes seen continue its trace. Returns the instance's account, None
+    for an instance not followed."""
     return await conn.fetchval(
-        """UPDATE instances SET expect_change_until = $2
+        """UPDATE instances SET expect_change_until = $2,
+                                traceparent = coalesce($3, traceparent)
            WHERE instance_id = $1 AND state <> 'terminated' RETURNING account_id""",
         instance_id,
         until,
+        traceparent,
     )
 
 
@@ -288,7 +299,8 @@ async def move_states(
            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS m(instance_id, old, new)
            WHERE i.instance_id = m.instance_id AND i.state = m.old
            RETURNING i.instance_id, i.owner, i.account_id, i.provider, i.provider_instance_id,
-                     i.cpus, i.memory_mb, m.old AS old_state, i.state AS new_state""",
+                     i.cpus, i.memory_mb, m.old AS old_state, i.state AS new_state,
+                     i.traceparent""",
         [m[0] for m in moves],
         [m[1] for m in moves],
         [m[2] for m in moves],
