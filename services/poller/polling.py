@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from shared.config import PollerSettings
 from shared.containment import failing_alone
 from shared.events import Envelope, InstanceState, InstanceStateChanged, ProviderAccountHealth
 from shared.loops import Backoff, every
+from shared.metrics import POLL_SECONDS, POLLS
 from shared.outbox import add_envelopes, add_to_outbox
 from shared.runtime import Clock
 
@@ -149,6 +151,7 @@ class Poller:
         # What we follow is read before the cloud is asked: an instance placed while the list
         # call is under way may be missing from its answer, and must not be taken for gone.
         followed = await repository.followed(self._pool, account.id)
+        began = time.monotonic()
         try:
             self.list_calls += 1
             nodes = await self._clouds.call(
@@ -156,6 +159,7 @@ class Poller:
             )
         except Exception as error:
             await self._back_off(account, error, fast)
+            _polled(account.provider, "error", began)
             return
         seen = [Seen(str(n.id), boreas_instance_of(n), boreas_state(n)) for n in nodes]
         now = self._clock()
@@ -166,6 +170,7 @@ class Poller:
         await self._note_unmanaged(account.id, result.unmanaged, now)
         busy = changing(states.values(), _expecting_change(followed, states, now))
         await self._record_success(account, now, busy, fast, idle)
+        _polled(account.provider, "ok", began)
         if result.transitions:
             log.info("account_polled", nodes=len(seen), changes=len(result.transitions))
 
@@ -304,3 +309,8 @@ class Poller:
         except Exception:
             return []
         return [value for value in opened.values() if isinstance(value, str)]
+
+
+def _polled(provider: str, outcome: str, began: float) -> None:
+    POLLS.labels(provider, outcome).inc()
+    POLL_SECONDS.labels(provider).observe(time.monotonic() - began)

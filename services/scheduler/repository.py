@@ -133,6 +133,7 @@ class CloudCall:
     attempts: int  # times taken, this one included
     tried: tuple[str, ...]  # accounts a create was sent to, earlier takes included
     traceparent: str | None = None  # of the span that recorded it (shared.tracing)
+    created_at: datetime | None = None  # when it was recorded (a launch: its admission)
 
     @property
     def launch(self) -> Request:
@@ -150,6 +151,7 @@ def _call(row: asyncpg.Record) -> CloudCall:
         row["attempts"],
         tuple(row["tried"]),
         row["traceparent"],
+        row["created_at"],
     )
 
 

@@ -18,7 +18,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
@@ -47,6 +47,7 @@ from shared.clouds.connections import CloudConnections, CloudThrottled, connecti
 from shared.containment import failing_alone
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import InstanceFailed, InstancePlaced
+from shared.metrics import LAUNCH_SECONDS, LAUNCHES, PLACEMENT_SECONDS
 from shared.outbox import add_to_outbox
 from shared.runtime import Clock
 
@@ -127,6 +128,7 @@ class CloudWorker:
     on_commit: Callable[[], None] = lambda: None  # wakes the outbox relay
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _in_flight: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _taken_at: dict[int, float] = field(default_factory=dict, init=False)  # monotonic, by call
 
     def wake(self) -> None:
         """Calls were recorded: take them now rather than at the next poll."""
@@ -152,6 +154,7 @@ class CloudWorker:
                 for call in claimed:
                     task = asyncio.create_task(self._carry_out(call), name=f"cloud-call-{call.id}")
                     self._in_flight[call.id] = task
+                    self._taken_at[call.id] = time.monotonic()
                     task.add_done_callback(functools.partial(self._done, call.id))
                 if time.monotonic() - renewed > self.lease / 3:
                     renewed = time.monotonic()
@@ -169,6 +172,7 @@ class CloudWorker:
 
     def _done(self, call_id: int, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(call_id, None)
+        self._taken_at.pop(call_id, None)
         self._wake.set()
 
     async def _finish_in_flight(self, grace: float = 5.0) -> None:
@@ -296,6 +300,7 @@ class CloudWorker:
         wait = max([THROTTLED_WAIT] + [self.clouds.budget(a).pause for a in accounts])
         await repository.postpone(self.pool, call.id, self.clock() + timedelta(seconds=wait))
         log.info("launch_waiting_for_cloud", throttled=throttled, retry_in=round(wait, 1))
+        self._measure_take(call, "waiting")
         self.wake()
 
     async def _launch_failed(self, call: CloudCall, reason: str, attempts: list[str]) -> None:
@@ -310,6 +315,7 @@ class CloudWorker:
                 source=SOURCE,
             )
         self.on_commit()
+        self._count_launch(call, "failed")
         log.info("launch_failed", reason=reason, attempts=attempts)
 
     async def _adopt_earlier_node(
@@ -384,6 +390,21 @@ class CloudWorker:
             provider_instance_id=provider_instance_id,
             region=region,
         )
+        self._count_launch(call, "placed")
+
+    def _measure_take(self, call: CloudCall, outcome: str) -> None:
+        taken = self._taken_at.get(call.id)
+        if taken is not None:
+            PLACEMENT_SECONDS.labels(outcome).observe(time.monotonic() - taken)
+
+    def _count_launch(self, call: CloudCall, outcome: str) -> None:
+        """A launch's outcome is recorded: count it, with this take's length and the whole
+        launch's since the scheduler recorded it (the database's clock against ours)."""
+        LAUNCHES.labels(outcome).inc()
+        self._measure_take(call, outcome)
+        if call.created_at is not None:
+            waited = datetime.now(UTC) - call.created_at
+            LAUNCH_SECONDS.labels(outcome).observe(max(0.0, waited.total_seconds()))
 
     # -- actions --------------------------------------------------------------------------
 
