@@ -61,7 +61,9 @@ async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
 
             await wait_until(lambda: each_polled(6), timeout=30, what="six polls each")
             polls = await polls_of(second, accounts)
-            for account_id in accounts:
+            # The launch's account is polled at once when its instance is placed (a designed
+            # poke, which may come a moment after a poll): only the other three are paced.
+            for account_id in accounts[1:]:
                 # A due account is claimed by one replica, which moves its next poll an
                 # interval ahead: two replicas polling it would be milliseconds apart. The
                 # stamps are the poller's own, and a slow machine only widens the gaps.
