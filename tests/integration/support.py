@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from shared.config import ServiceSettings
 from shared.consumer import Subscription
 from shared.db import SHARED_MIGRATIONS, Migration, load_migrations
-from shared.events import InstanceRejected
+from shared.events import InstanceRejected, InstanceState, InstanceStateChanged
 from shared.runtime import ServiceRuntime
 
 # A table a test handler writes to, so effects can be counted in SQL.
@@ -68,3 +69,19 @@ def throwaway_runtime(
 
 def rejection(note: str = "test") -> InstanceRejected:
     return InstanceRejected(instance_id=uuid.uuid4(), owner="alice", reason=note)
+
+
+def first_sighting() -> InstanceStateChanged:
+    """A new instance of alice's seen pending: an event that any handler of states gets."""
+    return InstanceStateChanged(
+        instance_id=uuid.uuid4(),
+        owner="alice",
+        account_id="a",
+        provider="simulator",
+        provider_instance_id=None,
+        old_state=None,
+        new_state=InstanceState.PENDING,
+        cpus=1,
+        memory_mb=512,
+        observed_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )

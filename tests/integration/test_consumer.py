@@ -17,7 +17,7 @@ from shared.events import EXCHANGE, Envelope, Event, InstanceRejected, InstanceS
 from shared.ordering import OrderKey
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe
-from tests.integration.support import rejection, settings_for, throwaway_runtime
+from tests.integration.support import first_sighting, rejection, settings_for, throwaway_runtime
 
 MAX_DELIVERIES = 3
 
@@ -173,23 +173,7 @@ async def test_handler_that_always_raises_is_dead_lettered_after_bounded_tries(
     service: Service, amqp_url: str, unique: str
 ) -> None:
     runtime, recorder, failing = service
-    doomed = Envelope.wrap(
-        InstanceStateChanged.model_validate(
-            {
-                "instance_id": str(uuid.uuid4()),
-                "owner": "alice",
-                "account_id": "a",
-                "provider": "simulator",
-                "provider_instance_id": None,
-                "old_state": None,
-                "new_state": "pending",
-                "cpus": 1,
-                "memory_mb": 512,
-                "observed_at": "2026-01-01T00:00:00Z",
-            }
-        ),
-        source="boreas/test",
-    )
+    doomed = Envelope.wrap(first_sighting(), source="boreas/test")
     await runtime.bus.publish_envelope(doomed)
 
     [dead] = await dead_letters(amqp_url, f"co_{unique}.always_fails", 1)

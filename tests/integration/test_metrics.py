@@ -23,7 +23,7 @@ from tests.contract.promql import PROMETHEUS_SERIES, declared_names, metric_name
 from tests.integration.api import Api
 from tests.integration.clouds import launched_and_placed, tenant
 from tests.integration.stack import poller_runtime, quota_runtime, scheduler_runtime
-from tests.integration.support import rejection, settings_for, throwaway_runtime
+from tests.integration.support import first_sighting, rejection, settings_for, throwaway_runtime
 from tests.integration.test_consumer import publish_raw
 from tests.integration.webhooks import Receiver, notifier_knows, notifier_runtime, notifier_settings
 
@@ -201,20 +201,7 @@ async def test_dead_letters_are_counted_by_handler_topic_and_reason(
     ]
     settings = settings_for(amqp_url, database_url, max_deliveries=2)
     async with throwaway_runtime(service, settings, subscriptions) as runtime:
-        doomed = InstanceStateChanged.model_validate(
-            {
-                "instance_id": "7f4c9d4e-5b0a-4c53-9f1e-0d2b8a6c1e11",
-                "owner": "alice",
-                "account_id": "a",
-                "provider": "simulator",
-                "provider_instance_id": None,
-                "old_state": None,
-                "new_state": "pending",
-                "cpus": 1,
-                "memory_mb": 512,
-                "observed_at": "2026-01-01T00:00:00Z",
-            }
-        )
+        doomed = first_sighting()
         await runtime.bus.publish_envelope(Envelope.wrap(doomed, source="boreas/test"))
         await publish_raw(amqp_url, "instance.rejected", b"{not json", message_id=unique)
         await runtime.bus.publish(rejection(unique))
