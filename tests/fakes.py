@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.notifier.repository import Outgoing
 from services.quota.accounting import Amounts, Limits, Status
 from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
@@ -262,15 +263,7 @@ class FakeFanOutRepository(_Connected):
         ]
 
     async def add_deliveries(
-        self,
-        conn: Any,
-        webhook_ids: list[uuid.UUID],
-        *,
-        message_id: str,
-        topic: str,
-        ordering_key: str,
-        body: str,
-        now: datetime,
+        self, conn: Any, webhook_ids: list[uuid.UUID], message: Outgoing, *, now: datetime
     ) -> None:
         self._check(conn)
         for webhook_id in webhook_ids:
@@ -278,17 +271,10 @@ class FakeFanOutRepository(_Connected):
             if webhook is None or not self._active(webhook):
                 continue  # deactivated meanwhile
             if any(
-                d["webhook_id"] == webhook_id and d["message_id"] == message_id
+                d["webhook_id"] == webhook_id and d["message_id"] == message.message_id
                 for d in self.deliveries
             ):
                 continue  # queued already: one delivery per webhook and message
             self.deliveries.append(
-                {
-                    "webhook_id": webhook_id,
-                    "message_id": message_id,
-                    "topic": topic,
-                    "ordering_key": ordering_key,
-                    "body": body,
-                    "created_at": now,
-                }
+                {"webhook_id": webhook_id, **dataclasses.asdict(message), "created_at": now}
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.notifier import repository
 from services.notifier.ports import FanOutRepository
+from services.notifier.repository import Outgoing
 from services.notifier.syslog import SyslogSender, format_rfc5424
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import PUBLIC, WebhookChanged
@@ -29,15 +30,7 @@ async def queue_for_webhooks(
         if topics.any_matches(patterns, envelope.topic)
     ]
     if webhook_ids:
-        await repo.add_deliveries(
-            uow.conn,
-            webhook_ids,
-            message_id=envelope.id,
-            topic=envelope.topic,
-            ordering_key=envelope.subject or f"owner:{owner}",
-            body=envelope.to_bytes().decode(),
-            now=clock(),
-        )
+        await repo.add_deliveries(uow.conn, webhook_ids, Outgoing.of(envelope), now=clock())
 
 
 async def remember_webhook(event: WebhookChanged, uow: UnitOfWork, *, clock: Clock) -> None:

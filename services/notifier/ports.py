@@ -13,6 +13,8 @@ from typing import Protocol
 
 import asyncpg
 
+from services.notifier.repository import Outgoing
+
 
 class FanOutRepository(Protocol):
     async def interested(
@@ -23,10 +25,7 @@ class FanOutRepository(Protocol):
         self,
         conn: asyncpg.Connection,
         webhook_ids: list[uuid.UUID],
+        message: Outgoing,
         *,
-        message_id: str,
-        topic: str,
-        ordering_key: str,
-        body: str,
         now: datetime,
     ) -> None: ...

@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from services.notifier.fairness import Candidate
-from shared.events import SealedSecret, WebhookChanged, WebhookSecret
+from shared.events import Envelope, SealedSecret, WebhookChanged, WebhookSecret
 from shared.revisions import upsert_newest
 
 WAKE_CHANNEL = "boreas_webhook_deliveries"
@@ -61,15 +61,28 @@ async def interested(
     return [(r["id"], r["topics"]) for r in rows]
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """An event as its webhooks are sent it: deliveries of one ordering key go in order."""
+
+    message_id: str
+    topic: str
+    ordering_key: str
+    body: str
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Outgoing:
+        """By instance where the event names one (its subject), else by owner."""
+        return cls(
+            message_id=envelope.id,
+            topic=envelope.topic,
+            ordering_key=envelope.subject or f"owner:{envelope.data.get('owner')}",
+            body=envelope.to_bytes().decode(),
+        )
+
+
 async def add_deliveries(
-    conn: asyncpg.Connection,
-    webhook_ids: list[uuid.UUID],
-    *,
-    message_id: str,
-    topic: str,
-    ordering_key: str,
-    body: str,
-    now: datetime,
+    conn: asyncpg.Connection, webhook_ids: list[uuid.UUID], message: Outgoing, *, now: datetime
 ) -> None:
     await conn.execute(
         """INSERT INTO deliveries (webhook_id, message_id, topic, ordering_key, body, created_at,
@@ -79,10 +92,10 @@ async def add_deliveries(
            FOR SHARE  -- a webhook deactivated meanwhile is read again, and skipped
            ON CONFLICT (webhook_id, message_id) DO NOTHING""",
         webhook_ids,
-        message_id,
-        topic,
-        ordering_key,
-        body,
+        message.message_id,
+        message.topic,
+        message.ordering_key,
+        message.body,
         now,
     )
     # Delivered at commit: wakes the delivery workers without waiting for their next poll.

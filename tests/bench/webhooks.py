@@ -54,13 +54,7 @@ async def worker_deliveries(runtime: ServiceRuntime, url: str, bodies: list[Enve
         await repository.remember_webhook(conn, announced_webhook(webhook_id, "bench", url, cipher))
         for envelope in bodies:
             await repository.add_deliveries(
-                conn,
-                [webhook_id],
-                message_id=envelope.id,
-                topic=envelope.topic,
-                ordering_key=envelope.subject or "bench",
-                body=envelope.to_bytes().decode(),
-                now=datetime.now(UTC),
+                conn, [webhook_id], repository.Outgoing.of(envelope), now=datetime.now(UTC)
             )
 
     async def remaining() -> int:
