@@ -1,4 +1,4 @@
-"""GET /v1/events as a client: server-sent events parsed, topic patterns matched, and a follower
+"""GET /v1/events as a client: server-sent events parsed, and a follower
 that reconnects with Last-Event-ID when a stream ends (the gateway restarting, a stream cut off),
 so nothing is lost or seen twice."""
 
@@ -65,22 +65,6 @@ class FrameParser:
         elif name == "id":
             self._id = value
         return None
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    """AMQP topic patterns, as subscriptions use them: ``*`` is one word, ``#`` any number."""
-    return _match(pattern.split("."), topic.split("."))
-
-
-def _match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_match(rest, words[skip:]) for skip in range(len(words) + 1))
-    if not words:
-        return False
-    return (head in ("*", words[0])) and _match(rest, words[1:])
 
 
 class EventFeed:

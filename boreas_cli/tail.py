@@ -14,8 +14,9 @@ from boreas_cli import context
 from boreas_cli.client import TIMEOUT, USER_AGENT, auth_headers
 from boreas_cli.config import Settings
 from boreas_cli.errors import CliError, ExitCode
-from boreas_cli.events import Event, EventFeed, topic_matches
+from boreas_cli.events import Event, EventFeed
 from boreas_cli.output import Format, OutputOption, text, when
+from shared.webhooks.topics import matches as topic_matches
 
 app = typer.Typer(help="Events as they happen (GET /v1/events).", no_args_is_help=True)
 

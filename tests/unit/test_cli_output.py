@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from boreas_cli.errors import ExitCode, exit_code_for, problem_message
-from boreas_cli.events import FrameParser, topic_matches
+from boreas_cli.events import FrameParser
 from boreas_cli.output import field, render_csv, render_table, table_text, text, when
 from boreas_cli.watch import is_done, went_wrong
+from shared.webhooks.topics import matches as topic_matches
 
 
 @pytest.mark.parametrize(
