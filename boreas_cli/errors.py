@@ -43,15 +43,21 @@ def problem_message(status: int, body: Any, reason: str) -> str:
     title = body.get("title") or reason or str(status)
     detail = body.get("detail")
     message = f"{title}: {detail}" if detail else str(title)
-    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    errors = _field_errors(body)
     if len(errors) > 1:  # the detail names the first only
-        message = f"{title}:" + "".join(
-            f"\n  {'.'.join(str(part) for part in e.get('loc', []))}: {e.get('msg', '')}"
-            for e in errors
-        )
+        message = f"{title}:" + "".join(f"\n  {_field_error(e)}" for e in errors)
     if status == 401:
         message += "\nLog in with `boreas login` (or set BOREAS_TOKEN)."
     return message
+
+
+def _field_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in body.get("errors") or [] if isinstance(e, dict)]
+
+
+def _field_error(error: dict[str, Any]) -> str:
+    """``where: what`` of one validation error (its ``loc`` path joined by dots)."""
+    return f"{'.'.join(str(part) for part in error.get('loc', []))}: {error.get('msg', '')}"
 
 
 def not_logged_in() -> CliError:

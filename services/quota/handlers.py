@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,17 +79,15 @@ async def decide_launches(
         for r in fresh
     ]
     refusals, after = decide(asks, usage, limits)
-    await repo.record_many(
-        uow.conn,
-        [
-            (r.event.instance_id, ask.owner, ask.amounts, _status(reason))
-            for r, ask, reason in zip(fresh, asks, refusals, strict=True)
-        ],
-    )
+    await repo.record_many(uow.conn, _ledger_rows(fresh, asks, refusals))
     moved = {o: after[o] for o in owners if after[o] != usage[o]}
     await repo.set_usages(uow.conn, moved)
     last_cause = _publish_decisions(uow, fresh, refusals)
     _publish_usages(uow, moved, limits, last_cause)
+    _count_rejections_at_commit(uow, refusals)
+
+
+def _count_rejections_at_commit(uow: BatchUnitOfWork, refusals: list[str | None]) -> None:
     rejected = [limit_of(reason) for reason in refusals if reason is not None]
     if rejected:
         uow.after_commit(lambda: _count_rejections(rejected))
@@ -98,6 +97,15 @@ def _count_rejections(limits: list[str]) -> None:
     for limit in limits:
         LAUNCHES.labels("rejected").inc()
         QUOTA_REJECTIONS.labels(limit).inc()
+
+
+def _ledger_rows(
+    fresh: list[Received], asks: list[Ask], refusals: list[str | None]
+) -> list[tuple[uuid.UUID, str, Amounts, Status]]:
+    return [
+        (r.event.instance_id, ask.owner, ask.amounts, _status(reason))
+        for r, ask, reason in zip(fresh, asks, refusals, strict=True)
+    ]
 
 
 def _first_of_each(received: list[Received]) -> dict[str, Received]:
