@@ -98,6 +98,8 @@ class InstanceState(enum.StrEnum):
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     ERROR = "error"
+    AWAITING_APPROVAL = "awaiting_approval"  # admitted by quota, held until an admin answers
+    DENIED = "denied"  # an admin (or the approval timeout) said no: never launched
 
 
 class Placement(BaseModel):
@@ -106,6 +108,18 @@ class Placement(BaseModel):
     provider: str | None = None
     account: str | None = None
     region: str | None = None
+
+
+class Lease(BaseModel):
+    """How long an instance may live, fixed at launch from its owner's lease policy: at
+    ``expires_at`` the scheduler carries out ``on_expiry``, having warned ``warn_seconds``
+    before."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    expires_at: datetime
+    on_expiry: Literal["stop", "terminate"]
+    warn_seconds: int
 
 
 class ServiceHeartbeat(Event):
@@ -145,6 +159,15 @@ class LaunchFields(InstanceEvent):
     cpus: int
     memory_mb: int
     placement: Placement = Field(default_factory=Placement)
+    # None: the instance lives until someone ends it.
+    lease: Lease | None = None
+    # The admission price: the highest hourly price among the sizes placement could choose on
+    # the accounts the launch may go to (None: some catalog or price is not known yet).
+    price_per_hour: float | None = None
+    # The approval rules that hold the launch until an admin answers (empty: none).
+    approval_rules: list[str] = Field(default_factory=list)
+    # When an unanswered approval is denied (None: no approval needed).
+    approval_deadline: datetime | None = None
 
 
 class InstanceLaunchRequested(LaunchFields):
@@ -153,7 +176,8 @@ class InstanceLaunchRequested(LaunchFields):
     TOPIC = "instance.launch_requested"
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: added lease, price_per_hour, approval_rules, approval_deadline
+    VERSION = "1.1"
 
 
 class InstanceRejected(InstanceEvent):
@@ -174,7 +198,8 @@ class InstancePlaced(InstanceEvent):
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     # 1.1: added cpus, memory_mb (so followers of the instance need not join two topics)
-    VERSION = "1.1"
+    # 1.2: added price_per_hour (of the size chosen; None: the catalog gives no price)
+    VERSION = "1.2"
 
     account_id: str
     provider: str
@@ -183,6 +208,7 @@ class InstancePlaced(InstanceEvent):
     reason: str | None = None
     cpus: int | None = None
     memory_mb: int | None = None
+    price_per_hour: float | None = None
 
 
 class InstanceFailed(InstanceEvent):
@@ -310,7 +336,8 @@ class InstanceLaunchAdmitted(LaunchFields):
     TOPIC = "instance.launch_admitted"
     AUDIENCE = Audience.INTERNAL
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: added lease, price_per_hour, approval_rules, approval_deadline
+    VERSION = "1.1"
 
     @classmethod
     def of(cls, requested: InstanceLaunchRequested) -> InstanceLaunchAdmitted:
@@ -319,11 +346,28 @@ class InstanceLaunchAdmitted(LaunchFields):
 
 
 class ResourceUsage(BaseModel):
+    """What a user holds. ``cost_this_month``: spent since the month began (UTC) plus what the
+    instances they hold will cost until the month's end or their lease's end, whichever is
+    first, in the price unit of the account catalogs."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     instances: int | None = None
     cpus: int | None = None
     memory_mb: int | None = None
+    cost_this_month: float | None = None
+
+
+class ResourceLimits(BaseModel):
+    """A user's limits; None: unlimited. ``cost_per_month`` is a budget in the price unit of
+    the account catalogs."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    instances: int | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
+    cost_per_month: float | None = None
 
 
 class QuotaLimitsSet(Event):
@@ -332,10 +376,11 @@ class QuotaLimitsSet(Event):
     TOPIC = "quota.limits_set"
     AUDIENCE = Audience.INTERNAL
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: limits gained cost_per_month
+    VERSION = "1.1"
 
     owner: str
-    limits: ResourceUsage
+    limits: ResourceLimits
     set_by: str
 
 
@@ -345,11 +390,12 @@ class QuotaUsageChanged(Event):
     TOPIC = "quota.usage_changed"
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
-    VERSION = "1.0"
+    # 1.1: usage gained cost_this_month, limits cost_per_month
+    VERSION = "1.1"
 
     owner: str
     usage: ResourceUsage
-    limits: ResourceUsage
+    limits: ResourceLimits
 
 
 class WebhookSecret(BaseModel):
@@ -433,6 +479,120 @@ class WebhookDisabled(Event):
     reason: str
     disabled_at: datetime
     dropped: int
+
+
+class CatalogSize(BaseModel):
+    """One size an account offers; ``price_per_hour`` None: neither the cloud nor the account's
+    ``config.prices`` gives one."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    cpus: int
+    memory_mb: int
+    price_per_hour: float | None = None
+
+
+class ProviderAccountCatalogRead(Event):
+    """The scheduler read an account's catalog from its cloud: the sizes (with their prices,
+    ``config.prices`` applied) and regions. Internal: the gateway prices launches with it."""
+
+    TOPIC = "provider_account.catalog_read"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    account_id: str
+    revision: int  # the account revision the catalog was read under
+    sizes: list[CatalogSize]
+    regions: list[str] = Field(default_factory=list)
+    read_at: datetime
+
+
+class InstanceApprovalRequested(InstanceEvent):
+    """Quota reserved room for a launch that approval rules hold: it waits, in state
+    ``awaiting_approval``, until an admin (or an external system) approves or denies it through
+    the API, or until ``deadline``, when it is denied."""
+
+    TOPIC = "instance.approval_requested"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    name: str
+    image: str
+    cpus: int
+    memory_mb: int
+    placement: Placement = Field(default_factory=Placement)
+    price_per_hour: float | None = None
+    rules: list[str]
+    deadline: datetime | None = None
+
+
+class InstanceApproved(InstanceEvent):
+    """An admin approved a held launch; it goes on to placement."""
+
+    TOPIC = "instance.approved"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    decided_by: str
+    comment: str | None = None
+    decided_at: datetime
+
+
+class InstanceDenied(InstanceEvent):
+    """A held launch was denied (by an admin, its owner withdrawing it, or the approval
+    timeout: ``decided_by`` says which); its reservation is released. ``reason`` is what the
+    instance shows."""
+
+    TOPIC = "instance.denied"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    decided_by: str
+    comment: str | None = None
+    decided_at: datetime
+    reason: str
+
+
+class InstanceLeaseExtended(InstanceEvent):
+    """The owner (or an admin) moved an instance's lease to ``expires_at``."""
+
+    TOPIC = "instance.lease_extended"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    expires_at: datetime
+    extended_by: str
+
+
+class InstanceLeaseExpiring(InstanceEvent):
+    """An instance's lease ends at ``expires_at`` (``warn_seconds`` from now, or less): then it
+    will be stopped or terminated (``on_expiry``) unless the lease is extended."""
+
+    TOPIC = "instance.lease_expiring"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    expires_at: datetime
+    on_expiry: Literal["stop", "terminate"]
+
+
+class InstanceLeaseExpired(InstanceEvent):
+    """An instance's lease ended: ``on_expiry`` (stop or terminate) is being carried out."""
+
+    TOPIC = "instance.lease_expired"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    expires_at: datetime
+    on_expiry: Literal["stop", "terminate"]
 
 
 CATALOG: tuple[type[Event], ...] = tuple(_REGISTERED)

@@ -14,7 +14,14 @@ _STARTS_FROM: dict[InstanceAction, tuple[frozenset[InstanceState], InstanceState
     InstanceAction.REBOOT: (frozenset({InstanceState.RUNNING}), InstanceState.REBOOTING),
 }
 # Terminating these is already done or under way, so a second DELETE changes nothing.
-_FINISHED = frozenset({InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.TERMINATING})
+_FINISHED = frozenset(
+    {
+        InstanceState.TERMINATED,
+        InstanceState.REJECTED,
+        InstanceState.TERMINATING,
+        InstanceState.DENIED,
+    }
+)
 
 
 @dataclass(frozen=True)

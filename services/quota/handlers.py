@@ -38,6 +38,7 @@ from shared.events import (
     InstanceStateChanged,
     QuotaLimitsSet,
     QuotaUsageChanged,
+    ResourceLimits,
     ResourceUsage,
 )
 from shared.metrics import LAUNCHES, QUOTA_REJECTIONS
@@ -50,7 +51,7 @@ def usage_event(owner: str, usage: Amounts, limits: Limits) -> QuotaUsageChanged
     return QuotaUsageChanged(
         owner=owner,
         usage=ResourceUsage(instances=usage.instances, cpus=usage.cpus, memory_mb=usage.memory_mb),
-        limits=ResourceUsage(
+        limits=ResourceLimits(
             instances=limits.instances, cpus=limits.cpus, memory_mb=limits.memory_mb
         ),
     )

@@ -45,7 +45,7 @@ from shared.events import (
     InstanceRejected,
     QuotaLimitsSet,
     QuotaUsageChanged,
-    ResourceUsage,
+    ResourceLimits,
     ServiceHeartbeat,
     exchange_of,
 )
@@ -124,7 +124,7 @@ async def _set_limits(system: System, limits: dict[str, int]) -> None:
         await _publish(
             system.amqp_url,
             (
-                QuotaLimitsSet(owner=o, limits=ResourceUsage(instances=n), set_by="bench")
+                QuotaLimitsSet(owner=o, limits=ResourceLimits(instances=n), set_by="bench")
                 for o, n in limits.items()
             ),
         )

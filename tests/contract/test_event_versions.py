@@ -15,21 +15,28 @@ from shared.events import CATALOG, Event
 
 PINNED = {
     "ServiceHeartbeat": "1.1-f0385e66d23119bd",
-    "InstanceLaunchRequested": "1.0-7b9387c07e95a93c",
+    "InstanceLaunchRequested": "1.1-05d4847b51639cac",
     "InstanceRejected": "1.0-bcf6b78ab940f30b",
-    "InstancePlaced": "1.1-0b99cfc281097ca1",
+    "InstancePlaced": "1.2-0c2765f827a9368c",
     "InstanceFailed": "1.0-533a75836fc04052",
-    "InstanceStateChanged": "1.0-7b1312f8afb34609",
+    "InstanceStateChanged": "1.0-331872ab03a84c98",
     "InstanceActionRequested": "1.0-9c2da1f948f3fc41",
     "InstanceOwnerChanged": "1.0-da580951d8007a97",
     "ProviderAccountChanged": "1.1-57e954717161cd31",
     "ProviderAccountHealth": "1.0-30096565dfd8e83c",
-    "InstanceLaunchAdmitted": "1.0-7b9387c07e95a93c",
-    "QuotaLimitsSet": "1.0-d4e37e04d76201a1",
-    "QuotaUsageChanged": "1.0-0e02d3328b6c12d4",
+    "InstanceLaunchAdmitted": "1.1-05d4847b51639cac",
+    "QuotaLimitsSet": "1.1-972c7d4e687f54fb",
+    "QuotaUsageChanged": "1.1-c24fdeba419bb315",
     "WebhookChanged": "2.0-3179f4d423db6137",
     "WebhookDeliveryAttempted": "1.0-ae2dc8b409d57324",
     "WebhookDisabled": "1.0-2817fad49dfb25d7",
+    "ProviderAccountCatalogRead": "1.0-a91ec41e66e28ca9",
+    "InstanceApprovalRequested": "1.0-072f16cfae12a160",
+    "InstanceApproved": "1.0-693deb276cf3ed20",
+    "InstanceDenied": "1.0-5c2ddc6b7962e908",
+    "InstanceLeaseExtended": "1.0-5b0115860226f14b",
+    "InstanceLeaseExpiring": "1.0-1d286a750ac1d85e",
+    "InstanceLeaseExpired": "1.0-1d286a750ac1d85e",
 }
 
 # The public contract: routing key → the fields ``data`` has at least.
@@ -64,6 +71,11 @@ CONTRACT_TOPICS = {
     },
     "instance.failed": {"instance_id", "reason", "attempts"},
     "quota.usage_changed": {"owner", "usage", "limits"},
+    "instance.lease_expiring": {"instance_id", "owner", "expires_at"},
+    "instance.lease_expired": {"instance_id", "owner", "expires_at"},
+    "instance.approval_requested": {"instance_id", "owner", "cpus", "memory_mb"},
+    "instance.approved": {"instance_id", "owner"},
+    "instance.denied": {"instance_id", "owner"},
 }
 
 

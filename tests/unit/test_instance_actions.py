@@ -46,6 +46,14 @@ EXPECTED: dict[tuple[S, A], Decision | type[Refused]] = {
     (S.ERROR, A.START): Refused,
     (S.ERROR, A.REBOOT): Refused,
     (S.ERROR, A.TERMINATE): Proceed(S.TERMINATING),
+    (S.AWAITING_APPROVAL, A.STOP): Refused,
+    (S.AWAITING_APPROVAL, A.START): Refused,
+    (S.AWAITING_APPROVAL, A.REBOOT): Refused,
+    (S.AWAITING_APPROVAL, A.TERMINATE): Proceed(S.TERMINATING),
+    (S.DENIED, A.STOP): Refused,
+    (S.DENIED, A.START): Refused,
+    (S.DENIED, A.REBOOT): Refused,
+    (S.DENIED, A.TERMINATE): NothingToDo(),
 }
 
 

@@ -14,6 +14,7 @@ from shared.events import (
     Event,
     InstanceRejected,
     QuotaUsageChanged,
+    ResourceLimits,
     ResourceUsage,
     SealedSecret,
     WebhookChanged,
@@ -33,7 +34,7 @@ def rejected(owner: str = "alice") -> InstanceRejected:
 
 
 def usage_changed(owner: str = "alice") -> QuotaUsageChanged:
-    return QuotaUsageChanged(owner=owner, usage=ResourceUsage(instances=1), limits=ResourceUsage())
+    return QuotaUsageChanged(owner=owner, usage=ResourceUsage(instances=1), limits=ResourceLimits())
 
 
 @pytest.fixture

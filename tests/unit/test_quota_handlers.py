@@ -15,6 +15,7 @@ from shared.events import (
     InstanceLaunchRequested,
     InstanceRejected,
     QuotaUsageChanged,
+    ResourceLimits,
     ResourceUsage,
 )
 from tests.fakes import FakeBatchUnitOfWork, FakeDecisionsRepository, received
@@ -60,7 +61,7 @@ async def test_a_launch_within_limits_is_admitted_and_reserves_its_room(
     assert repo.usage["alice"] == Amounts(1, 2, 1024)
     [usage] = of_type(uow.events, QuotaUsageChanged)
     assert usage.usage == ResourceUsage(instances=1, cpus=2, memory_mb=1024)
-    assert usage.limits == ResourceUsage(instances=2, cpus=4)
+    assert usage.limits == ResourceLimits(instances=2, cpus=4)
 
 
 async def test_a_launch_over_a_limit_is_rejected_naming_the_limit(

@@ -16,7 +16,7 @@ from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDe
 from services.gateway.pagination import NameFilter
 from services.gateway.repository import audit, identity, quotas
 from services.gateway.schemas import Quota, QuotaLimits
-from shared.events import QuotaLimitsSet, ResourceUsage
+from shared.events import QuotaLimitsSet, ResourceLimits
 from shared.outbox import add_to_outbox
 
 router = APIRouter(tags=["quotas"])
@@ -45,7 +45,7 @@ async def _set_limits(
     await quotas.set_limits(conn, username, limits)
     await add_to_outbox(
         conn,
-        QuotaLimitsSet(owner=username, limits=ResourceUsage(**limits), set_by=actor),
+        QuotaLimitsSet(owner=username, limits=ResourceLimits(**limits), set_by=actor),
         source=gw.runtime.bus.source,
     )
     await audit.record(conn, actor=actor, action="quota_set", target=username, detail=limits)
