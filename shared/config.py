@@ -125,6 +125,8 @@ class SchedulerSettings(CloudSettings):
     cloud_call_lease: float = Field(default=15.0, gt=0)
     # Seconds an account's catalog (sizes, images, prices) is kept before it is listed again.
     catalog_refresh: float = Field(default=600.0, gt=0)
+    # Seconds between looks for leases to warn about or to end.
+    lease_check_interval: float = Field(default=1.0, gt=0)
 
 
 class PollerSettings(CloudSettings):
@@ -233,6 +235,8 @@ class GatewaySettings(ServiceSettings):
     # Event streams (GET /v1/events) one user may have open at once, across all gateway
     # processes and replicas; the next one gets 429.
     event_streams_per_user: int = Field(default=5, ge=1, le=10_000)
+    # Seconds a launch held by an approval rule waits for an answer before it is denied.
+    approval_timeout: float = Field(default=24 * 3600.0, gt=0)
 
     @model_validator(mode="after")
     def _prod_needs_an_admin_password(self) -> GatewaySettings:
