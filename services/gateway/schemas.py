@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from typing_extensions import TypeAliasType
 
 # PostgreSQL text cannot hold NUL: free text refuses it here, in the schema, not in the database.
@@ -30,6 +30,9 @@ Grantee = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z][a-z0-9_.-]{1,31}
 
 MAX_CPUS = 256
 MAX_MEMORY_MB = 4 * 1024 * 1024  # 4 TiB, more than any instance type offered today
+# Ten years: longer than any lease anyone means, short enough that every end date is a date.
+MAX_LEASE_SECONDS = 10 * 365 * 24 * 3600
+LeaseSeconds = Annotated[int, Field(ge=1, le=MAX_LEASE_SECONDS)]
 
 
 class Strict(BaseModel):
@@ -147,6 +150,8 @@ class LaunchRequest(Strict):
     cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)]
     memory_mb: Annotated[int, Field(ge=64, le=MAX_MEMORY_MB)]
     placement: PlacementIn = Field(default_factory=PlacementIn)
+    # Shorter than the owner's lease policy's default, not over its maximum (none: the default).
+    lease_seconds: LeaseSeconds | None = None
 
 
 class InstanceOut(BaseModel):
@@ -165,6 +170,12 @@ class InstanceOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     reason: str | None
+    # When the lease ends (None: no lease).
+    expires_at: datetime | None = None
+    # The hourly price of the size the instance was placed on (None: not placed, or unpriced).
+    price_per_hour: float | None = None
+    # When a launch held for approval is denied if nobody answers (None: no approval asked).
+    approval_deadline: datetime | None = None
 
 
 class InstancePage(BaseModel):
@@ -189,6 +200,31 @@ class QuotaLimits(Strict):
 class Quota(BaseModel):
     limits: dict[str, int | None]
     usage: dict[str, int | None]
+
+
+class LeasePolicy(Strict):
+    """A user's lease policy: what lease a launch gets (``default_seconds``, None: none unless
+    asked), the longest it may ask for or be extended to from now (``max_seconds``, None: no
+    maximum), what happens at expiry, and how long before it the owner is warned."""
+
+    default_seconds: LeaseSeconds | None = None
+    max_seconds: LeaseSeconds | None = None
+    on_expiry: Literal["stop", "terminate"] = "stop"
+    warn_seconds: Annotated[int, Field(ge=0, le=MAX_LEASE_SECONDS)] = 300
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> LeasePolicy:
+        if (
+            self.default_seconds is not None
+            and self.max_seconds is not None
+            and self.default_seconds > self.max_seconds
+        ):
+            raise ValueError("default_seconds must not be over max_seconds")
+        return self
+
+
+class LeaseExtension(Strict):
+    seconds: LeaseSeconds
 
 
 class AuditEntry(BaseModel):

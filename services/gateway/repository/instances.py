@@ -14,7 +14,8 @@ from services.gateway.schemas import InstanceOut
 
 COLUMNS = (
     "id, owner, name, image, cpus, memory_mb, placement, state, account_id, provider, "
-    "provider_instance_id, region, reason, created_at, updated_at"
+    "provider_instance_id, region, reason, created_at, updated_at, expires_at, price_per_hour, "
+    "approval_deadline"
 )
 
 
@@ -36,12 +37,15 @@ async def insert_requested(
     idempotency_key: str | None,
     request_digest: str | None,
     now: datetime,
+    expires_at: datetime | None = None,
+    approval_deadline: datetime | None = None,
 ) -> InstanceOut | None:
     """The new instance, or None if ``owner`` already used ``idempotency_key``."""
     row = await conn.fetchrow(
         f"""INSERT INTO instances (id, owner, name, image, cpus, memory_mb, placement, state,
-                                   idempotency_key, request_digest, created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $10, $10)
+                                   idempotency_key, request_digest, created_at, updated_at,
+                                   expires_at, approval_deadline)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $10, $10, $11, $12)
             ON CONFLICT (owner, idempotency_key) DO NOTHING
             RETURNING {COLUMNS}""",
         instance_id,
@@ -54,6 +58,8 @@ async def insert_requested(
         idempotency_key,
         request_digest,
         now,
+        expires_at,
+        approval_deadline,
     )
     return _instance(row) if row else None
 

@@ -18,10 +18,11 @@ from services.gateway.deps import (
     visible_or_404,
 )
 from services.gateway.instance_actions import NothingToDo, Refused, decide
+from services.gateway.leases import LeaseRefused, lease_for_launch
 from services.gateway.pagination import OwnedPage
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
-from services.gateway.repository import accounts, audit, instances
+from services.gateway.repository import accounts, audit, instances, leases
 from services.gateway.repository.identity import User
 from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest
 from shared.events import (
@@ -83,6 +84,13 @@ async def launch(
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key)
             if earlier is not None:
                 return _replay(earlier, digest, response)
+        now = gw.clock()
+        try:
+            lease = lease_for_launch(
+                await leases.policy_of(conn, user.username), body.lease_seconds, now
+            )
+        except LeaseRefused as refused:
+            raise HTTPException(422, str(refused)) from None
         instance = await instances.insert_requested(
             conn,
             instance_id=uuid.uuid4(),
@@ -90,7 +98,8 @@ async def launch(
             spec=body.model_dump(),
             idempotency_key=idempotency_key,
             request_digest=digest,
-            now=gw.clock(),
+            now=now,
+            expires_at=lease.expires_at if lease else None,
         )
         if instance is None:  # a concurrent request with the same key won the insert
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key or "")
@@ -107,6 +116,7 @@ async def launch(
                 cpus=body.cpus,
                 memory_mb=body.memory_mb,
                 placement=Placement(**body.placement.model_dump()),
+                lease=lease,
             ),
             source=gw.runtime.bus.source,
         )
