@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from boreas_cli.output import (
     emit_list,
     emit_record,
     field,
+    money,
     render_csv,
     render_table,
     say,
@@ -303,12 +305,29 @@ def remove_grants(
 # -- quotas ---------------------------------------------------------------------------------------
 
 RESOURCES = ("instances", "cpus", "memory_mb")
+COST_LIMIT, COST_USAGE = "cost_per_month", "cost_this_month"
+
+
+def quota_rows(quota: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per limit with what is in use against it: the budget ``cost_per_month`` with
+    ``cost_this_month`` (spent plus committed to the month's end)."""
+    limits, usage = quota.get("limits", {}), quota.get("usage", {})
+    usage_of = {COST_LIMIT: COST_USAGE}
+    limit_of = {COST_USAGE: COST_LIMIT}
+    names = list(dict.fromkeys([*RESOURCES, *limits, *(limit_of.get(n, n) for n in usage)]))
+    return [
+        {"resource": n, "limit": limits.get(n), "usage": usage.get(usage_of.get(n, n))}
+        for n in names
+    ]
+
+
+def _amount(row: dict[str, Any], key: str) -> Any:
+    value = row[key]
+    return money(value) if row["resource"] == COST_LIMIT and value is not None else value
 
 
 def _show_quota(username: str, quota: dict[str, Any], output: Format) -> None:
-    limits, usage = quota.get("limits", {}), quota.get("usage", {})
-    names = list(dict.fromkeys([*RESOURCES, *limits, *usage]))
-    rows = [{"resource": n, "limit": limits.get(n, None), "usage": usage.get(n)} for n in names]
+    rows = quota_rows(quota)
     emit(
         {"username": username, **quota},
         output,
@@ -316,8 +335,8 @@ def _show_quota(username: str, quota: dict[str, Any], output: Format) -> None:
             rows,
             [
                 ("RESOURCE", field("resource")),
-                ("LIMIT", lambda r: "unlimited" if r["limit"] is None else r["limit"]),
-                ("IN USE", field("usage")),
+                ("LIMIT", lambda r: "unlimited" if r["limit"] is None else _amount(r, "limit")),
+                ("IN USE", lambda r: _amount(r, "usage")),
             ],
         ),
     )
@@ -338,13 +357,15 @@ def show_quota(
     _show_quota(username, api.get(f"/v1/quotas/{username}"), output)
 
 
-def _limit(value: str | None, name: str, current: Any) -> Any:
+def _limit(value: str | None, name: str, current: Any, kind: type[int | float] = int) -> Any:
     if value is None:
         return current
     if value.lower() in ("unlimited", "none"):
         return None
     try:
-        number = int(value)
+        number = kind(value)
+        if not math.isfinite(number):  # JSON has no inf nor nan
+            raise ValueError(value)
     except ValueError:
         raise CliError(
             f"--{name.replace('_', '-')}: a number, or 'unlimited'.", ExitCode.USAGE
@@ -365,6 +386,15 @@ def set_quota(
     memory_mb: Annotated[
         str | None, typer.Option("--memory-mb", help="MiB, or 'unlimited'.", show_default=False)
     ] = None,
+    cost_per_month: Annotated[
+        str | None,
+        typer.Option(
+            "--cost-per-month",
+            help="A budget in the account catalogs' price unit (e.g. 100 or 99.50), or "
+            "'unlimited'.",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOption = Format.TABLE,
 ) -> None:
     """Set a user's limits (admins); a limit not given stays as it is."""
@@ -372,6 +402,9 @@ def set_quota(
     current = api.get(f"/v1/quotas/{username}").get("limits", {})
     given = {"instances": instances, "cpus": cpus, "memory_mb": memory_mb}
     body = {name: _limit(given[name], name, current.get(name)) for name in RESOURCES}
+    # Sent when given, or kept when the gateway has one: never dropped by leaving it out.
+    if cost_per_month is not None or COST_LIMIT in current:
+        body[COST_LIMIT] = _limit(cost_per_month, COST_LIMIT, current.get(COST_LIMIT), float)
     _show_quota(username, api.put(f"/v1/quotas/{username}", body), output)
 
 
@@ -386,6 +419,7 @@ USAGE_HEADER = (
     "instance_hours",
     "cpu_hours",
     "memory_mb_hours",
+    "cost",
 )
 
 
@@ -401,6 +435,8 @@ def usage_rows(report: dict[str, Any], names: dict[str, str]) -> list[dict[str, 
             "instance_hours": account["instance_hours"],
             "cpu_hours": account["cpu_hours"],
             "memory_mb_hours": account["memory_mb_hours"],
+            # Running hours times the instance's price per hour (None: an older gateway).
+            "cost": account.get("cost"),
         }
         for owner in report["owners"]
         for account in owner["accounts"]
@@ -423,7 +459,10 @@ def usage(
     ] = False,
     output: OutputOption = Format.TABLE,
 ) -> None:
-    """Running time per owner and account over a period: instance-, cpu- and memory-MB-hours."""
+    """Running time and cost per owner and account over a period.
+
+    Instance-, cpu- and memory-MB-hours, and the cost: running hours times each instance's price
+    per hour."""
     api = context.api()
     report = api.get("/v1/usage", **{"from": start, "to": end, "owner": owner})
     names = {a["id"]: a["name"] for a in api.get("/v1/provider-accounts")["items"]}
@@ -446,6 +485,7 @@ def usage(
                 ("INSTANCE_HOURS", field("instance_hours")),
                 ("CPU_HOURS", field("cpu_hours")),
                 ("MEMORY_MB_HOURS", field("memory_mb_hours")),
+                ("COST", lambda r: money(r["cost"])),
             ],
         ),
     )

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from boreas_cli import admin, config, context, instances, prompts, tail
+from boreas_cli import admin, config, context, governance, instances, prompts, tail
 from boreas_cli.client import Api
 from boreas_cli.errors import CliError, ExitCode
 from boreas_cli.output import Format, OutputOption, emit_list, emit_record, field, say, when
@@ -14,7 +14,8 @@ from boreas_cli.output import Format, OutputOption, emit_list, emit_record, fiel
 app = typer.Typer(
     name="boreas",
     help="Boreas from the command line: instances on shared cloud accounts, events, and the "
-    "admin's users, accounts, grants, quotas and usage. Exit codes: docs/cli.md.",
+    "admin's users, accounts, grants, quotas, lease policies, approval rules and usage. Exit "
+    "codes: docs/cli.md.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -24,6 +25,8 @@ app.add_typer(admin.users, name="users")
 app.add_typer(admin.accounts, name="accounts")
 app.add_typer(admin.grants, name="grants")
 app.add_typer(admin.quotas, name="quotas")
+app.add_typer(governance.lease_policies, name="lease-policies")
+app.add_typer(governance.approval_rules, name="approval-rules")
 app.command()(admin.usage)
 
 

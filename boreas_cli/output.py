@@ -50,6 +50,14 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def money(value: Any) -> str:
+    """An amount in the catalogs' price unit: cents at least (``9.60``), finer when it has more
+    (``0.0116`` an hour); ``-`` when unknown."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return text(value)
+    return f"{value:.2f}" if round(value, 2) == value else text(float(value))
+
+
 def when(value: Any) -> str:
     """An ISO 8601 time to the second, as ``2026-11-25 07:32:21Z``."""
     if not isinstance(value, str) or "T" not in value:

@@ -34,11 +34,24 @@ def went_wrong(state: str, target: frozenset[str] | None) -> bool:
     return state not in target if target else state in FAILED
 
 
+def approval_note(instance: dict[str, Any]) -> str:
+    """What an instance in ``awaiting_approval`` waits for, and until when."""
+    rules = instance.get("approval_rules")
+    note = "awaits an admin's approval"
+    if rules:
+        note += f" (rule{'s' if len(rules) > 1 else ''} {', '.join(rules)})"
+    if instance.get("approval_deadline"):
+        note += f", denied if unanswered by {when(instance['approval_deadline'])}"
+    return f"{note}: boreas instances approve|deny {instance['id']}"
+
+
 def change_line(instance: dict[str, Any], old: str | None) -> str:
     state = instance["state"] if old is None else f"{old} → {instance['state']}"
     line = f"{when(instance.get('updated_at'))}  {instance['name']}  {instance['id']}  {state}"
     if instance["state"] in FAILED and instance.get("reason"):
         line += f"  ({instance['reason']})"
+    elif instance["state"] == "awaiting_approval":
+        line += f"  ({approval_note(instance)})"
     return line
 
 

@@ -1,14 +1,15 @@
 """The boreas command's pure parts: problems into messages and exit codes, the event-stream
-format, topic patterns, when a watch is over, and how values and tables print."""
+format, topic patterns, when a watch is over, how values and tables print, and durations."""
 
 from __future__ import annotations
 
 import pytest
 
-from boreas_cli.errors import ExitCode, exit_code_for, problem_message
+from boreas_cli.durations import described, optional_seconds_of, seconds_of
+from boreas_cli.errors import CliError, ExitCode, exit_code_for, problem_message
 from boreas_cli.events import FrameParser
-from boreas_cli.output import field, render_csv, render_table, table_text, text, when
-from boreas_cli.watch import is_done, went_wrong
+from boreas_cli.output import field, money, render_csv, render_table, table_text, text, when
+from boreas_cli.watch import change_line, is_done, went_wrong
 from shared.webhooks.topics import matches as topic_matches
 
 
@@ -146,3 +147,62 @@ def test_csv_quotes_what_needs_it() -> None:
     assert render_csv([["alice", "a,b", 1.5]], ["owner", "account", "hours"]) == (
         'owner,account,hours\nalice,"a,b",1.5\n'
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), ("600", 600)],
+)
+def test_durations_read_as_seconds(given: str, seconds: int) -> None:
+    assert seconds_of(given, "--lease") == seconds
+    assert seconds_of(described(seconds), "--lease") == seconds  # and back
+
+
+@pytest.mark.parametrize("given", ["", "2 weeks", "1.5h", "h", "-1h", "1y", "1h 30m"])
+def test_what_is_no_duration_is_a_usage_error(given: str) -> None:
+    with pytest.raises(CliError) as refused:
+        seconds_of(given, "--lease")
+    assert refused.value.code is ExitCode.USAGE
+    assert refused.value.message.startswith("--lease: a duration such as 90s")
+
+
+def test_no_duration_is_zero_unless_allowed_or_none_when_asked() -> None:
+    with pytest.raises(CliError):
+        seconds_of("0s", "--max")
+    assert seconds_of("0", "--warn", zero=True) == 0
+    assert [optional_seconds_of(v, "--max") for v in ("none", "Unlimited", "7d")] == [
+        None,
+        None,
+        604800,
+    ]
+    assert [described(s) for s in (None, 0, 59, 3600, 604800, 90061)] == [
+        "none", "0s", "59s", "1h", "7d", "1d1h1m1s",
+    ]  # fmt: skip
+
+
+def test_money_shows_cents_at_least() -> None:
+    assert [money(v) for v in (9.6, 100, 0.0116, 0.4, None, 0.0)] == [
+        "9.60", "100.00", "0.0116", "0.40", "-", "0.00",
+    ]  # fmt: skip
+
+
+def test_a_held_instance_says_which_rules_hold_it_and_until_when() -> None:
+    held = {
+        "id": "i-1",
+        "name": "big-1",
+        "state": "awaiting_approval",
+        "updated_at": "2026-11-25T07:32:21Z",
+        "approval_rules": ["big", "pricey"],
+        "approval_deadline": "2026-11-26T07:32:21Z",
+    }
+    assert change_line(held, "requested") == (
+        "2026-11-25 07:32:21Z  big-1  i-1  requested → awaiting_approval  (awaits an admin's "
+        "approval (rules big, pricey), denied if unanswered by 2026-11-26 07:32:21Z: "
+        "boreas instances approve|deny i-1)"
+    )
+    denied = held | {"state": "denied", "reason": "no answer within 1 day"}
+    assert change_line(denied, "awaiting_approval").endswith(
+        "awaiting_approval → denied  (no answer within 1 day)"
+    )
+    assert is_done("awaiting_approval", None) is False
+    assert (is_done("denied", frozenset({"running"})), went_wrong("denied", None)) == (True, True)
