@@ -159,7 +159,11 @@ def conditions(rule: dict[str, Any]) -> str:
     """A rule's conditions, all of which a launch must meet for it to match."""
     when = rule.get("when") or {}
     known = [show(when[key]) for key, show in CONDITIONS if when.get(key) is not None]
-    others = [f"{key} {value}" for key, value in when.items() if key not in dict(CONDITIONS)]
+    others = [
+        f"{key} {value}"
+        for key, value in when.items()
+        if key not in dict(CONDITIONS) and value is not None
+    ]
     return " and ".join(known + others) or "every launch"
 
 

@@ -341,6 +341,16 @@ def test_a_rule_the_gateway_refuses_reads_as_its_field_errors(boreas: Run, tmp_p
     ]
 
 
+def test_rules_read_back_with_nulls_show_only_their_conditions(boreas: Run) -> None:
+    nulls = {"cpus_over": None, "memory_mb_over": None, "cost_per_hour_over": None}
+    rules = [{"name": "prod", "when": {**nulls, "accounts": None, "owners": ["bob"]}}]
+    exit_code, out, _ = boreas(
+        Gateway({"GET /v1/approval-rules": {"rules": rules}}), "approval-rules", "show"
+    )
+    assert exit_code == 0
+    assert out.splitlines()[1] == "prod  owner in bob"
+
+
 def test_no_approval_rules_says_so(boreas: Run) -> None:
     exit_code, out, err = boreas(
         Gateway({"GET /v1/approval-rules": {"rules": []}}), "approval-rules", "show"
