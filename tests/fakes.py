@@ -23,7 +23,7 @@ from services.quota.accounting import Amounts, Limits, Status
 from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
 from shared.consumer import BatchUnitOfWork, Received, UnitOfWork
-from shared.events import Envelope, Event, WebhookChanged
+from shared.events import Envelope, Event, Lease, WebhookChanged
 
 SOURCE = "boreas/test"
 
@@ -113,6 +113,7 @@ class FakeCallsRepository(_Connected):
         self.placements: dict[uuid.UUID, InstancePlacement] = {}
         self.calls: list[dict[str, Any]] = []
         self.locked: list[uuid.UUID] = []
+        self.leases: dict[uuid.UUID, Lease | None] = {}  # None: ended
         self._ids = itertools.count(1)
 
     # What the handlers use.
@@ -161,6 +162,14 @@ class FakeCallsRepository(_Connected):
         for call in self.calls:
             if call["id"] == call_id:
                 call["status"] = "cancelled"
+
+    async def add_lease(self, conn: Any, instance_id: uuid.UUID, owner: str, lease: Lease) -> None:
+        self._check(conn)
+        self.leases.setdefault(instance_id, lease)  # kept once; an ended one stays ended
+
+    async def end_lease(self, conn: Any, instance_id: uuid.UUID, owner: str) -> None:
+        self._check(conn)
+        self.leases[instance_id] = None
 
     # What tests arrange and look at.
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.scheduler.catalogs import CatalogCache
+from services.scheduler.catalogs import CatalogAnnouncer, CatalogCache, read_catalogs_forever
 from services.scheduler.handlers import SUBSCRIPTIONS
+from services.scheduler.lease_checks import check_leases_forever
+from services.scheduler.placement import GrantedAccount
 from services.scheduler.upkeep import upkeep_forever
 from services.scheduler.worker import AccountBook, CloudWorker
 from shared.config import SchedulerSettings
@@ -29,6 +31,12 @@ def build(settings: SchedulerSettings, *, clock: Clock = utcnow) -> ServiceRunti
             lease=settings.cloud_call_lease,
             on_commit=rt.outbox.wake,
         )
+        # Each catalog read from a cloud is published, for the gateway to price launches with.
+        catalogs.announce = CatalogAnnouncer(rt.pool, rt.clock, rt.outbox.wake)
+
+        async def live_accounts() -> list[GrantedAccount]:
+            return list((await worker.book.accounts()).values())
+
         return Parts(
             dependencies={
                 "clouds": clouds,
@@ -39,6 +47,10 @@ def build(settings: SchedulerSettings, *, clock: Clock = utcnow) -> ServiceRunti
             loops={
                 "cloud_calls": worker.run,
                 "upkeep": lambda: upkeep_forever(rt.pool, rt.clock),
+                "catalog_reads": lambda: read_catalogs_forever(catalogs, live_accounts),
+                "lease_checks": lambda: check_leases_forever(
+                    rt.pool, rt.clock, settings.lease_check_interval, rt.outbox.wake
+                ),
             },
         )
 

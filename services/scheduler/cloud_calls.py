@@ -13,6 +13,7 @@ from libcloud.compute.types import NodeState
 
 from services.scheduler.placement import Catalog, Offer, Size
 from shared.clouds.registry import BOREAS_TAG, boreas_state, nodes_tagged, region_of
+from shared.pricing import price_of
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,11 @@ class CatalogRead:
     locations: Mapping[str, NodeLocation]  # empty for a driver bound to one region
 
 
-def read_catalog(driver: NodeDriver) -> CatalogRead:
+def read_catalog(driver: NodeDriver, config: Mapping[str, Any] | None = None) -> CatalogRead:
+    """The account's catalog, each size priced by :func:`shared.pricing.price_of` (the account
+    ``config``'s ``prices`` first, then the driver's own)."""
     listed_sizes = driver.list_sizes()
-    sizes = tuple(_size(s) for s in listed_sizes)
+    sizes = tuple(_size(s, config or {}) for s in listed_sizes)
     images = {str(i.name): str(i.id) for i in driver.list_images() if i.name}
     # A driver bound to one region (EC2, OpenStack) offers that region; others list locations.
     region = region_of(driver)
@@ -37,14 +40,14 @@ def read_catalog(driver: NodeDriver) -> CatalogRead:
     )
 
 
-def _size(size: NodeSize) -> Size:
+def _size(size: NodeSize, config: Mapping[str, Any]) -> Size:
     """A listed size as placement compares them; a driver that says nothing of cpus offers 1."""
     cpus = getattr(size, "vcpus", None) or _first(size.extra, "cpus", "vcpu", "vcpus", "cpu") or 1
     return Size(
         id=str(size.id),
         cpus=int(float(cpus)),
         memory_mb=int(size.ram or 0),
-        price=float(size.price or 0.0),
+        price_per_hour=price_of(str(size.id), size.price, config),
     )
 
 

@@ -21,6 +21,7 @@ from shared.events import (
     InstanceActionRequested,
     InstanceFailed,
     InstanceLaunchAdmitted,
+    InstanceLeaseExtended,
     InstanceOwnerChanged,
     InstanceState,
     InstanceStateChanged,
@@ -66,8 +67,12 @@ async def place_launch(
             provider=event.placement.provider,
             account=event.placement.account,
             region=event.placement.region,
+            price_per_hour=event.price_per_hour,
         ),
     )
+    if event.lease is not None:
+        # The expiry is the scheduler's from now on (services.scheduler.lease_checks).
+        await repo.add_lease(uow.conn, event.instance_id, event.owner, event.lease)
     uow.after_commit(worker.wake)
 
 
@@ -87,6 +92,7 @@ async def _cancel_before_placement(
     if launch is not None:
         await repo.cancel_call(uow.conn, launch.id)
     await repo.record(uow.conn, InstancePlacement(event.instance_id, event.owner, "cancelled"))
+    await repo.end_lease(uow.conn, event.instance_id, event.owner)
     await uow.publish(
         InstanceFailed(
             instance_id=event.instance_id,
@@ -131,8 +137,24 @@ async def change_owner(event: InstanceOwnerChanged, uow: UnitOfWork) -> None:
 
 
 async def follow_state(event: InstanceStateChanged, uow: UnitOfWork) -> None:
-    """A terminated instance no longer counts on its account's load."""
-    await repository.end_placement(uow.conn, event.instance_id)
+    """A terminated instance no longer counts on its account's load, nor has a lease; the
+    state of the others is kept for their lease's expiry (no stop of a stopped instance)."""
+    if event.new_state is InstanceState.TERMINATED:
+        await repository.end_placement(uow.conn, event.instance_id)
+        await repository.end_lease(uow.conn, event.instance_id, event.owner)
+    else:
+        await repository.note_state(
+            uow.conn, event.instance_id, event.new_state.value, event.observed_at
+        )
+
+
+async def extend_lease(event: InstanceLeaseExtended, uow: UnitOfWork) -> None:
+    """The lease moves to its new expiry, warning and expiry armed again."""
+    await repository.lock_instance(uow.conn, event.instance_id)
+    if not await repository.extend_lease(
+        uow.conn, event.instance_id, event.owner, event.expires_at
+    ):
+        log.info("lease_extension_ignored", expires_at=event.expires_at.isoformat())
 
 
 # Dependencies by keyword (shared.injection): clouds, catalogs, book and worker, from bootstrap.py.
@@ -151,7 +173,9 @@ SUBSCRIPTIONS = (
         InstanceStateChanged,
         follow_state,
         order_by=OrderKey.INSTANCE,
-        when=lambda event: event.new_state is InstanceState.TERMINATED,
-        dedupe=False,  # a placement ends once (end_placement moves only 'placed' rows)
+        # A placement ends once (end_placement moves only 'placed' rows), a lease too, and a
+        # state seen is kept only if seen later than the one kept.
+        dedupe=False,
     ),
+    Subscription(InstanceLeaseExtended, extend_lease, order_by=OrderKey.INSTANCE),
 )

@@ -1,9 +1,10 @@
 """Placement, pure: which accounts may take a launch, which offer fits, and in what order to try.
 
 Filters drop what cannot work (not granted, not fitting the placement as :mod:`shared.eligibility`
-says, no size big enough, image unknown); weighers order the rest (cheaper first, then the
-account with fewer Boreas instances, then the one with more headroom). Every decision comes with
-a reason a person can read.
+says, no size big enough, a size dearer than the price the launch was admitted at, image
+unknown); weighers order the rest (cheaper first, an unpriced size after every priced one, then
+the account with fewer Boreas instances, then the one with more headroom). Every decision comes
+with a reason a person can read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from shared import eligibility
 from shared.accounts import Account
+from shared.pricing import cheapest_fit
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,20 @@ class Request:
     provider: str | None = None
     account: str | None = None
     region: str | None = None
+    # The price per hour quota admitted the launch at (None: unknown): no dearer size is taken.
+    price_per_hour: float | None = None
 
 
 @dataclass(frozen=True)
 class Size:
+    """A size an account offers (:class:`shared.pricing.Priced`): its price per hour as
+    :func:`shared.pricing.price_of` gives it, None where neither the cloud nor the account's
+    ``config.prices`` says."""
+
     id: str
     cpus: int
     memory_mb: int
-    price: float
+    price_per_hour: float | None
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,14 @@ def eligible_accounts(accounts: Iterable[GrantedAccount], request: Request) -> l
     return eligibility.eligible((a for a in accounts if a.granted_to(request.owner)), request)
 
 
-def cheapest_fit(sizes: Iterable[Size], cpus: int, memory_mb: int) -> Size | None:
-    fitting = [s for s in sizes if s.cpus >= cpus and s.memory_mb >= memory_mb]
-    return min(fitting, key=lambda s: (s.price, s.cpus, s.memory_mb, s.id), default=None)
+def price_text(price: float | None) -> str:
+    return "price unknown" if price is None else f"{price:g}/h"
+
+
+def over_ceiling(size: Size, ceiling: float | None) -> bool:
+    """Whether ``size`` costs more than the launch was admitted at (an unknown price on either
+    side cannot be said to)."""
+    return ceiling is not None and size.price_per_hour is not None and size.price_per_hour > ceiling
 
 
 def resolve_image(name: str, catalog: Catalog, account: GrantedAccount) -> str | None:
@@ -97,6 +110,11 @@ def offer_for(
     size = cheapest_fit(catalog.sizes, request.cpus, request.memory_mb)
     if size is None:
         return f"{account.name}: no size with {request.cpus} cpus and {request.memory_mb} MB"
+    if over_ceiling(size, request.price_per_hour):
+        return (
+            f"{account.name}: {size.id} costs {price_text(size.price_per_hour)}, more than the "
+            f"{price_text(request.price_per_hour)} the launch was admitted at"
+        )
     image_id = resolve_image(request.image, catalog, account)
     if image_id is None:
         return f"{account.name}: no image {request.image!r}"
@@ -107,11 +125,13 @@ def offer_for(
 
 
 def rank(offers: Iterable[Offer]) -> list[Offer]:
-    """Try order: cheapest, then least loaded (spread), then most headroom, then by name."""
+    """Try order: cheapest (an unpriced size after every priced one), then least loaded
+    (spread), then most headroom, then by name."""
     return sorted(
         offers,
         key=lambda o: (
-            o.size.price,
+            o.size.price_per_hour is None,
+            o.size.price_per_hour or 0.0,
             o.load,
             -(o.headroom if o.headroom is not None else 10**9),
             o.account.name,
@@ -119,9 +139,13 @@ def rank(offers: Iterable[Offer]) -> list[Offer]:
     )
 
 
+def _at_price(price: float | None) -> str:
+    return " (price unknown)" if price is None else f" at {price:g}/h"
+
+
 def explain(chosen: Offer, tried: int, candidates: int) -> str:
     first = "first choice" if tried == 1 else f"choice {tried} (earlier ones failed)"
     return (
-        f"{first} of {candidates}: {chosen.size.id} at {chosen.size.price:g}/h on "
-        f"{chosen.account.name}"
+        f"{first} of {candidates}: {chosen.size.id}{_at_price(chosen.size.price_per_hour)} "
+        f"on {chosen.account.name}"
     )

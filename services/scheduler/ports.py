@@ -15,6 +15,7 @@ import asyncpg
 
 from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
+from shared.events import Lease
 
 
 class CallsRepository(Protocol):
@@ -39,6 +40,14 @@ class CallsRepository(Protocol):
     ) -> None: ...
 
     async def cancel_call(self, conn: asyncpg.Connection, call_id: int) -> None: ...
+
+    async def add_lease(
+        self, conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str, lease: Lease
+    ) -> None: ...
+
+    async def end_lease(
+        self, conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str
+    ) -> None: ...
 
 
 class Waker(Protocol):

@@ -1,4 +1,5 @@
-"""SQL over the scheduler's own schema: accounts, placements and the calls owed to clouds."""
+"""SQL over the scheduler's own schema: accounts, placements, the calls owed to clouds and
+leases."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 
 import asyncpg
 
+from services.scheduler.leases import DueLease
 from services.scheduler.placement import GrantedAccount, Request
 from shared import accounts, tracing
-from shared.events import ProviderAccountChanged
+from shared.events import Lease, ProviderAccountChanged
 
 
 async def upsert_account(conn: asyncpg.Connection, event: ProviderAccountChanged) -> None:
@@ -115,6 +117,11 @@ async def change_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: 
     await conn.execute(
         """UPDATE cloud_calls SET owner = $2, updated_at = now()
            WHERE instance_id = $1 AND status = 'pending' AND owner <> $2""",
+        instance_id,
+        owner,
+    )
+    await conn.execute(
+        "UPDATE leases SET owner = $2, updated_at = now() WHERE instance_id = $1 AND owner <> $2",
         instance_id,
         owner,
     )
@@ -363,3 +370,108 @@ async def prune_calls(pool: asyncpg.Pool, before: datetime) -> None:
     await pool.execute(
         "DELETE FROM cloud_calls WHERE status <> 'pending' AND updated_at < $1", before
     )
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+async def add_lease(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str, lease: Lease
+) -> None:
+    """The lease the launch was admitted with, first due at its warning. Kept once (a launch
+    admitted again changes nothing); an extension that came first keeps its later expiry; a
+    lease ended already (the instance terminated before its launch came) stays ended."""
+    await conn.execute(
+        """INSERT INTO leases (instance_id, owner, expires_at, on_expiry, warn_seconds, due_at)
+           VALUES ($1, $2, $3, $4, $5, $3 - $5::int * interval '1 second')
+           ON CONFLICT (instance_id) DO UPDATE SET
+               on_expiry = EXCLUDED.on_expiry, warn_seconds = EXCLUDED.warn_seconds,
+               expires_at = greatest(leases.expires_at, EXCLUDED.expires_at),
+               due_at = greatest(leases.expires_at, EXCLUDED.expires_at)
+                        - EXCLUDED.warn_seconds * interval '1 second',
+               updated_at = now()
+           WHERE leases.on_expiry IS NULL AND NOT leases.ended""",
+        instance_id,
+        owner,
+        lease.expires_at,
+        lease.on_expiry,
+        lease.warn_seconds,
+    )
+
+
+async def extend_lease(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str, expires_at: datetime
+) -> bool:
+    """Move the lease to a later ``expires_at``, warning and expiry armed again (also after it
+    expired). An extension that comes before the launch is kept for it; an earlier or equal
+    expiry (a copy, or one overtaken) and an ended lease change nothing. True if it moved."""
+    moved = await conn.fetchval(
+        """INSERT INTO leases (instance_id, owner, expires_at) VALUES ($1, $2, $3)
+           ON CONFLICT (instance_id) DO UPDATE SET
+               expires_at = EXCLUDED.expires_at, warned = false,
+               due_at = EXCLUDED.expires_at - leases.warn_seconds * interval '1 second',
+               updated_at = now()
+           WHERE NOT leases.ended
+             AND (leases.expires_at IS NULL OR leases.expires_at < EXCLUDED.expires_at)
+           RETURNING true""",
+        instance_id,
+        owner,
+        expires_at,
+    )
+    return bool(moved)
+
+
+async def end_lease(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str) -> None:
+    """The instance terminated or failed: nothing more is due for it, whatever comes later."""
+    await conn.execute(
+        """INSERT INTO leases (instance_id, owner, ended) VALUES ($1, $2, true)
+           ON CONFLICT (instance_id) DO UPDATE SET ended = true, due_at = NULL,
+               updated_at = now()
+           WHERE NOT leases.ended""",
+        instance_id,
+        owner,
+    )
+
+
+async def note_state(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, state: str, seen_at: datetime
+) -> None:
+    """The instance's state as last seen (an older sighting delivered late is ignored)."""
+    await conn.execute(
+        """UPDATE leases SET state = $2, state_seen_at = $3
+           WHERE instance_id = $1 AND (state_seen_at IS NULL OR state_seen_at <= $3)""",
+        instance_id,
+        state,
+        seen_at,
+    )
+
+
+async def claim_due_leases(conn: asyncpg.Connection, now: datetime, limit: int) -> list[DueLease]:
+    """Up to ``limit`` leases due by ``now``, locked until the transaction ends; another
+    replica skips them (and, once moved on, no longer finds them due)."""
+    rows = await conn.fetch(
+        """SELECT l.instance_id, l.owner, l.expires_at, l.on_expiry, l.warn_seconds, l.warned,
+                  l.state, p.account_id, p.provider_instance_id
+           FROM leases l LEFT JOIN placements p USING (instance_id)
+           WHERE l.due_at IS NOT NULL AND l.due_at <= $1
+           ORDER BY l.due_at LIMIT $2
+           FOR UPDATE OF l SKIP LOCKED""",
+        now,
+        limit,
+    )
+    return [DueLease(**r) for r in rows]
+
+
+async def move_lease(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, *, warned: bool, due_at: datetime | None
+) -> None:
+    await conn.execute(
+        "UPDATE leases SET warned = $2, due_at = $3, updated_at = now() WHERE instance_id = $1",
+        instance_id,
+        warned,
+        due_at,
+    )
+
+
+async def prune_leases(pool: asyncpg.Pool, before: datetime) -> None:
+    await pool.execute("DELETE FROM leases WHERE ended AND updated_at < $1", before)

@@ -1,4 +1,5 @@
-"""Housekeeping: account loads recounted from placements, finished cloud calls pruned."""
+"""Housekeeping: account loads recounted from placements, finished cloud calls and ended leases
+pruned."""
 
 from __future__ import annotations
 
@@ -23,4 +24,5 @@ async def upkeep_forever(pool: asyncpg.Pool, clock: Clock) -> None:
         if repaired := await repository.repair_loads(pool):
             log.warning("account_loads_repaired", accounts=repaired)
         await repository.prune_calls(pool, clock() - KEEP_FINISHED)
+        await repository.prune_leases(pool, clock() - KEEP_FINISHED)
         await asyncio.sleep(INTERVAL)

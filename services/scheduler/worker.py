@@ -49,6 +49,7 @@ from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import InstanceFailed, InstancePlaced
 from shared.metrics import LAUNCH_SECONDS, LAUNCHES, PLACEMENT_SECONDS
 from shared.outbox import add_to_outbox
+from shared.pricing import cheapest_fit
 from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
@@ -290,7 +291,9 @@ class CloudWorker:
             tally.attempts.append(f"{account.name}: {describe(error)}")
             log.warning("launch_attempt_failed", account=account.name, error=describe(error))
             return False
-        await self._placed(call, account, str(node.id), offer.region, reason)
+        await self._placed(
+            call, account, str(node.id), offer.region, reason, offer.size.price_per_hour
+        )
         return True
 
     async def _wait_for_cloud(
@@ -307,6 +310,7 @@ class CloudWorker:
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.record(conn, InstancePlacement(call.instance_id, call.owner, "failed"))
             await repository.finish_call(conn, call.id, "failed")
+            await repository.end_lease(conn, call.instance_id, call.owner)
             await add_to_outbox(
                 conn,
                 InstanceFailed(
@@ -353,10 +357,22 @@ class CloudWorker:
                     str(node.id),
                     node.extra.get("region") or call.launch.region,
                     f"found {node.id} on {account.name}, created by an earlier attempt",
+                    self._price_on(account, call.launch),
                 )
                 log.info("earlier_node_adopted", account=account.name, node=str(node.id))
                 return True
         return False
+
+    def _price_on(self, account: GrantedAccount, request: Request) -> float | None:
+        """What the launch costs on ``account``: the size placement takes there, from the
+        catalog in memory (None if not read here, or no size fits)."""
+        read = self.catalogs.cached(account)
+        size = (
+            None
+            if read is None
+            else cheapest_fit(read.catalog.sizes, request.cpus, request.memory_mb)
+        )
+        return None if size is None else size.price_per_hour
 
     async def _placed(
         self,
@@ -365,6 +381,7 @@ class CloudWorker:
         provider_instance_id: str,
         region: str | None,
         reason: str,
+        price_per_hour: float | None,
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.record_placed(conn, call, account.id, provider_instance_id)
@@ -380,6 +397,7 @@ class CloudWorker:
                     reason=reason,
                     cpus=call.launch.cpus,
                     memory_mb=call.launch.memory_mb,
+                    price_per_hour=price_per_hour,
                 ),
                 source=SOURCE,
             )
@@ -389,6 +407,7 @@ class CloudWorker:
             account=account.name,
             provider_instance_id=provider_instance_id,
             region=region,
+            price_per_hour=price_per_hour,
         )
         self._count_launch(call, "placed")
 

@@ -1,12 +1,13 @@
 """Placement filters and weighers, with no I/O."""
 
+from typing import Any
+
 from services.scheduler.placement import (
     Catalog,
     GrantedAccount,
     Offer,
     Request,
     Size,
-    cheapest_fit,
     eligible_accounts,
     explain,
     offer_for,
@@ -14,6 +15,7 @@ from services.scheduler.placement import (
     resolve_image,
 )
 from shared.events import SealedSecret
+from shared.pricing import cheapest_fit
 
 SMALL = Size("small", 1, 1024, 0.01)
 MEDIUM = Size("medium", 2, 4096, 0.04)
@@ -29,7 +31,7 @@ def account(name: str, grants=("alice",), provider="simulator", **config) -> Gra
 
 
 def request(**overrides) -> Request:
-    values = {"owner": "alice", "image": "debian-12", "cpus": 2, "memory_mb": 2048}
+    values: dict[str, Any] = {"owner": "alice", "image": "debian-12", "cpus": 2, "memory_mb": 2048}
     values.update(overrides)
     return Request(**values)
 
@@ -92,9 +94,40 @@ def test_rank_prefers_cheaper_then_emptier_then_roomier() -> None:
     assert [o.account.name for o in ordered] == ["quiet-big", "quiet-small", "busy", "pricey"]
 
 
+def test_an_unpriced_size_comes_after_every_priced_one() -> None:
+    unpriced = Size("mystery", 2, 4096, None)
+    dear = Size("dear", 8, 32768, 5.0)
+    assert cheapest_fit((unpriced, dear), 2, 2048) == dear
+    assert cheapest_fit((unpriced,), 2, 2048) == unpriced
+
+
+def test_rank_puts_unpriced_offers_after_priced_ones() -> None:
+    def offer(name: str, price: float | None, load: int = 0) -> Offer:
+        return Offer(account(name), None, Size("s", 2, 4096, price), "img", load, None)
+
+    ordered = rank([offer("unknown", None), offer("dear", 9.0, 5), offer("free", 0.0, 7)])
+    assert [o.account.name for o in ordered] == ["free", "dear", "unknown"]
+
+
+def test_a_size_dearer_than_the_admitted_price_is_no_offer() -> None:
+    acct = account("a")
+    reason = offer_for(acct, CATALOG, request(price_per_hour=0.03), load=0, headroom=None)
+    assert reason == "a: medium costs 0.04/h, more than the 0.03/h the launch was admitted at"
+    # At the admitted price, or with none known, the offer stands.
+    for ceiling in (0.04, 0.5, None):
+        offer = offer_for(acct, CATALOG, request(price_per_hour=ceiling), load=0, headroom=None)
+        assert isinstance(offer, Offer) and offer.size == MEDIUM
+    # A size whose price is unknown cannot be said to cost more.
+    unpriced = Catalog((Size("u", 2, 4096, None),), CATALOG.images, CATALOG.regions)
+    offer = offer_for(acct, unpriced, request(price_per_hour=0.01), load=0, headroom=None)
+    assert isinstance(offer, Offer)
+
+
 def test_explanations_say_why() -> None:
     chosen = Offer(account("team"), "north", MEDIUM, "img", 3, None)
     assert explain(chosen, 1, 2) == "first choice of 2: medium at 0.04/h on team"
     # How many instances others have there is not the launching user's business.
     assert "3" not in explain(chosen, 1, 2)
     assert explain(chosen, 2, 2).startswith("choice 2 (earlier ones failed) of 2")
+    unpriced = Offer(account("team"), "north", Size("odd", 2, 4096, None), "img", 0, None)
+    assert explain(unpriced, 1, 1) == "first choice of 1: odd (price unknown) on team"

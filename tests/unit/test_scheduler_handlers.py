@@ -5,6 +5,8 @@ wake the worker once committed."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from shared.events import (
     InstanceActionRequested,
     InstanceFailed,
     InstanceLaunchAdmitted,
+    Lease,
     Placement,
 )
 from tests.fakes import FakeCallsRepository, FakeConnection, FakeUnitOfWork, FakeWorker
@@ -23,7 +26,12 @@ from tests.fakes import FakeCallsRepository, FakeConnection, FakeUnitOfWork, Fak
 INSTANCE = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
 
-def admitted(owner: str = "alice") -> InstanceLaunchAdmitted:
+LEASE = Lease(
+    expires_at=datetime(2026, 11, 26, 12, tzinfo=UTC), on_expiry="terminate", warn_seconds=60
+)
+
+
+def admitted(owner: str = "alice", **more: Any) -> InstanceLaunchAdmitted:
     return InstanceLaunchAdmitted(
         instance_id=INSTANCE,
         owner=owner,
@@ -32,6 +40,7 @@ def admitted(owner: str = "alice") -> InstanceLaunchAdmitted:
         cpus=2,
         memory_mb=1024,
         placement=Placement(provider="aws", region="eu-west-1"),
+        **more,
     )
 
 
@@ -56,8 +65,8 @@ def worker() -> FakeWorker:
     return FakeWorker()
 
 
-async def launch(repo: FakeCallsRepository, worker: FakeWorker) -> FakeUnitOfWork:
-    event = admitted()
+async def launch(repo: FakeCallsRepository, worker: FakeWorker, **more: Any) -> FakeUnitOfWork:
+    event = admitted(**more)
     uow = FakeUnitOfWork.for_event(event, conn=repo.conn)
     await place_launch(event, uow, worker=worker, repo=repo)
     uow.commit()
@@ -94,8 +103,10 @@ async def test_a_launch_is_recorded_as_a_call_owed_and_publishes_nothing(
         provider="aws",
         account=None,
         region="eu-west-1",
+        price_per_hour=None,
     )
     assert repo.locked == [INSTANCE]
+    assert repo.leases == {}  # launched without a lease
     # Placement and its outcome are the worker's, once the cloud answers.
     assert uow.published == []
     assert worker.wakes == 0  # not before the call is committed
@@ -120,6 +131,26 @@ async def test_a_launch_terminated_before_it_was_admitted_is_never_recorded(
     await launch(repo, worker)
 
     assert repo.calls_of(INSTANCE, "launch") == []
+
+
+async def test_a_launch_keeps_its_admitted_price_and_lease(
+    repo: FakeCallsRepository, worker: FakeWorker
+) -> None:
+    await launch(repo, worker, price_per_hour=0.04, lease=LEASE)
+
+    [call] = repo.calls
+    assert call["request"].price_per_hour == 0.04  # no dearer size is taken
+    assert repo.leases == {INSTANCE: LEASE}
+
+
+async def test_a_launch_terminated_before_it_was_admitted_gets_no_lease(
+    repo: FakeCallsRepository, worker: FakeWorker
+) -> None:
+    await act(InstanceAction.TERMINATE, repo, worker)
+
+    await launch(repo, worker, lease=LEASE)
+
+    assert repo.leases == {INSTANCE: None}  # ended
 
 
 # -- carry_out_action --------------------------------------------------------------------------
