@@ -20,6 +20,7 @@ from services.gateway.openapi import install_problem_openapi
 from services.gateway.problems import install_problem_handlers
 from services.gateway.routes import (
     accounts,
+    approvals,
     audit,
     events,
     health,
@@ -77,6 +78,7 @@ def create_app(settings: GatewaySettings, *, clock: Clock = utcnow) -> FastAPI:
         users,
         accounts,
         instances,
+        approvals,
         leases,
         quotas,
         webhooks,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.gateway import held_launches
 from services.gateway.event_hub import EventHub
 from services.gateway.handlers import SUBSCRIPTIONS
 from services.gateway.repository import feed, identity
@@ -27,6 +28,13 @@ def build(settings: GatewaySettings, hub: EventHub, *, clock: Clock = utcnow) ->
                 ),
                 "rate_limit_pruning": lambda: identity.prune_rate_limits_forever(
                     rt.pool, rt.clock, tokens.RATE_WINDOW
+                ),
+                "approval_timeouts": lambda: held_launches.deny_overdue_forever(
+                    rt.pool,
+                    rt.outbox,
+                    rt.clock,
+                    timeout=settings.approval_timeout,
+                    source=rt.bus.source,
                 ),
             }
         )

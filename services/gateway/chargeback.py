@@ -1,5 +1,7 @@
-"""Chargeback arithmetic: running seconds per owner and account become hours, per account and
-summed per owner. Pure: the repository reads the seconds, the route shapes the answer."""
+"""Chargeback arithmetic: running seconds per owner and account become hours and cost, per
+account and summed per owner. Pure: the repository reads the seconds, the route shapes the answer.
+Cost is each running second at the hourly price of the size the instance was placed on (an
+instance placed without a price counts nothing)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class RunningSeconds:
     instance_seconds: float
     cpu_seconds: float
     memory_mb_seconds: float
+    price_seconds: float = 0.0  # the sum of seconds times the hourly price
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,14 @@ class Hours:
     instance_hours: float
     cpu_hours: float
     memory_mb_hours: float
+    cost: float = 0.0
 
     def __add__(self, other: Hours) -> Hours:
         return Hours(
             round(self.instance_hours + other.instance_hours, DECIMALS),
             round(self.cpu_hours + other.cpu_hours, DECIMALS),
             round(self.memory_mb_hours + other.memory_mb_hours, DECIMALS),
+            round(self.cost + other.cost, DECIMALS),
         )
 
 
@@ -68,7 +73,10 @@ def per_owner(rows: Iterable[RunningSeconds]) -> list[OwnerHours]:
     accounts: dict[str, dict[str, Hours]] = {}
     for row in rows:
         hours = Hours(
-            _hours(row.instance_seconds), _hours(row.cpu_seconds), _hours(row.memory_mb_seconds)
+            _hours(row.instance_seconds),
+            _hours(row.cpu_seconds),
+            _hours(row.memory_mb_seconds),
+            _hours(row.price_seconds),
         )
         mine = accounts.setdefault(row.owner, {})
         mine[row.account_id] = mine.get(row.account_id, NO_HOURS) + hours

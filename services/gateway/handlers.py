@@ -8,16 +8,19 @@ from typing import Any
 
 import asyncpg
 
-from services.gateway.repository import accounts, feed, instances, quotas, webhooks
+from services.gateway.repository import accounts, catalogs, feed, instances, quotas, webhooks
 from services.gateway.repository import status as repository
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
     PUBLIC,
+    InstanceApprovalRequested,
     InstanceFailed,
+    InstanceLeaseExtended,
     InstancePlaced,
     InstanceRejected,
     InstanceState,
     InstanceStateChanged,
+    ProviderAccountCatalogRead,
     ProviderAccountHealth,
     QuotaUsageChanged,
     ServiceHeartbeat,
@@ -63,6 +66,7 @@ async def record_placement(event: InstancePlaced, conn: asyncpg.Connection, now:
         provider_instance_id=event.provider_instance_id,
         region=event.region,
         reason=event.reason,
+        price_per_hour=event.price_per_hour,
     )
 
 
@@ -123,6 +127,18 @@ async def record_usage(event: QuotaUsageChanged, conn: asyncpg.Connection, _now:
     )
 
 
+async def record_approval_requested(
+    event: InstanceApprovalRequested, conn: asyncpg.Connection, now: datetime
+) -> None:
+    await instances.await_approval(conn, event.instance_id, now)
+
+
+async def record_lease_extended(
+    event: InstanceLeaseExtended, conn: asyncpg.Connection, now: datetime
+) -> None:
+    await instances.extend_lease(conn, event.instance_id, event.expires_at, now)
+
+
 # How each public event moves the read model (instance.launch_requested: the route wrote it).
 READ_MODEL: dict[type, Callable[[Any, asyncpg.Connection, datetime], Awaitable[None]]] = {
     InstanceRejected: record_rejection,
@@ -130,6 +146,10 @@ READ_MODEL: dict[type, Callable[[Any, asyncpg.Connection, datetime], Awaitable[N
     InstanceFailed: record_failure,
     InstanceStateChanged: record_state_change,
     QuotaUsageChanged: record_usage,
+    InstanceApprovalRequested: record_approval_requested,
+    InstanceLeaseExtended: record_lease_extended,
+    # instance.approved and instance.denied: the route (or the timeout loop) that published
+    # them moved the row in the same transaction.
 }
 
 
@@ -156,6 +176,10 @@ async def record_webhook_disabled(event: WebhookDisabled, uow: UnitOfWork) -> No
         reason=event.reason,
         at=event.disabled_at,
     )
+
+
+async def record_catalog_read(event: ProviderAccountCatalogRead, uow: UnitOfWork) -> None:
+    await catalogs.record_read(uow.conn, event)
 
 
 async def record_account_health(
@@ -187,4 +211,6 @@ SUBSCRIPTIONS = (
     Subscription(ProviderAccountHealth, record_account_health, order_by=None, dedupe=False),
     # Applied only if its revision is the newest seen: any order gives the same result.
     Subscription(WebhookDisabled, record_webhook_disabled, order_by=None),
+    # The newest read of each account is kept: any order gives the same result.
+    Subscription(ProviderAccountCatalogRead, record_catalog_read, order_by=None, dedupe=False),
 )

@@ -37,13 +37,19 @@ class NothingToDo:
 
 
 @dataclass(frozen=True)
+class Withdraw:
+    """Terminating a launch held for approval: it never reached a cloud, so it is denied (by
+    whoever asked) rather than terminated, and quota releases its reservation."""
+
+
+@dataclass(frozen=True)
 class Refused:
     """The state does not allow the action; ``reason`` says so to the caller."""
 
     reason: str
 
 
-Decision = Proceed | NothingToDo | Refused
+Decision = Proceed | NothingToDo | Withdraw | Refused
 
 
 def decide(state: InstanceState, action: InstanceAction) -> Decision:
@@ -51,6 +57,8 @@ def decide(state: InstanceState, action: InstanceAction) -> Decision:
     if action is InstanceAction.TERMINATE:
         if state in _FINISHED:
             return NothingToDo()
+        if state is InstanceState.AWAITING_APPROVAL:
+            return Withdraw()
         return Proceed(InstanceState.TERMINATING)
     allowed, shown = _STARTS_FROM[action]
     if state not in allowed:

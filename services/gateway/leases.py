@@ -50,3 +50,10 @@ def extended_end(
             f"{policy.max_seconds} seconds from now ({limit.isoformat()})."
         )
     return end
+
+
+def lease_expired(expires_at: datetime | None, now: datetime) -> str | None:
+    """Why an instance may not be started (its lease has ended), or None."""
+    if expires_at is None or expires_at > now:
+        return None
+    return f"The lease expired at {expires_at.isoformat()}; extend it first."

@@ -189,17 +189,61 @@ class ProviderAccountPage(BaseModel):
 
 
 QuotaLimit = Annotated[int | None, Field(ge=0, le=10**9)]
+# Money: in the price unit of the account catalogs (per hour for prices); finite, never negative.
+Money = Annotated[float, Field(ge=0, le=10**12, allow_inf_nan=False)]
 
 
 class QuotaLimits(Strict):
     instances: QuotaLimit
     cpus: QuotaLimit
     memory_mb: QuotaLimit
+    # What the owner may spend in a calendar month (UTC), spent and committed; None: no budget.
+    cost_per_month: Money | None = None
 
 
 class Quota(BaseModel):
-    limits: dict[str, int | None]
-    usage: dict[str, int | None]
+    limits: dict[str, int | float | None]
+    usage: dict[str, int | float | None]
+
+
+class ApprovalConditions(Strict):
+    """What a launch must have for the rule to hold it; the conditions given are ANDed."""
+
+    cpus_over: Annotated[int, Field(ge=0, le=MAX_CPUS)] | None = None
+    memory_mb_over: Annotated[int, Field(ge=0, le=MAX_MEMORY_MB)] | None = None
+    # The admission price strictly over this; an unknown price matches (held, to be safe).
+    cost_per_hour_over: Money | None = None
+    # Any account (id or name) the launch may go to is listed.
+    accounts: Annotated[list[ShortText], Field(min_length=1, max_length=100)] | None = None
+    owners: Annotated[list[Username], Field(min_length=1, max_length=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> ApprovalConditions:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("a rule needs at least one condition")
+        return self
+
+
+class ApprovalRule(Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")]
+    when: ApprovalConditions
+
+
+class ApprovalRules(Strict):
+    """Every approval rule, in order; a launch matching any of them waits for an admin."""
+
+    rules: Annotated[list[ApprovalRule], Field(max_length=100)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ApprovalRules:
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return self
+
+
+class ApprovalDecision(Strict):
+    comment: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
 
 
 class LeasePolicy(Strict):

@@ -148,8 +148,8 @@ async def test_quotas_are_visible_to_admins_and_their_owner_only(api: Api) -> No
     _, dave = await api.new_user("dave")
     admin = await api.admin()
     assert (await api.client.get(f"/v1/quotas/{carol_name}", headers=carol)).json() == {
-        "limits": {"instances": None, "cpus": None, "memory_mb": None},
-        "usage": {"instances": 0, "cpus": 0, "memory_mb": 0},
+        "limits": {"instances": None, "cpus": None, "memory_mb": None, "cost_per_month": None},
+        "usage": {"instances": 0, "cpus": 0, "memory_mb": 0, "cost_this_month": 0.0},
     }
     assert (await api.client.get(f"/v1/quotas/{carol_name}", headers=dave)).status_code == 404
     assert (await api.client.get(f"/v1/quotas/{carol_name}", headers=admin)).status_code == 200
@@ -292,7 +292,12 @@ async def test_a_new_user_starts_with_the_default_limits(
     async with running_gateway(settings) as api, quota_runtime(amqp_url, database_url):
         name, headers = await api.new_user("nina")
         shown = await api.client.get(f"/v1/quotas/{name}", headers=headers)
-        assert shown.json()["limits"] == {"instances": 2, "cpus": 8, "memory_mb": 4096}
+        assert shown.json()["limits"] == {
+            "instances": 2,
+            "cpus": 8,
+            "memory_mb": 4096,
+            "cost_per_month": None,
+        }
         [announced] = await probe.wait_for(
             "quota.limits_set", lambda e: e.data["owner"] == name, timeout=10
         )

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.instance_actions import Decision, NothingToDo, Proceed, Refused, decide
+from services.gateway.instance_actions import (
+    Decision,
+    NothingToDo,
+    Proceed,
+    Refused,
+    Withdraw,
+    decide,
+)
 from shared.events import InstanceAction as A
 from shared.events import InstanceState as S
 
@@ -49,7 +56,7 @@ EXPECTED: dict[tuple[S, A], Decision | type[Refused]] = {
     (S.AWAITING_APPROVAL, A.STOP): Refused,
     (S.AWAITING_APPROVAL, A.START): Refused,
     (S.AWAITING_APPROVAL, A.REBOOT): Refused,
-    (S.AWAITING_APPROVAL, A.TERMINATE): Proceed(S.TERMINATING),
+    (S.AWAITING_APPROVAL, A.TERMINATE): Withdraw(),
     (S.DENIED, A.STOP): Refused,
     (S.DENIED, A.START): Refused,
     (S.DENIED, A.REBOOT): Refused,

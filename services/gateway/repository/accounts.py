@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.repository import catalogs
 from services.gateway.schemas import AccountHealth, ProviderAccountOut
 from shared.events import ProviderAccountHealth, SealedSecret
 
@@ -109,17 +110,7 @@ async def placement_possible(
     launch asks, answered by an index lookup rather than by reading every account (the same
     rules as ``placement_check``, which says *why* when this is false)."""
     return await conn.fetchval(
-        """SELECT EXISTS (
-               SELECT 1 FROM account_grants g JOIN provider_accounts a ON a.id = g.account_id
-               WHERE g.grantee IN ($1, '*')
-                 AND ($2::text IS NULL OR a.provider = $2)
-                 AND ($3::text IS NULL OR a.id = $3 OR a.name = $3)
-                 AND ($4::text IS NULL OR jsonb_typeof(a.config->'regions') IS DISTINCT FROM 'array'
-                      OR a.config->'regions' ? $4))""",
-        username,
-        provider,
-        account,
-        region,
+        f"SELECT EXISTS (SELECT 1 {catalogs.FITTING})", username, provider, account, region
     )
 
 

@@ -95,11 +95,12 @@ async def record_placement(
     provider_instance_id: str,
     region: str | None,
     reason: str | None,
+    price_per_hour: float | None = None,
 ) -> None:
     """Where the instance went; a requested one becomes pending (a later state stays)."""
     await conn.execute(
         """UPDATE instances SET account_id = $3, provider = $4, provider_instance_id = $5,
-               region = $6, reason = $7, updated_at = $2,
+               region = $6, reason = $7, price_per_hour = $8, updated_at = $2,
                state = CASE WHEN state = 'requested' THEN 'pending' ELSE state END
            WHERE id = $1""",
         instance_id,
@@ -109,6 +110,31 @@ async def record_placement(
         provider_instance_id,
         region,
         reason,
+        price_per_hour,
+    )
+
+
+async def extend_lease(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, expires_at: datetime, now: datetime
+) -> None:
+    """Move the lease's end to ``expires_at`` unless it ends later already (extensions only
+    move it on, so any order of applying them ends at the last)."""
+    await conn.execute(
+        """UPDATE instances SET expires_at = $2, updated_at = $3
+           WHERE id = $1 AND expires_at IS NOT NULL AND expires_at < $2""",
+        instance_id,
+        expires_at,
+        now,
+    )
+
+
+async def await_approval(conn: asyncpg.Connection, instance_id: uuid.UUID, now: datetime) -> None:
+    """Quota reserved room for a held launch: it waits for an answer (unless it has moved on)."""
+    await conn.execute(
+        """UPDATE instances SET state = 'awaiting_approval', updated_at = $2
+           WHERE id = $1 AND state = 'requested'""",
+        instance_id,
+        now,
     )
 
 
@@ -141,7 +167,7 @@ async def apply_update(
 
 
 # Still there on a cloud (or about to be): what deleting its owner or its account must settle.
-_LIVE = """state NOT IN ('terminated', 'rejected')
+_LIVE = """state NOT IN ('terminated', 'rejected', 'denied')
            AND NOT (state = 'error' AND provider_instance_id IS NULL)"""
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
 from functools import partial
 from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Header, HTTPException, Response
 
+from services.gateway import held_launches
+from services.gateway.approvals import HeldLaunch, matching_rules
 from services.gateway.deps import (
     CurrentUser,
     Db,
@@ -17,22 +20,25 @@ from services.gateway.deps import (
     GatewayDep,
     visible_or_404,
 )
-from services.gateway.instance_actions import NothingToDo, Refused, decide
-from services.gateway.leases import LeaseRefused, lease_for_launch
+from services.gateway.instance_actions import NothingToDo, Refused, Withdraw, decide
+from services.gateway.leases import LeaseRefused, extended_end, lease_expired, lease_for_launch
 from services.gateway.pagination import OwnedPage
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
-from services.gateway.repository import accounts, audit, instances, leases
+from services.gateway.repository import accounts, approvals, audit, catalogs, instances, leases
 from services.gateway.repository.identity import User
-from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest
+from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest, LeaseExtension
+from shared import eligibility
 from shared.events import (
     InstanceAction,
     InstanceActionRequested,
     InstanceLaunchRequested,
+    InstanceLeaseExtended,
     InstanceState,
     Placement,
 )
 from shared.outbox import add_to_outbox
+from shared.pricing import admission_price
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"])
 
@@ -70,9 +76,11 @@ async def launch(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> InstanceOut:
-    if not await accounts.placement_possible(
-        db, username=user.username, **body.placement.model_dump()
-    ):
+    fitting = eligibility.eligible(
+        await catalogs.fitting_accounts(db, username=user.username, **body.placement.model_dump()),
+        body.placement,
+    )
+    if not fitting:
         granted = await accounts.visible_accounts(db, username=user.username, everything=False)
         try:
             check_placement(body.placement, granted)
@@ -85,12 +93,23 @@ async def launch(
             if earlier is not None:
                 return _replay(earlier, digest, response)
         now = gw.clock()
+        policy, rules = await approvals.launch_terms(conn, user.username)
         try:
-            lease = lease_for_launch(
-                await leases.policy_of(conn, user.username), body.lease_seconds, now
-            )
+            lease = lease_for_launch(policy, body.lease_seconds, now)
         except LeaseRefused as refused:
             raise HTTPException(422, str(refused)) from None
+        price = admission_price((a.sizes for a in fitting), body.cpus, body.memory_mb)
+        held_by = matching_rules(
+            rules,
+            HeldLaunch(
+                owner=user.username,
+                cpus=body.cpus,
+                memory_mb=body.memory_mb,
+                price_per_hour=price,
+                accounts=tuple((a.id, a.name) for a in fitting),
+            ),
+        )
+        deadline = now + timedelta(seconds=gw.settings.approval_timeout) if held_by else None
         instance = await instances.insert_requested(
             conn,
             instance_id=uuid.uuid4(),
@@ -100,6 +119,7 @@ async def launch(
             request_digest=digest,
             now=now,
             expires_at=lease.expires_at if lease else None,
+            approval_deadline=deadline,
         )
         if instance is None:  # a concurrent request with the same key won the insert
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key or "")
@@ -117,6 +137,9 @@ async def launch(
                 memory_mb=body.memory_mb,
                 placement=Placement(**body.placement.model_dump()),
                 lease=lease,
+                price_per_hour=price,
+                approval_rules=held_by,
+                approval_deadline=deadline,
             ),
             source=gw.runtime.bus.source,
         )
@@ -125,7 +148,7 @@ async def launch(
             actor=user.username,
             action="instance_launch_requested",
             target=str(instance.id),
-            detail=body.model_dump(),
+            detail={**body.model_dump(), "price_per_hour": price, "approval_rules": held_by},
         )
     response.headers["Location"] = f"/v1/instances/{instance.id}"
     return instance
@@ -174,12 +197,24 @@ async def request_action(
     """Ask for ``action`` on the instance ``found`` (locked by the caller's transaction); the
     instance as it shows now. 409 when its state does not allow the action."""
     decision = decide(InstanceState(found.state), action)
+    now = gw.clock()
     if isinstance(decision, NothingToDo):
         return found  # DELETE is idempotent
     if isinstance(decision, Refused):
         raise HTTPException(409, decision.reason)
+    if isinstance(decision, Withdraw):
+        return await held_launches.deny(
+            conn,
+            found,
+            decided_by=requested_by,
+            comment=None,
+            reason=f"withdrawn by {requested_by}",
+            now=now,
+            source=gw.runtime.bus.source,
+        )
+    if action is InstanceAction.START and (expired := lease_expired(found.expires_at, now)):
+        raise HTTPException(409, expired)
     if decision.shown is not None:
-        now = gw.clock()
         await instances.set_state(conn, found.id, decision.shown.value, now)
         found = found.model_copy(update={"state": decision.shown.value, "updated_at": now})
     await add_to_outbox(
@@ -233,3 +268,55 @@ async def reboot(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) ->
 @router.delete("/{instance_id}", status_code=202, response_model=InstanceOut, responses=NOT_FOUND)
 async def terminate(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
     return await _act(instance_id, InstanceAction.TERMINATE, user, db, gw)
+
+
+# States where a lease means nothing any more: the instance is gone, or never was.
+_ENDED = frozenset({InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.DENIED})
+
+
+@router.post(
+    "/{instance_id}/extend",
+    response_model=InstanceOut,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "the instance has no lease, or has ended"},
+        422: {"description": "past the lease policy's maximum"},
+    },
+)
+async def extend_lease(
+    instance_id: str, body: LeaseExtension, user: CurrentUser, db: Db, gw: GatewayDep
+) -> InstanceOut:
+    """Move the lease's end to max(its end, now) + ``seconds``, within the owner's policy."""
+    async with gw.outbox.transaction(db) as conn:
+        found = await visible_or_404(
+            partial(instances.visible_instance, conn), "instance", instance_id, user, lock=True
+        )
+        if found.expires_at is None:
+            raise HTTPException(409, "This instance has no lease to extend.")
+        if InstanceState(found.state) in _ENDED:
+            raise HTTPException(
+                409, f"Cannot extend the lease of an instance that is {found.state}."
+            )
+        now = gw.clock()
+        try:
+            end = extended_end(
+                await leases.policy_of(conn, found.owner), found.expires_at, body.seconds, now
+            )
+        except LeaseRefused as refused:
+            raise HTTPException(422, str(refused)) from None
+        await instances.extend_lease(conn, found.id, end, now)
+        await add_to_outbox(
+            conn,
+            InstanceLeaseExtended(
+                instance_id=found.id, owner=found.owner, expires_at=end, extended_by=user.username
+            ),
+            source=gw.runtime.bus.source,
+        )
+        await audit.record(
+            conn,
+            actor=user.username,
+            action="instance_lease_extended",
+            target=str(found.id),
+            detail={"seconds": body.seconds, "expires_at": end.isoformat()},
+        )
+        return found.model_copy(update={"expires_at": end, "updated_at": now})

@@ -34,6 +34,7 @@ async def start_with_default_limits(conn: asyncpg.Connection, username: str, gw:
     }
     if all(limit is None for limit in limits.values()):
         return  # no default limits: as if none were set, nothing to announce
+    limits["cost_per_month"] = None
     await _set_limits(conn, gw, username, limits, actor=SYSTEM_ACTOR)
 
 
@@ -74,6 +75,8 @@ class AccountUsage(BaseModel):
     instance_hours: float
     cpu_hours: float
     memory_mb_hours: float
+    # Running hours times the hourly price each instance was placed at (unpriced ones count 0).
+    cost: float
 
 
 class OwnerUsage(BaseModel):
@@ -81,6 +84,7 @@ class OwnerUsage(BaseModel):
     instance_hours: float
     cpu_hours: float
     memory_mb_hours: float
+    cost: float
     accounts: list[AccountUsage]
 
 
@@ -104,7 +108,8 @@ async def usage_report(
     end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     owner: NameFilter = None,
 ) -> UsageReport:
-    """Running time only: instance-hours, cpu-hours and memory-MB-hours, per owner and account."""
+    """Running time only: instance-hours, cpu-hours, memory-MB-hours and cost, per owner and
+    account."""
     now = gw.clock()
     try:
         start, end = chargeback.period(start, end, now)
