@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from services.notifier.repository import Outgoing
-from services.quota.accounting import Amounts, Limits, Status
+from services.quota.accounting import Amounts, Entry, Limits
+from services.quota.budget import Costed, Spell
 from services.scheduler.placement import Request
 from services.scheduler.repository import InstancePlacement, PendingLaunch
 from shared.consumer import BatchUnitOfWork, Received, UnitOfWork
@@ -201,14 +204,18 @@ class FakeCallsRepository(_Connected):
 
 
 class FakeDecisionsRepository(_Connected):
-    """:class:`services.quota.ports.DecisionsRepository` over dicts: usage, limits and the
-    ledger of decided launches."""
+    """:class:`services.quota.ports.DecisionsRepository` over dicts: usage (and the cost
+    reported with it), limits, the ledger of decided launches (with the launches kept for an
+    approval) and the spells tests say they ran."""
 
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
         self.usage: dict[str, Amounts] = {}
+        self.reported: dict[str, tuple[Decimal, datetime]] = {}
         self.limits: dict[str, Limits] = {}
-        self.ledger: dict[str, tuple[str, Amounts, Status]] = {}
+        self.ledger: dict[str, Entry] = {}
+        self.kept: dict[str, dict[str, Any]] = {}
+        self.spells: dict[str, tuple[Spell, ...]] = {}
 
     async def lock_usages(self, conn: Any, owners: list[str]) -> dict[str, Amounts]:
         self._check(conn)
@@ -224,20 +231,44 @@ class FakeDecisionsRepository(_Connected):
         self._check(conn)
         return {owner: self.limits[owner] for owner in owners if owner in self.limits}
 
+    async def costing(
+        self, conn: Any, owners: list[str] | None, since: datetime
+    ) -> dict[str, list[Costed]]:
+        self._check(conn)
+        found: dict[str, list[Costed]] = {}
+        for key, entry in self.ledger.items():
+            if entry.price is None or (owners is not None and entry.owner not in owners):
+                continue
+            # As the query: the spells that had not ended by ``since``; entries that hold or
+            # ran since then.
+            spells = tuple(
+                s for s in self.spells.get(key, ()) if s.ended_at is None or s.ended_at > since
+            )
+            if entry.holds or spells:
+                found.setdefault(entry.owner, []).append(
+                    Costed(entry.price, entry.holds, entry.expires_at, spells)
+                )
+        return found
+
     async def record_many(
-        self, conn: Any, entries: list[tuple[uuid.UUID, str, Amounts, Status]]
+        self, conn: Any, entries: list[Entry], kept: Mapping[uuid.UUID, dict[str, Any]]
     ) -> None:
         self._check(conn)
-        for instance_id, owner, amounts, status in entries:
+        for entry in entries:
             # The ledger's primary key: a launch is decided once.
-            assert str(instance_id) not in self.ledger, f"{instance_id} decided twice"
-            self.ledger[str(instance_id)] = (owner, amounts, status)
+            assert str(entry.instance_id) not in self.ledger, f"{entry.instance_id} decided twice"
+            self.ledger[str(entry.instance_id)] = entry
+            if entry.instance_id in kept:
+                self.kept[str(entry.instance_id)] = kept[entry.instance_id]
 
-    async def set_usages(self, conn: Any, usage: dict[str, Amounts]) -> None:
+    async def set_usages(
+        self, conn: Any, usage: dict[str, Amounts], costs: Mapping[str, Decimal], at: datetime
+    ) -> None:
         self._check(conn)
         for owner, amounts in usage.items():
             if owner in self.usage:  # an UPDATE: rows lock_usages made
                 self.usage[owner] = amounts
+                self.reported[owner] = (costs[owner], at)
 
 
 # -- notifier ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Quota arithmetic, pure: whether a launch fits, and what each instance event does to usage.
 
-Policy: a launch *reserves* its instance, cpus and memory the moment it is admitted, so two
+Policy: a launch *reserves* its instance, cpus and memory (and, against a budget, its cost to
+the month's or its lease's end: :mod:`services.quota.budget`) the moment it is admitted, so two
 launches can never both squeeze under a limit. Placement turns the reservation into use (no
 change in the numbers). Rejection never reserved anything; failure and termination release.
 A *stopped* instance still counts: its cloud still holds it and it can start again at any time
@@ -9,9 +10,15 @@ without asking quota; chargeback, by contrast, counts running time only.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
+
+from services.quota import budget
 
 RESOURCES = ("instances", "cpus", "memory_mb")
 
@@ -31,11 +38,12 @@ class Amounts:
 
 @dataclass(frozen=True)
 class Limits:
-    """None: unlimited."""
+    """None: unlimited. ``cost_per_month``: a budget, in the catalogs' price unit."""
 
     instances: int | None = None
     cpus: int | None = None
     memory_mb: int | None = None
+    cost_per_month: Decimal | None = None
 
 
 def one_instance(cpus: int, memory_mb: int) -> Amounts:
@@ -69,22 +77,64 @@ class Ask:
     key: str  # the instance id
     owner: str
     amounts: Amounts
+    price: Decimal | None = None  # per hour; None: not known
+    expires_at: datetime | None = None  # its lease's end; None: no lease
+
+    def cost(self, now: datetime) -> Fraction:
+        """What it commits from ``now`` to the month's or its lease's end."""
+        return budget.projection(self.price, self.expires_at, now)
 
 
 def decide(
-    asks: Sequence[Ask], usage: Mapping[str, Amounts], limits: Mapping[str, Limits]
+    asks: Sequence[Ask],
+    usage: Mapping[str, Amounts],
+    limits: Mapping[str, Limits],
+    *,
+    costs: Mapping[str, Fraction] | None = None,
+    now: datetime | None = None,
 ) -> tuple[list[str | None], dict[str, Amounts]]:
-    """Decide ``asks`` in order, each against its owner's usage with the launches admitted
-    before it: the refusal of each (None: admitted), and every owner's usage afterwards."""
+    """Decide ``asks`` in order, each against its owner's usage and cost this month (``costs``
+    at ``now``) with the launches admitted before it: the count limits first, then the budget.
+    The refusal of each (None: admitted), and every owner's usage afterwards (their costs
+    afterwards: :func:`costs_after`)."""
     after = dict(usage)
+    spent = dict(costs or {})
     refusals: list[str | None] = []
     for ask in asks:
         held = after.get(ask.owner, Amounts())
-        reason = refusal(held, limits.get(ask.owner, Limits()), ask.amounts)
+        owner_limits = limits.get(ask.owner, Limits())
+        reason = refusal(held, owner_limits, ask.amounts) or _over_budget(
+            ask, owner_limits, spent.get(ask.owner, Fraction(0)), now
+        )
         if reason is None:
             after[ask.owner] = held + ask.amounts
+            if now is not None:
+                spent[ask.owner] = spent.get(ask.owner, Fraction(0)) + ask.cost(now)
         refusals.append(reason)
     return refusals, after
+
+
+def _over_budget(ask: Ask, limits: Limits, cost: Fraction, now: datetime | None) -> str | None:
+    if limits.cost_per_month is None:
+        return None
+    if now is None:
+        raise ValueError("a budget is decided at a time: give now")
+    return budget.refusal(cost, limits.cost_per_month, ask.price, ask.expires_at, now)
+
+
+def costs_after(
+    asks: Sequence[Ask],
+    refusals: Sequence[str | None],
+    costs: Mapping[str, Fraction],
+    now: datetime,
+) -> dict[str, Fraction]:
+    """Every owner's cost this month once the admitted ``asks`` hold: ``costs`` (before) plus
+    what each admitted launch commits."""
+    after = dict(costs)
+    for ask, reason in zip(asks, refusals, strict=True):
+        if reason is None:
+            after[ask.owner] = after.get(ask.owner, Fraction(0)) + ask.cost(now)
+    return after
 
 
 class Status(StrEnum):
@@ -95,6 +145,23 @@ class Status(StrEnum):
 
 
 HOLDS = frozenset({Status.RESERVED, Status.ACTIVE})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A ledger entry: a launch quota decided, and where it stands."""
+
+    instance_id: uuid.UUID
+    owner: str
+    amounts: Amounts
+    status: Status
+    price: Decimal | None = None  # per hour: admitted at, then placed at
+    expires_at: datetime | None = None  # its lease's end
+    awaiting: bool = False  # reserved, held for an approval
+
+    @property
+    def holds(self) -> bool:
+        return self.status in HOLDS
 
 
 def after_placement(status: Status | None) -> Status | None:

@@ -14,7 +14,7 @@ from shared.runtime import Clock, Parts, ServiceRuntime, utcnow
 def build(settings: QuotaSettings, *, clock: Clock = utcnow) -> ServiceRuntime:
     def wire(rt: ServiceRuntime) -> Parts:
         interval = settings.quota_reconcile_interval
-        return Parts(loops={"drift_repair": lambda: reconcile_forever(rt.pool, interval)})
+        return Parts(loops={"drift_repair": lambda: reconcile_forever(rt.pool, interval, clock)})
 
     return ServiceRuntime(
         "quota",

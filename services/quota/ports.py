@@ -8,11 +8,15 @@ satisfies it in memory, so decisions are unit-tested without a database.
 from __future__ import annotations
 
 import uuid
-from typing import Protocol
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
 
 import asyncpg
 
-from services.quota.accounting import Amounts, Limits, Status
+from services.quota.accounting import Amounts, Entry, Limits
+from services.quota.budget import Costed
 
 
 class DecisionsRepository(Protocol):
@@ -28,8 +32,21 @@ class DecisionsRepository(Protocol):
         self, conn: asyncpg.Connection, owners: list[str]
     ) -> dict[str, Limits]: ...
 
+    async def costing(
+        self, conn: asyncpg.Connection, owners: list[str] | None, since: datetime
+    ) -> dict[str, list[Costed]]: ...
+
     async def record_many(
-        self, conn: asyncpg.Connection, entries: list[tuple[uuid.UUID, str, Amounts, Status]]
+        self,
+        conn: asyncpg.Connection,
+        entries: list[Entry],
+        kept: Mapping[uuid.UUID, dict[str, Any]],
     ) -> None: ...
 
-    async def set_usages(self, conn: asyncpg.Connection, usage: dict[str, Amounts]) -> None: ...
+    async def set_usages(
+        self,
+        conn: asyncpg.Connection,
+        usage: dict[str, Amounts],
+        costs: Mapping[str, Decimal],
+        at: datetime,
+    ) -> None: ...

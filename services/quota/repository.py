@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
-from services.quota.accounting import Amounts, Limits, Status
+from services.quota.accounting import HOLDS, Amounts, Entry, Limits, Status
+from services.quota.budget import Costed, Spell
+
+_HOLDING = [s.value for s in HOLDS]
 
 
 async def lock_usage(conn: asyncpg.Connection, owner: str) -> Amounts:
@@ -34,26 +42,41 @@ async def lock_usages(conn: asyncpg.Connection, owners: list[str]) -> dict[str, 
     return {r["owner"]: Amounts(r["instances"], r["cpus"], r["memory_mb"]) for r in rows}
 
 
+def _limits(row: Mapping[str, Any]) -> Limits:
+    return Limits(row["instances"], row["cpus"], row["memory_mb"], row["cost_per_month"])
+
+
 async def limits_for(conn: asyncpg.Connection, owners: list[str]) -> dict[str, Limits]:
     rows = await conn.fetch(
-        "SELECT owner, instances, cpus, memory_mb FROM limits WHERE owner = ANY($1)", owners
+        """SELECT owner, instances, cpus, memory_mb, cost_per_month FROM limits
+           WHERE owner = ANY($1)""",
+        owners,
     )
-    return {r["owner"]: Limits(r["instances"], r["cpus"], r["memory_mb"]) for r in rows}
+    return {r["owner"]: _limits(r) for r in rows}
 
 
-async def set_usages(conn: asyncpg.Connection, usage: dict[str, Amounts]) -> None:
+async def set_usages(
+    conn: asyncpg.Connection,
+    usage: dict[str, Amounts],
+    costs: Mapping[str, Decimal],
+    at: datetime,
+) -> None:
+    """Each owner's usage, and the cost this month reported with it (``costs``, at ``at``)."""
     if not usage:
         return
     owners = list(usage)
     await conn.execute(
-        """UPDATE usage u SET instances = v.instances, cpus = v.cpus, memory_mb = v.memory_mb
-           FROM unnest($1::text[], $2::int[], $3::int[], $4::int[])
-                AS v(owner, instances, cpus, memory_mb)
+        """UPDATE usage u SET instances = v.instances, cpus = v.cpus, memory_mb = v.memory_mb,
+               cost_reported = v.cost, cost_reported_at = $6
+           FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::numeric[])
+                AS v(owner, instances, cpus, memory_mb, cost)
            WHERE u.owner = v.owner""",
         owners,
         [usage[o].instances for o in owners],
         [usage[o].cpus for o in owners],
         [usage[o].memory_mb for o in owners],
+        [costs[o] for o in owners],
+        at,
     )
 
 
@@ -65,55 +88,183 @@ async def decided_among(conn: asyncpg.Connection, instance_ids: list[uuid.UUID])
 
 
 async def record_many(
-    conn: asyncpg.Connection, entries: list[tuple[uuid.UUID, str, Amounts, Status]]
+    conn: asyncpg.Connection, entries: list[Entry], kept: Mapping[uuid.UUID, dict[str, Any]]
 ) -> None:
+    """New ledger entries; ``kept``: the launches held for an approval, by instance id."""
     await conn.execute(
-        """INSERT INTO ledger (instance_id, owner, cpus, memory_mb, status)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[])""",
-        [e[0] for e in entries],
-        [e[1] for e in entries],
-        [e[2].cpus for e in entries],
-        [e[2].memory_mb for e in entries],
-        [e[3].value for e in entries],
+        """INSERT INTO ledger (instance_id, owner, cpus, memory_mb, status, price_per_hour,
+                               expires_at, awaiting_approval, launch)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[],
+                                $6::numeric[], $7::timestamptz[], $8::bool[], $9::jsonb[])""",
+        [e.instance_id for e in entries],
+        [e.owner for e in entries],
+        [e.amounts.cpus for e in entries],
+        [e.amounts.memory_mb for e in entries],
+        [e.status.value for e in entries],
+        [e.price for e in entries],
+        [e.expires_at for e in entries],
+        [e.awaiting for e in entries],
+        [_json(kept.get(e.instance_id)) for e in entries],
     )
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 async def limits_of(conn: asyncpg.Connection, owner: str) -> Limits:
     row = await conn.fetchrow(
-        "SELECT instances, cpus, memory_mb FROM limits WHERE owner = $1", owner
+        "SELECT instances, cpus, memory_mb, cost_per_month FROM limits WHERE owner = $1", owner
     )
-    return Limits(**dict(row)) if row else Limits()
+    return _limits(row) if row else Limits()
 
 
 async def set_limits(conn: asyncpg.Connection, owner: str, limits: Limits) -> None:
     await conn.execute(
-        """INSERT INTO limits (owner, instances, cpus, memory_mb) VALUES ($1, $2, $3, $4)
+        """INSERT INTO limits (owner, instances, cpus, memory_mb, cost_per_month)
+           VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (owner) DO UPDATE SET instances = $2, cpus = $3, memory_mb = $4,
-               updated_at = now()""",
+               cost_per_month = $5, updated_at = now()""",
         owner,
         limits.instances,
         limits.cpus,
         limits.memory_mb,
+        limits.cost_per_month,
     )
 
 
-async def entries(
-    conn: asyncpg.Connection, instance_ids: list[uuid.UUID]
-) -> dict[str, tuple[str, Status, Amounts]]:
+async def entries(conn: asyncpg.Connection, instance_ids: list[uuid.UUID]) -> dict[str, Entry]:
     """Ledger entries by instance id, locked in id order."""
     rows = await conn.fetch(
-        """SELECT instance_id, owner, status, cpus, memory_mb FROM ledger
-           WHERE instance_id = ANY($1::uuid[]) ORDER BY instance_id FOR UPDATE""",
+        """SELECT instance_id, owner, status, cpus, memory_mb, price_per_hour, expires_at,
+                  awaiting_approval
+           FROM ledger WHERE instance_id = ANY($1::uuid[]) ORDER BY instance_id FOR UPDATE""",
         instance_ids,
     )
     return {
-        str(r["instance_id"]): (
+        str(r["instance_id"]): Entry(
+            r["instance_id"],
             r["owner"],
-            Status(r["status"]),
             Amounts(1, r["cpus"], r["memory_mb"]),
+            Status(r["status"]),
+            r["price_per_hour"],
+            r["expires_at"],
+            r["awaiting_approval"],
         )
         for r in rows
     }
+
+
+async def update_entries(conn: asyncpg.Connection, changed: list[Entry]) -> None:
+    """Write entries' status, price, lease end and approval flag; an entry no longer awaiting
+    approval lets its kept launch go."""
+    if not changed:
+        return
+    await conn.execute(
+        """UPDATE ledger l SET status = v.status, price_per_hour = v.price,
+               expires_at = v.expires_at, awaiting_approval = v.awaiting,
+               launch = CASE WHEN v.awaiting THEN l.launch END, updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::timestamptz[], $5::bool[])
+                AS v(instance_id, status, price, expires_at, awaiting)
+           WHERE l.instance_id = v.instance_id""",
+        [e.instance_id for e in changed],
+        [e.status.value for e in changed],
+        [e.price for e in changed],
+        [e.expires_at for e in changed],
+        [e.awaiting for e in changed],
+    )
+
+
+async def kept_launches(
+    conn: asyncpg.Connection, instance_ids: list[uuid.UUID]
+) -> dict[str, dict[str, Any]]:
+    """The launches kept for an approval among ``instance_ids`` (their entries must be locked
+    already), by instance id."""
+    rows = await conn.fetch(
+        """SELECT instance_id, launch FROM ledger
+           WHERE instance_id = ANY($1::uuid[]) AND awaiting_approval AND launch IS NOT NULL""",
+        instance_ids,
+    )
+    return {str(r["instance_id"]): json.loads(r["launch"]) for r in rows}
+
+
+async def costing(
+    conn: asyncpg.Connection, owners: list[str] | None, since: datetime
+) -> dict[str, list[Costed]]:
+    """What the budget needs of ``owners``' entries (None: everyone's): those with a price that
+    hold, or ran after ``since`` (the month's start), with their spells since then."""
+    whose = "" if owners is None else "l.owner = ANY($2::text[]) AND"
+    rows = await conn.fetch(
+        f"""SELECT l.owner, l.status, l.price_per_hour, l.expires_at,
+                   array_agg(s.started_at ORDER BY s.started_at)
+                       FILTER (WHERE s.started_at IS NOT NULL) AS starts,
+                   array_agg(s.ended_at ORDER BY s.started_at)
+                       FILTER (WHERE s.started_at IS NOT NULL) AS ends
+            FROM ledger l
+            LEFT JOIN spells s ON s.instance_id = l.instance_id
+                              AND (s.ended_at IS NULL OR s.ended_at > $1)
+            WHERE {whose} l.price_per_hour IS NOT NULL
+              AND (l.status IN ('reserved', 'active') OR l.spent_until > $1)
+            GROUP BY l.instance_id""",
+        since,
+        *([] if owners is None else [owners]),
+    )
+    found: dict[str, list[Costed]] = {}
+    for r in rows:
+        spells = tuple(map(Spell, r["starts"] or (), r["ends"] or ()))
+        found.setdefault(r["owner"], []).append(
+            Costed(r["price_per_hour"], r["status"] in _HOLDING, r["expires_at"], spells)
+        )
+    return found
+
+
+async def latest_spells(
+    conn: asyncpg.Connection, instance_ids: list[uuid.UUID]
+) -> dict[str, Spell]:
+    """Each instance's latest spell (their entries must be locked already)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (instance_id) instance_id, started_at, ended_at FROM spells
+           WHERE instance_id = ANY($1::uuid[]) ORDER BY instance_id, started_at DESC""",
+        instance_ids,
+    )
+    return {str(r["instance_id"]): Spell(r["started_at"], r["ended_at"]) for r in rows}
+
+
+async def write_spells(conn: asyncpg.Connection, spells: list[tuple[uuid.UUID, Spell]]) -> None:
+    """Record spells by their start (a spell already there keeps its end unless it was open),
+    and each entry's ``spent_until`` from its latest one."""
+    if not spells:
+        return
+    await conn.execute(
+        """INSERT INTO spells (instance_id, started_at, ended_at)
+           SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[])
+           ON CONFLICT (instance_id, started_at) DO UPDATE SET ended_at = EXCLUDED.ended_at
+               WHERE spells.ended_at IS NULL""",
+        [i for i, _ in spells],
+        [s.started_at for _, s in spells],
+        [s.ended_at for _, s in spells],
+    )
+    await conn.execute(
+        """UPDATE ledger l SET spent_until = latest.until
+           FROM (SELECT DISTINCT ON (instance_id) instance_id,
+                        coalesce(ended_at, 'infinity') AS until
+                 FROM spells WHERE instance_id = ANY($1::uuid[])
+                 ORDER BY instance_id, started_at DESC) AS latest
+           WHERE l.instance_id = latest.instance_id""",
+        list({i for i, _ in spells}),
+    )
+
+
+async def reported_costs(
+    conn: asyncpg.Connection, owners: list[str] | None
+) -> dict[str, tuple[Decimal, datetime | None]]:
+    """Owners' (None: everyone's) cost this month as last reported, and when."""
+    rows = await conn.fetch(
+        """SELECT owner, cost_reported, cost_reported_at FROM usage
+           WHERE $1::text[] IS NULL OR owner = ANY($1)""",
+        owners,
+    )
+    return {r["owner"]: (r["cost_reported"], r["cost_reported_at"]) for r in rows}
 
 
 async def set_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str) -> None:
@@ -121,18 +272,6 @@ async def set_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: str
         "UPDATE ledger SET owner = $2, updated_at = now() WHERE instance_id = $1",
         instance_id,
         owner,
-    )
-
-
-async def set_statuses(conn: asyncpg.Connection, statuses: dict[str, Status]) -> None:
-    if not statuses:
-        return
-    await conn.execute(
-        """UPDATE ledger l SET status = v.status, updated_at = now()
-           FROM unnest($1::uuid[], $2::text[]) AS v(instance_id, status)
-           WHERE l.instance_id = v.instance_id""",
-        list(statuses),
-        [s.value for s in statuses.values()],
     )
 
 
@@ -145,8 +284,9 @@ class Drift:
     held: Amounts
 
 
-async def drift(conn: asyncpg.Connection) -> list[Drift]:
-    """Owners whose usage differs from what their ledger holds, with both."""
+async def drift(conn: asyncpg.Connection, owners: list[str] | None = None) -> list[Drift]:
+    """Owners (among ``owners``; None: all) whose usage differs from what their ledger holds,
+    with both. Locks nothing: lock the owners' usage, then ask again."""
     rows = await conn.fetch(
         """WITH held AS (
                SELECT owner, count(*) AS instances, sum(cpus) AS cpus, sum(memory_mb) AS memory_mb
@@ -155,11 +295,12 @@ async def drift(conn: asyncpg.Connection) -> list[Drift]:
                   coalesce(h.instances, 0) AS held_instances, coalesce(h.cpus, 0) AS held_cpus,
                   coalesce(h.memory_mb, 0) AS held_memory_mb
            FROM usage u LEFT JOIN held h ON h.owner = u.owner
-           WHERE (u.instances, u.cpus, u.memory_mb)
+           WHERE ($1::text[] IS NULL OR u.owner = ANY($1))
+             AND (u.instances, u.cpus, u.memory_mb)
                  IS DISTINCT FROM (coalesce(h.instances, 0), coalesce(h.cpus, 0),
                                    coalesce(h.memory_mb, 0))
-           ORDER BY u.owner
-           FOR UPDATE OF u"""
+           ORDER BY u.owner""",
+        owners,
     )
     return [
         Drift(

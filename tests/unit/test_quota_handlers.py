@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import pytest
 
-from services.quota.accounting import Amounts, Limits, Status
+from services.quota.accounting import Amounts, Entry, Limits, Status
 from services.quota.handlers import decide_launches
 from shared.events import (
     Event,
@@ -57,10 +57,12 @@ async def test_a_launch_within_limits_is_admitted_and_reserves_its_room(
     await decide_launches(received(asked), uow, repo=repo)
 
     assert uow.events[0] == InstanceLaunchAdmitted.of(asked)
-    assert repo.ledger[str(asked.instance_id)] == ("alice", Amounts(1, 2, 1024), Status.RESERVED)
+    assert repo.ledger[str(asked.instance_id)] == Entry(
+        asked.instance_id, "alice", Amounts(1, 2, 1024), Status.RESERVED
+    )
     assert repo.usage["alice"] == Amounts(1, 2, 1024)
     [usage] = of_type(uow.events, QuotaUsageChanged)
-    assert usage.usage == ResourceUsage(instances=1, cpus=2, memory_mb=1024)
+    assert usage.usage == ResourceUsage(instances=1, cpus=2, memory_mb=1024, cost_this_month=0.0)
     assert usage.limits == ResourceLimits(instances=2, cpus=4)
 
 
@@ -77,7 +79,7 @@ async def test_a_launch_over_a_limit_is_rejected_naming_the_limit(
     assert isinstance(rejected, InstanceRejected)
     assert rejected.instance_id == asked.instance_id and rejected.owner == "alice"
     assert rejected.reason.startswith("cpus limit 4 reached")
-    assert repo.ledger[str(asked.instance_id)][2] is Status.REJECTED
+    assert repo.ledger[str(asked.instance_id)].status is Status.REJECTED
     assert repo.usage["alice"] == Amounts(1, 3, 512)  # nothing reserved, nothing published
 
 
