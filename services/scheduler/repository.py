@@ -383,7 +383,8 @@ async def add_lease(
     lease ended already (the instance terminated before its launch came) stays ended."""
     await conn.execute(
         """INSERT INTO leases (instance_id, owner, expires_at, on_expiry, warn_seconds, due_at)
-           VALUES ($1, $2, $3, $4, $5, $3 - $5::int * interval '1 second')
+           VALUES ($1, $2, $3::timestamptz, $4, $5::int,
+                   $3::timestamptz - $5::int * interval '1 second')
            ON CONFLICT (instance_id) DO UPDATE SET
                on_expiry = EXCLUDED.on_expiry, warn_seconds = EXCLUDED.warn_seconds,
                expires_at = greatest(leases.expires_at, EXCLUDED.expires_at),

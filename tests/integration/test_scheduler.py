@@ -7,7 +7,7 @@ import uuid
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
-from tests.integration.stack import simulator_account
+from tests.integration.stack import FAST, registered_account, simulator_account
 
 
 async def test_launch_is_placed_on_the_simulated_cloud(
@@ -25,7 +25,8 @@ async def test_launch_is_placed_on_the_simulated_cloud(
     assert placed.data["provider"] == "simulator"
     assert placed.data["region"] == "south"
     assert placed.data["provider_instance_id"].startswith("sim-")
-    assert placed.data["reason"].startswith("first choice of 1: sim.medium")
+    assert placed.data["reason"].startswith("first choice of 1: sim.medium at 0.04/h")
+    assert placed.data["price_per_hour"] == 0.04  # the simulated cloud's own price
 
     async def shown() -> dict | None:
         got = (await api.client.get(f"/v1/instances/{instance_id}", headers=alice)).json()
@@ -103,3 +104,55 @@ async def test_terminating_before_placement_ends_the_instance(
         return got.json()["state"] == "terminated"
 
     await wait_until(ended, timeout=10, what="the instance shows terminated")
+
+
+async def test_each_catalog_read_is_published_with_the_accounts_prices(
+    api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
+) -> None:
+    """Read as soon as the account is known (before any launch); config.prices wins over the
+    cloud's own prices, and placement takes the cheapest size at those prices."""
+    alice_name, alice = await api.new_user("alice")
+    account = await registered_account(
+        api,
+        {
+            "name": f"priced-{uuid.uuid4().hex[:8]}",
+            "provider": "simulator",
+            "credentials": {"api_key": f"k-{uuid.uuid4().hex[:8]}", "api_secret": "s3cret"},
+            "config": {
+                "endpoint": simulator_url,
+                "regions": ["north"],
+                # A negotiated rate: the large size is cheaper here than the medium one.
+                "prices": {"sim.medium": 0.5, "sim.large": 0.12},
+                "simulator": {"timings": FAST},
+            },
+            "grants": [alice_name],
+        },
+        (scheduler,),
+    )
+    [read] = await probe.wait_for(
+        "provider_account.catalog_read", lambda e: e.data["account_id"] == account["id"], timeout=15
+    )
+    assert read.data["revision"] == account["revision"]
+    prices = {s["id"]: s["price_per_hour"] for s in read.data["sizes"]}
+    assert prices == {"sim.small": 0.01, "sim.medium": 0.5, "sim.large": 0.12, "sim.xlarge": 0.64}
+    assert {"id": "sim.large", "cpus": 4, "memory_mb": 16384, "price_per_hour": 0.12} in read.data[
+        "sizes"
+    ]
+    assert read.data["regions"] == ["north"]
+
+    launched = await api.launch(alice, cpus=2, memory_mb=2048, placement={"account": account["id"]})
+    instance_id = launched.json()["id"]
+    [placed] = await probe.wait_for(
+        "instance.placed", lambda e: e.subject == instance_id, timeout=15
+    )
+    assert placed.data["price_per_hour"] == 0.12
+    assert placed.data["reason"] == f"first choice of 1: sim.large at 0.12/h on {account['name']}"
+    # The launch's read came from the scheduler's memory: one read published for the account.
+    assert (
+        len(
+            probe.matching(
+                "provider_account.catalog_read", lambda e: e.data["account_id"] == account["id"]
+            )
+        )
+        == 1
+    )
