@@ -197,6 +197,72 @@ async def test_a_lease_ends_after_the_scheduler_restarted_between_warning_and_ex
     assert about.count("instance.lease_expired") == 1
 
 
+async def test_an_extension_after_expiry_warns_and_ends_the_lease_again(
+    stack: Stack, simulator_url: str, probe: EventProbe
+) -> None:
+    """Stopped at its first expiry; extended, it warns and ends again, and the second stop is
+    not asked of an instance already stopped."""
+    _, headers, account = await leased_tenant(
+        stack, simulator_url, on_expiry="stop", warn_seconds=2
+    )
+    instance_id, expires_at = await launch_with_lease(stack, headers, account, seconds=4)
+    await api_shows(stack.api, headers, instance_id, "running")
+    check_in_order(await received(stack, instance_id, 2, timeout=30), "stop", expires_at)
+    await the_lease_asked_for(probe, instance_id, "stop")
+    await api_shows(stack.api, headers, instance_id, "stopped")
+
+    extended = await stack.api.client.post(
+        f"/v1/instances/{instance_id}/extend", json={"seconds": 3}, headers=headers
+    )
+    assert extended.status_code == 200, extended.text
+    new_end = datetime.fromisoformat(extended.json()["expires_at"])
+    assert new_end > expires_at
+
+    messages = await received(stack, instance_id, 4, timeout=30)
+    check_in_order(messages[2:], "stop", new_end)
+    await probe.wait_for(
+        "instance.lease_expired",
+        lambda e: (
+            e.subject == instance_id and e.data["expires_at"] == messages[3]["data"]["expires_at"]
+        ),
+        timeout=10,
+    )
+    asked = probe.matching(
+        "instance.action_requested",
+        lambda e: e.subject == instance_id and e.data["requested_by"] == "lease",
+    )
+    assert len(asked) == 1, "no second stop of a stopped instance"
+
+
+async def test_a_lease_is_kept_whatever_order_its_events_come_in(
+    amqp_url: str, database_url: str
+) -> None:
+    """An extension may come before the launch (it waited for approval); an ended lease stays
+    ended; an extension to an earlier end, or a copy, changes nothing."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    admitted = Lease(expires_at=now + timedelta(hours=1), on_expiry="stop", warn_seconds=600)
+    early, ended = uuid.uuid4(), uuid.uuid4()
+    async with without_loops(scheduler_runtime(amqp_url, database_url)) as scheduler:
+        async with scheduler.pool.acquire() as conn, conn.transaction():
+            assert await repository.extend_lease(conn, early, "ann", now + timedelta(hours=2))
+            await repository.add_lease(conn, early, "ann", admitted)
+            await repository.add_lease(conn, early, "ann", admitted)  # a copy
+            assert not await repository.extend_lease(conn, early, "ann", now + timedelta(hours=2))
+            await repository.end_lease(conn, ended, "ann")
+            await repository.add_lease(conn, ended, "ann", admitted)
+            assert not await repository.extend_lease(conn, ended, "ann", now + timedelta(hours=3))
+            rows = {
+                r["instance_id"]: r
+                for r in await conn.fetch(
+                    "SELECT * FROM leases WHERE instance_id = ANY($1)", [early, ended]
+                )
+            }
+    assert rows[early]["expires_at"] == now + timedelta(hours=2)
+    assert (rows[early]["on_expiry"], rows[early]["warn_seconds"]) == ("stop", 600)
+    assert rows[early]["due_at"] == now + timedelta(hours=2) - timedelta(seconds=600)
+    assert rows[ended]["ended"] and rows[ended]["due_at"] is None
+
+
 async def test_replicas_share_due_leases_and_send_each_event_once(
     amqp_url: str, database_url: str, probe: EventProbe
 ) -> None:
