@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from shared.events import InstanceLaunchAdmitted, Placement
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
+from tests.integration.publishing import connected_bus
 from tests.integration.stack import FAST, registered_account, simulator_account
 
 
@@ -156,3 +158,33 @@ async def test_each_catalog_read_is_published_with_the_accounts_prices(
         )
         == 1
     )
+
+
+async def test_a_size_dearer_than_the_admitted_price_is_not_taken(
+    api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe, amqp_url: str
+) -> None:
+    """Quota admitted the launch at a price (published here as quota would): an account whose
+    fitting size costs more is no offer, and the reason names both prices."""
+    alice_name, _ = await api.new_user("alice")
+    account = await simulator_account(api, simulator_url, [alice_name], followers=(scheduler,))
+    instance_id = uuid.uuid4()
+    async with connected_bus(amqp_url, source="boreas/quota") as bus:
+        await bus.publish(
+            InstanceLaunchAdmitted(
+                instance_id=instance_id,
+                owner=alice_name,
+                name="thrifty",
+                image="debian-12",
+                cpus=2,
+                memory_mb=2048,
+                placement=Placement(account=account["id"]),
+                price_per_hour=0.03,
+            )
+        )
+    [failed] = await probe.wait_for(
+        "instance.failed", lambda e: e.subject == str(instance_id), timeout=15
+    )
+    assert failed.data["attempts"] == [
+        f"{account['name']}: sim.medium costs 0.04/h, more than the 0.03/h the launch was "
+        "admitted at"
+    ]
