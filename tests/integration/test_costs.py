@@ -20,7 +20,6 @@ from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 from tests.integration.publishing import connected_bus
 
-
 NO_LIMITS_BUT_BUDGET = '{"instances": null, "cpus": null, "memory_mb": null, "cost_per_month": '
 
 
