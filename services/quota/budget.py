@@ -187,14 +187,16 @@ def follow_spells(last: Spell | None, seen: Iterable[Seen]) -> list[Spell]:
     """The spells to write after state changes ``seen`` (in order) of an instance whose latest
     spell is ``last``: each by its start, with its end as it now stands. Running opens a spell
     unless one is open or the change is older than the latest spell (a redelivery); any other
-    state closes the open spell if the change is not older than its start."""
+    state closes the open spell if the change is later than its start (at the same instant it
+    may be a stop from before a restart: the spell stays open, which counts more, never
+    less)."""
     written: dict[datetime, Spell] = {}
     for change in seen:
         if change.running and _opens(last, change.at):
             last = Spell(change.at)
         elif not change.running and last is not None and last.ended_at is None:
-            if change.at < last.started_at:
-                continue
+            if change.at <= last.started_at:
+                continue  # older than the spell (or as old: a stop redelivered after a restart)
             last = Spell(last.started_at, change.at)
         else:
             continue

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypeVar
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import pytest
 
 from services.quota.accounting import Amounts, Entry, Limits, Status
+from services.quota.budget import Spell
 from services.quota.handlers import decide_launches
 from shared.events import (
     Event,
+    InstanceApprovalRequested,
     InstanceLaunchAdmitted,
     InstanceLaunchRequested,
     InstanceRejected,
+    Lease,
     QuotaUsageChanged,
     ResourceLimits,
     ResourceUsage,
@@ -157,3 +162,116 @@ async def test_a_batch_of_rejections_only_publishes_no_usage_change(
 
     assert [type(e) for e in uow.events] == [InstanceRejected, InstanceRejected]
     assert repo.usage["alice"] == Amounts()
+
+
+MID_NOVEMBER = datetime(2026, 11, 15, tzinfo=UTC)  # 384 h to the month's end
+
+
+def at_mid_november() -> datetime:
+    return MID_NOVEMBER
+
+
+def priced(
+    owner: str = "alice", price: float | None = 0.25, **fields: Any
+) -> InstanceLaunchRequested:
+    return launch(owner).model_copy(update={"price_per_hour": price, **fields})
+
+
+async def test_a_launch_past_the_budget_is_rejected_naming_the_budget_and_the_figures(
+    uow: FakeBatchUnitOfWork, repo: FakeDecisionsRepository
+) -> None:
+    repo.limits["alice"] = Limits(cost_per_month=Decimal(100))
+    repo.ledger["x"] = Entry(
+        uuid.uuid4(), "alice", Amounts(1, 1, 512), Status.RESERVED, Decimal("0.01")
+    )
+    # Spent already this month, by an instance that ended: 10 h at 0.5/h.
+    repo.ledger["y"] = Entry(
+        uuid.uuid4(), "alice", Amounts(1, 1, 512), Status.RELEASED, Decimal("0.5")
+    )
+    repo.spells["y"] = (
+        Spell(datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 2, 10, tzinfo=UTC)),
+    )
+
+    await decide_launches(received(priced()), uow, repo=repo, clock=at_mid_november)
+
+    [rejected] = uow.events
+    assert isinstance(rejected, InstanceRejected)
+    # 0.01 x 384 h committed + 5 spent = 8.84; 96 more passes 100.
+    assert rejected.reason == (
+        "cost_per_month budget 100.00 would be passed: 8.84 spent or committed this month, "
+        "this launch would add 96.00 (0.25/h until 2026-12-01 00:00 UTC)"
+    )
+
+
+async def test_an_admission_reports_the_cost_and_the_budget(
+    uow: FakeBatchUnitOfWork, repo: FakeDecisionsRepository
+) -> None:
+    repo.limits["alice"] = Limits(cost_per_month=Decimal("200.5"))
+    asked = priced(
+        lease=Lease(
+            expires_at=MID_NOVEMBER + timedelta(hours=10), on_expiry="stop", warn_seconds=60
+        )
+    )
+
+    await decide_launches(received(asked), uow, repo=repo, clock=at_mid_november)
+
+    admitted, usage = uow.events
+    assert admitted == InstanceLaunchAdmitted.of(asked)
+    assert isinstance(usage, QuotaUsageChanged)
+    assert usage.usage.cost_this_month == 2.5  # 10 h of lease at 0.25/h
+    assert usage.limits.cost_per_month == 200.5
+    assert repo.ledger[str(asked.instance_id)].price == Decimal("0.25")
+    assert repo.reported["alice"] == (Decimal("2.5000"), MID_NOVEMBER)
+
+
+async def test_an_unknown_price_is_refused_only_to_an_owner_with_a_budget(
+    uow: FakeBatchUnitOfWork, repo: FakeDecisionsRepository
+) -> None:
+    repo.limits["alice"] = Limits(cost_per_month=Decimal(10))
+    alices, bobs = priced("alice", None), priced("bob", None)
+
+    await decide_launches(received(alices, bobs), uow, repo=repo, clock=at_mid_november)
+
+    decisions = {e.owner: e for e in uow.events if not isinstance(e, QuotaUsageChanged)}
+    assert isinstance(decisions["alice"], InstanceRejected)
+    assert "cannot be checked: the price of this launch is not known" in decisions["alice"].reason
+    assert isinstance(decisions["bob"], InstanceLaunchAdmitted)
+
+
+async def test_a_launch_held_for_an_approval_reserves_its_room_and_asks(
+    uow: FakeBatchUnitOfWork, repo: FakeDecisionsRepository
+) -> None:
+    deadline = MID_NOVEMBER + timedelta(days=1)
+    asked = priced(approval_rules=["big"], approval_deadline=deadline, cpus=16)
+
+    await decide_launches(received(asked), uow, repo=repo, clock=at_mid_november)
+
+    held, usage = uow.events
+    assert held == InstanceApprovalRequested(
+        instance_id=asked.instance_id,
+        owner="alice",
+        name="vm",
+        image="ubuntu",
+        cpus=16,
+        memory_mb=512,
+        price_per_hour=0.25,
+        rules=["big"],
+        deadline=deadline,
+    )
+    assert not of_type(uow.events, InstanceLaunchAdmitted)
+    entry = repo.ledger[str(asked.instance_id)]
+    assert entry.status is Status.RESERVED and entry.awaiting
+    assert repo.kept[str(asked.instance_id)] == asked.model_dump(mode="json")
+    assert isinstance(usage, QuotaUsageChanged) and usage.usage.cpus == 16
+
+
+async def test_a_rejected_launch_is_never_held(
+    uow: FakeBatchUnitOfWork, repo: FakeDecisionsRepository
+) -> None:
+    repo.limits["alice"] = Limits(instances=0)
+    asked = priced(approval_rules=["big"])
+
+    await decide_launches(received(asked), uow, repo=repo, clock=at_mid_november)
+
+    assert [type(e) for e in uow.events] == [InstanceRejected]
+    assert not repo.ledger[str(asked.instance_id)].awaiting and not repo.kept
