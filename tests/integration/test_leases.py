@@ -162,7 +162,7 @@ async def test_a_lease_warns_then_ends_and_terminates_its_instance(
     _, headers, account = await leased_tenant(
         stack, simulator_url, on_expiry="terminate", warn_seconds=2
     )
-    instance_id, expires_at = await launch_with_lease(stack, headers, account, seconds=5)
+    instance_id, expires_at = await launch_with_lease(stack, headers, account, seconds=6)
     await api_shows(stack.api, headers, instance_id, "running")
 
     messages = await received(stack, instance_id, 2, timeout=30)
@@ -205,7 +205,7 @@ async def test_an_extension_after_expiry_warns_and_ends_the_lease_again(
     _, headers, account = await leased_tenant(
         stack, simulator_url, on_expiry="stop", warn_seconds=2
     )
-    instance_id, expires_at = await launch_with_lease(stack, headers, account, seconds=4)
+    instance_id, expires_at = await launch_with_lease(stack, headers, account, seconds=6)
     await api_shows(stack.api, headers, instance_id, "running")
     check_in_order(await received(stack, instance_id, 2, timeout=30), "stop", expires_at)
     await the_lease_asked_for(probe, instance_id, "stop")
