@@ -14,6 +14,7 @@ from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
     PUBLIC,
     InstanceApprovalRequested,
+    InstanceDenied,
     InstanceFailed,
     InstanceLeaseExtended,
     InstancePlaced,
@@ -128,9 +129,23 @@ async def record_usage(event: QuotaUsageChanged, conn: asyncpg.Connection, _now:
 
 
 async def record_approval_requested(
-    event: InstanceApprovalRequested, conn: asyncpg.Connection, now: datetime
+    received: Received, uow: BatchUnitOfWork, now: datetime
 ) -> None:
-    await instances.await_approval(conn, event.instance_id, now)
+    """The launch waits for an answer; one its owner ended while quota was deciding it (DELETE
+    of a requested instance) is denied at once, so that quota releases the room it reserved."""
+    event: InstanceApprovalRequested = received.event
+    state = await instances.await_approval(uow.conn, event.instance_id, now)
+    if state in ("terminating", "terminated"):
+        uow.publish(
+            InstanceDenied(
+                instance_id=event.instance_id,
+                owner=event.owner,
+                decided_by=event.owner,
+                decided_at=now,
+                reason=f"withdrawn by {event.owner}",
+            ),
+            cause=received.envelope,
+        )
 
 
 async def record_lease_extended(
@@ -146,10 +161,10 @@ READ_MODEL: dict[type, Callable[[Any, asyncpg.Connection, datetime], Awaitable[N
     InstanceFailed: record_failure,
     InstanceStateChanged: record_state_change,
     QuotaUsageChanged: record_usage,
-    InstanceApprovalRequested: record_approval_requested,
     InstanceLeaseExtended: record_lease_extended,
-    # instance.approved and instance.denied: the route (or the timeout loop) that published
-    # them moved the row in the same transaction.
+    # instance.approval_requested: record_approval_requested (it may publish). instance.approved
+    # and instance.denied: the route (or the timeout loop) that published them moved the row in
+    # the same transaction.
 }
 
 
@@ -158,6 +173,8 @@ async def record_public(received: list[Received], uow: BatchUnitOfWork, *, clock
     ``GET /v1/events``, in one transaction per batch."""
     now = clock()
     for item in received:
+        if isinstance(item.event, InstanceApprovalRequested):
+            await record_approval_requested(item, uow, now)
         update = READ_MODEL.get(type(item.event))
         if update is not None:
             await update(item.event, uow.conn, now)

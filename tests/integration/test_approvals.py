@@ -309,3 +309,41 @@ async def test_an_unanswered_launch_is_denied_when_its_time_is_up(
         [entry] = [e for e in audit.json()["items"] if e["target"] == held["id"]]
         assert entry["actor"] == "boreas"
         assert json.dumps(entry["detail"]).count("no answer within 1.5 s") == 1
+
+
+async def test_a_launch_ended_while_quota_decided_it_is_released_once_held(
+    stack_urls: tuple[str, str],
+) -> None:
+    """DELETE of a launch still ``requested`` terminates it; if quota then holds it for approval,
+    the gateway denies it at once (withdrawn by its owner) so that its reservation goes."""
+    amqp_url, database_url = stack_urls
+    async with (
+        running_gateway(gateway_settings(amqp_url, database_url)) as api,
+        EventProbe(amqp_url) as probe,
+    ):
+        dora, headers = await api.new_user("dora")
+        await api.new_account([dora])
+        await set_rules(api, [{"name": "doras", "when": {"owners": [dora]}}])
+        launched = (await api.launch(headers, name="gone", cpus=2, memory_mb=1024)).json()
+        ended = await api.client.delete(f"/v1/instances/{launched['id']}", headers=headers)
+        assert ended.json()["state"] == "terminating"
+        async with quota_runtime(amqp_url, database_url):  # quota decides it only now
+            await probe.wait_for(
+                "quota.usage_changed",
+                lambda e: e.data["owner"] == dora and e.data["usage"]["instances"] == 1,
+                timeout=10,
+            )
+            (denied,) = await probe.wait_for(
+                "instance.denied", lambda e: e.subject == launched["id"], timeout=10
+            )
+            assert (denied.data["decided_by"], denied.data["reason"]) == (
+                dora,
+                f"withdrawn by {dora}",
+            )
+            await probe.wait_for(
+                "quota.usage_changed",
+                lambda e: e.data["owner"] == dora and e.data["usage"]["instances"] == 0,
+                timeout=10,
+            )
+        shown = (await api.client.get(f"/v1/instances/{launched['id']}", headers=headers)).json()
+        assert shown["state"] == "terminating"  # the scheduler (not running here) ends it

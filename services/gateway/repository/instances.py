@@ -128,13 +128,21 @@ async def extend_lease(
     )
 
 
-async def await_approval(conn: asyncpg.Connection, instance_id: uuid.UUID, now: datetime) -> None:
-    """Quota reserved room for a held launch: it waits for an answer (unless it has moved on)."""
-    await conn.execute(
+async def await_approval(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, now: datetime
+) -> str | None:
+    """Quota reserved room for a held launch: it waits for an answer. When it has moved on
+    instead, the state it is in if no cloud ever had it (None otherwise)."""
+    moved = await conn.fetchval(
         """UPDATE instances SET state = 'awaiting_approval', updated_at = $2
-           WHERE id = $1 AND state = 'requested'""",
+           WHERE id = $1 AND state = 'requested' RETURNING true""",
         instance_id,
         now,
+    )
+    if moved:
+        return None
+    return await conn.fetchval(
+        "SELECT state FROM instances WHERE id = $1 AND provider_instance_id IS NULL", instance_id
     )
 
 
