@@ -1,7 +1,8 @@
 """The `boreas` command against the whole stack as processes (tests/system.py): an admin sets a
 user up, she logs in, launches, watches her instance run, reads her events, terminates it,
-exports her usage as CSV and logs out; a few exit codes of docs/cli.md on the way (the others:
-tests/unit/test_cli_commands.py).
+exports her usage with its cost as CSV; the admin gives her a lease policy and an approval rule,
+her large launch waits for approval and runs once the admin approves it; she logs out. A few
+exit codes of docs/cli.md on the way (the others: tests/unit/test_cli_commands.py).
 
 The command runs as the installed console script, a subprocess with its own XDG_CONFIG_HOME per
 person, talking HTTP to the test gateway only."""
@@ -16,10 +17,12 @@ import stat
 import subprocess
 import sys
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from shared.testing import poll_until
 from tests.infra import Infrastructure
 from tests.system import ADMIN_PASSWORD, System, running_system
 
@@ -124,9 +127,77 @@ def test_login_launch_watch_terminate_and_usage_as_csv(
         assert float(rows[0]["cpu_hours"]) == pytest.approx(
             2 * float(rows[0]["instance_hours"]), abs=1e-5
         )
+        # The cost: its running hours at the price of the size it was placed on.
+        price = json.loads(alice.ok("instances", "show", instance_id, "-o", "json"))
+        assert price["price_per_hour"] is not None and price["price_per_hour"] > 0, price
+        assert float(rows[0]["cost"]) == pytest.approx(
+            float(rows[0]["instance_hours"]) * price["price_per_hour"], abs=1e-4
+        )
+
+        held_launch_is_approved_through_the_cli(admin, alice)
 
         token = tomllib.loads(alice.config.read_text())["token"]
         alice.ok("logout")
         assert "token" not in tomllib.loads(alice.config.read_text())
         revoked = alice.run("whoami", env={"BOREAS_TOKEN": token})
         assert revoked.returncode == 3, revoked.stderr
+
+
+def held_launch_is_approved_through_the_cli(admin: Person, alice: Person) -> None:
+    """A lease policy and an approval rule set with the CLI; alice's large launch, with a lease,
+    waits for approval; the admin approves it with a comment and it runs."""
+    policy = json.loads(
+        admin.ok(
+            *"lease-policies set alice --default 1h --max 1d".split(),
+            *"--on-expiry terminate --warn 5m -o json".split(),
+        )
+    )
+    assert policy == {
+        "username": "alice",
+        "default_seconds": 3600,
+        "max_seconds": 86400,
+        "on_expiry": "terminate",
+        "warn_seconds": 300,
+    }
+    rules = "rules:\n  - name: big\n    when: {cpus_over: 2}\n"
+    set_rules = json.loads(admin.ok("approval-rules", "set", "-f", "-", "-o", "json", stdin=rules))
+    assert [rule["name"] for rule in set_rules["rules"]] == ["big"]
+
+    over_max = alice.run(*"instances launch big-1 --image debian-12 --cpus 4 --lease 2d".split())
+    assert over_max.returncode == 1, over_max.stderr  # 422: past the policy's max
+
+    launched = json.loads(
+        alice.ok(
+            *"instances launch big-1 --image debian-12 --cpus 4 --memory-mb 2048".split(),
+            *"--region north --lease 2h -o json".split(),
+        )
+    )
+    assert launched["expires_at"] is not None
+
+    def held() -> dict[str, object] | None:
+        found = json.loads(alice.ok("instances", "show", launched["id"], "-o", "json"))
+        assert found["state"] in ("requested", "awaiting_approval"), found
+        return found if found["state"] == "awaiting_approval" else None
+
+    poll_until(held, timeout=30, interval=0.2, what="big-1 awaiting approval")
+    shown = alice.run("instances", "show", "big-1")
+    assert "big-1 awaits an admin's approval" in shown.stderr, shown.stderr
+
+    refused = alice.run("instances", "approve", launched["id"])
+    assert refused.returncode == 4, refused.stderr  # 403: admins only
+
+    approved = admin.ok(
+        "instances", "approve", launched["id"], "--comment", "e2e: approved",
+        "--wait", "--timeout", "45",
+    )  # fmt: skip
+    last = approved.splitlines()[-1]
+    assert "big-1" in last and last.endswith("running"), approved
+
+    again = admin.run("instances", "deny", launched["id"])
+    assert again.returncode == 5, again.stderr  # 409: no longer awaiting approval
+
+    extended = json.loads(alice.ok("instances", "extend", "big-1", "--by", "1h", "-o", "json"))
+    assert datetime.fromisoformat(extended["expires_at"]) > datetime.fromisoformat(
+        launched["expires_at"]
+    )
+    alice.ok("instances", "terminate", "big-1", "--wait", "--timeout", "45")
