@@ -347,3 +347,41 @@ async def test_a_launch_ended_while_quota_decided_it_is_released_once_held(
             )
         shown = (await api.client.get(f"/v1/instances/{launched['id']}", headers=headers)).json()
         assert shown["state"] == "terminating"  # the scheduler (not running here) ends it
+
+
+async def test_two_gateways_deny_each_unanswered_launch_once(
+    stack_urls: tuple[str, str],
+) -> None:
+    amqp_url, database_url = stack_urls
+    settings = gateway_settings(amqp_url, database_url, approval_timeout=1.0)
+    async with (
+        running_gateway(settings) as api,
+        running_gateway(settings),  # a second replica, its timeout loop competing
+        EventProbe(amqp_url) as probe,
+        quota_runtime(amqp_url, database_url),
+    ):
+        erin, headers = await api.new_user("erin")
+        await api.new_account([erin])
+        await set_rules(api, [{"name": "erins", "when": {"owners": [erin]}}])
+        ids = {
+            (await api.launch(headers, name=f"w{i}", cpus=1, memory_mb=512)).json()["id"]
+            for i in range(12)
+        }
+        await probe.wait_for(
+            "instance.denied", lambda e: e.subject in ids, count=len(ids), timeout=20
+        )
+        await probe.wait_for(
+            "quota.usage_changed",
+            lambda e: e.data["owner"] == erin and e.data["usage"]["instances"] == 0,
+            timeout=10,
+        )
+        denials = probe.matching("instance.denied", lambda e: e.subject in ids)
+        assert sorted(e.subject for e in denials) == sorted(ids)  # each once
+        assert {e.data["decided_by"] for e in denials} == {"boreas"}
+        audit = await api.client.get(
+            "/v1/audit",
+            params={"action": "instance_denied", "actor": "boreas", "limit": 100},
+            headers=await api.admin(),
+        )
+        audited = [e["target"] for e in audit.json()["items"] if e["target"] in ids]
+        assert sorted(audited) == sorted(ids)
