@@ -7,8 +7,15 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+from services.quota import bootstrap as quota
 from services.quota.reconcile import reconcile_once
-from shared.events import InstanceState, InstanceStateChanged
+from shared.config import QuotaSettings
+from shared.events import (
+    CatalogSize,
+    InstanceState,
+    InstanceStateChanged,
+    ProviderAccountCatalogRead,
+)
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api, gateway_settings, running_gateway
 from tests.integration.publishing import connected_bus
@@ -18,6 +25,7 @@ from tests.integration.stack import (
     scheduler_runtime,
     simulator_account,
 )
+from tests.integration.support import settings_for
 
 
 def decided(probe: EventProbe, ids: set[str]) -> tuple[list, list]:
@@ -116,6 +124,65 @@ async def test_two_hundred_racing_launches_admit_exactly_the_limit(
         assert (len(admitted_more), len(rejected_more)) == (1, 9), [
             e.data["reason"] for e in rejected_more
         ]
+
+
+MID_NOVEMBER = datetime(2026, 11, 15, tzinfo=UTC)  # 384 h to the month's end
+
+
+async def test_two_hundred_racing_launches_admit_exactly_what_a_budget_fits(
+    api: Api, amqp_url: str, database_url: str, probe: EventProbe
+) -> None:
+    """Through the gateway: priced from the account's catalog read, 0.25/h for 384 h (the
+    quota replicas' clock stands still in mid-November) is 96 a launch; 480 fits exactly 5."""
+    gina_name, gina = await api.new_user("gina")
+    admin = await api.admin()
+    account = await api.new_account([gina_name])
+    read = ProviderAccountCatalogRead(
+        account_id=account["id"],
+        revision=1,
+        sizes=[CatalogSize(id="s", cpus=1, memory_mb=512, price_per_hour=0.25)],
+        read_at=datetime.now(UTC),
+    )
+    async with connected_bus(amqp_url, "boreas/scheduler") as bus:
+        await bus.publish(read)
+
+    async def catalog_kept() -> bool:
+        return bool(
+            await api.app.state.runtime.pool.fetchval(
+                "SELECT 1 FROM account_catalogs WHERE account_id = $1", account["id"]
+            )
+        )
+
+    await wait_until(catalog_kept, timeout=10, what="the gateway keeps the catalog read")
+    settings = settings_for(amqp_url, database_url, QuotaSettings)
+    async with (
+        quota.build(settings, clock=lambda: MID_NOVEMBER),
+        quota.build(settings, clock=lambda: MID_NOVEMBER),  # two replicas compete
+    ):
+        put = await api.client.put(
+            f"/v1/quotas/{gina_name}",
+            json={"instances": None, "cpus": None, "memory_mb": None, "cost_per_month": 480},
+            headers=admin,
+        )
+        assert put.status_code == 200, put.text
+        await probe.wait_for(
+            "quota.usage_changed",
+            lambda e: e.data["owner"] == gina_name and e.data["limits"]["cost_per_month"] == 480,
+            timeout=10,
+        )
+        ids = await racing_launches(api, gina, "b", 200, account)
+        admitted, rejected = await all_decided(probe, ids, timeout=60)
+        assert (len(admitted), len(rejected)) == (5, 195)
+        assert {e.data["reason"] for e in rejected} == {
+            "cost_per_month budget 480.00 would be passed: 480.00 spent or committed this "
+            "month, this launch would add 96.00 (0.25/h until 2026-12-01 00:00 UTC)"
+        }
+
+        async def shown() -> bool:
+            got = (await api.client.get(f"/v1/quotas/{gina_name}", headers=gina)).json()
+            return got["usage"]["instances"] == 5 and got["usage"]["cost_this_month"] == 480.0
+
+        await wait_until(shown, timeout=20, what="usage and cost through the API")
 
 
 async def test_lowering_a_limit_blocks_launches_and_kills_nothing(
