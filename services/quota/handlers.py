@@ -1,4 +1,5 @@
-"""The quota service: decides every launch, and follows usage from instance events."""
+"""The quota service: decides every launch (count limits and the budget; holding those that
+approval rules name), and follows usage from instance events (:mod:`services.quota.following`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import structlog
 from services.quota import repository
 from services.quota.accounting import (
     HOLDS,
+    Amounts,
     Ask,
     Entry,
     Limits,
@@ -200,7 +202,7 @@ def _publish_decisions(
 
 def _publish_usages(
     uow: BatchUnitOfWork,
-    usages: dict[str, Any],
+    usages: dict[str, Amounts],
     limits: dict[str, Limits],
     costs: dict[str, Fraction],
     last_cause: dict[str, Envelope],
