@@ -431,3 +431,17 @@ async def test_placement_spells_leases_and_the_month_move_the_cost(
             "SELECT expires_at FROM ledger WHERE instance_id = $1", leased.instance_id
         )
         assert expires == datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+
+async def test_the_reconcile_loop_reports_the_new_month_on_its_own(
+    amqp_url: str, database_url: str, probe: EventProbe
+) -> None:
+    owner = owner_name("rollover")
+    clock = MovableClock(datetime(2026, 11, 30, 23, tzinfo=UTC))
+    settings = settings_for(amqp_url, database_url, QuotaSettings, quota_reconcile_interval=0.2)
+    async with quota.build(settings, clock=clock), publisher(amqp_url) as publish:
+        await publish(launch(owner, 0.5))
+        await usage_shows(probe, owner, instances=1, cost_this_month=0.5)  # 1 h to midnight
+        clock.now = datetime(2026, 12, 1, 0, 30, tzinfo=UTC)
+        # Reserved and never run: December commits 743.5 h at 0.5/h.
+        await usage_shows(probe, owner, instances=1, cost_this_month=371.75)
