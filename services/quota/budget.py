@@ -177,31 +177,38 @@ def _decimal(amount: Fraction | Decimal) -> Decimal:
 
 @dataclass(frozen=True)
 class Seen:
-    """One state change of an instance, as spells need it."""
+    """One state change of an instance, as spells need it; ``final``: terminated."""
 
     running: bool
     at: datetime
+    final: bool = False
 
 
 def follow_spells(last: Spell | None, seen: Iterable[Seen]) -> list[Spell]:
     """The spells to write after state changes ``seen`` (in order) of an instance whose latest
     spell is ``last``: each by its start, with its end as it now stands. Running opens a spell
     unless one is open or the change is older than the latest spell (a redelivery); any other
-    state closes the open spell if the change is later than its start (at the same instant it
-    may be a stop from before a restart: the spell stays open, which counts more, never
-    less)."""
+    state closes the open spell if the change is later than its start (:func:`_closes`)."""
     written: dict[datetime, Spell] = {}
     for change in seen:
         if change.running and _opens(last, change.at):
             last = Spell(change.at)
         elif not change.running and last is not None and last.ended_at is None:
-            if change.at <= last.started_at:
-                continue  # older than the spell (or as old: a stop redelivered after a restart)
+            if not _closes(last, change):
+                continue
             last = Spell(last.started_at, change.at)
         else:
             continue
         written[last.started_at] = last
     return list(written.values())
+
+
+def _closes(spell: Spell, change: Seen) -> bool:
+    """Whether a state other than running ends the open ``spell``: if it came after the spell
+    began. At the very instant it began, only a termination does (it is final); another state
+    then may be a stop from before a restart, delivered again, so the spell stays open: that
+    counts more, never less."""
+    return change.at > spell.started_at or (change.final and change.at == spell.started_at)
 
 
 def _opens(last: Spell | None, at: datetime) -> bool:

@@ -191,7 +191,8 @@ async def _write_spells(uow: BatchUnitOfWork, known: list[Received]) -> None:
         key = str(event.instance_id)
         ids[key] = event.instance_id
         running = event.new_state is InstanceState.RUNNING
-        seen.setdefault(key, []).append(Seen(running, event.observed_at))
+        final = event.new_state is InstanceState.TERMINATED
+        seen.setdefault(key, []).append(Seen(running, event.observed_at, final))
     latest = await repository.latest_spells(uow.conn, list(ids.values()))
     spells = [
         (ids[key], spell)

@@ -316,8 +316,9 @@ class QuotaBudget(RuleBasedStateMachine):
         if held is None:
             return
         last = held.spells[-1] if held.spells else None
-        spells = follow_spells(last, [Seen(False, self.now)])
+        spells = follow_spells(last, [Seen(False, self.now, final=True)])
         self._set(held, following.ended(held.entry, None) or held.entry, spells)
+        assert not self.held[held.entry.instance_id].running
         assert following.ended(self.held[held.entry.instance_id].entry, None) is None
 
     @rule(data=st.data(), more=st.sampled_from([timedelta(minutes=10), timedelta(days=3)]))

@@ -230,6 +230,12 @@ def test_a_redelivered_change_writes_nothing_new() -> None:
     assert follow_spells(closed, [Seen(False, utc(1, 11))]) == []
     # A stop older than the open spell does not close it.
     assert follow_spells(Spell(utc(1, 12)), [Seen(False, utc(1, 11))]) == []
+    # A stop at the very instant the open spell began may be from before a restart: the spell
+    # stays open; a termination then ends it.
+    assert follow_spells(Spell(utc(1, 12)), [Seen(False, utc(1, 12))]) == []
+    assert follow_spells(Spell(utc(1, 12)), [Seen(False, utc(1, 12), final=True)]) == [
+        Spell(utc(1, 12), utc(1, 12))
+    ]
     # Running again while it runs: nothing.
     assert follow_spells(Spell(utc(1, 12)), [Seen(True, utc(1, 13))]) == []
 
