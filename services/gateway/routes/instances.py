@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Annotated
 
@@ -21,20 +23,21 @@ from services.gateway.deps import (
     visible_or_404,
 )
 from services.gateway.instance_actions import NothingToDo, Refused, Withdraw, decide
-from services.gateway.leases import LeaseRefused, extended_end, lease_expired, lease_for_launch
+from services.gateway.leases import LeaseRefused, lease_expired, lease_for_launch
 from services.gateway.pagination import OwnedPage
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
-from services.gateway.repository import accounts, approvals, audit, catalogs, instances, leases
+from services.gateway.repository import accounts, approvals, audit, catalogs, instances
+from services.gateway.repository.catalogs import PricedAccount
 from services.gateway.repository.identity import User
-from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest, LeaseExtension
+from services.gateway.schemas import InstanceOut, InstancePage, LaunchRequest
 from shared import eligibility
 from shared.events import (
     InstanceAction,
     InstanceActionRequested,
     InstanceLaunchRequested,
-    InstanceLeaseExtended,
     InstanceState,
+    Lease,
     Placement,
 )
 from shared.outbox import add_to_outbox
@@ -93,23 +96,7 @@ async def launch(
             if earlier is not None:
                 return _replay(earlier, digest, response)
         now = gw.clock()
-        policy, rules = await approvals.launch_terms(conn, user.username)
-        try:
-            lease = lease_for_launch(policy, body.lease_seconds, now)
-        except LeaseRefused as refused:
-            raise HTTPException(422, str(refused)) from None
-        price = admission_price((a.sizes for a in fitting), body.cpus, body.memory_mb)
-        held_by = matching_rules(
-            rules,
-            HeldLaunch(
-                owner=user.username,
-                cpus=body.cpus,
-                memory_mb=body.memory_mb,
-                price_per_hour=price,
-                accounts=tuple((a.id, a.name) for a in fitting),
-            ),
-        )
-        deadline = now + timedelta(seconds=gw.settings.approval_timeout) if held_by else None
+        terms = await _launch_terms(conn, body, user.username, fitting, now, gw)
         instance = await instances.insert_requested(
             conn,
             instance_id=uuid.uuid4(),
@@ -118,8 +105,8 @@ async def launch(
             idempotency_key=idempotency_key,
             request_digest=digest,
             now=now,
-            expires_at=lease.expires_at if lease else None,
-            approval_deadline=deadline,
+            expires_at=terms.lease.expires_at if terms.lease else None,
+            approval_deadline=terms.approval_deadline,
         )
         if instance is None:  # a concurrent request with the same key won the insert
             earlier = await instances.by_idempotency_key(conn, user.username, idempotency_key or "")
@@ -136,10 +123,10 @@ async def launch(
                 cpus=body.cpus,
                 memory_mb=body.memory_mb,
                 placement=Placement(**body.placement.model_dump()),
-                lease=lease,
-                price_per_hour=price,
-                approval_rules=held_by,
-                approval_deadline=deadline,
+                lease=terms.lease,
+                price_per_hour=terms.price_per_hour,
+                approval_rules=terms.approval_rules,
+                approval_deadline=terms.approval_deadline,
             ),
             source=gw.runtime.bus.source,
         )
@@ -148,10 +135,54 @@ async def launch(
             actor=user.username,
             action="instance_launch_requested",
             target=str(instance.id),
-            detail={**body.model_dump(), "price_per_hour": price, "approval_rules": held_by},
+            detail={
+                **body.model_dump(),
+                "price_per_hour": terms.price_per_hour,
+                "approval_rules": terms.approval_rules,
+            },
         )
     response.headers["Location"] = f"/v1/instances/{instance.id}"
     return instance
+
+
+@dataclass(frozen=True)
+class LaunchTerms:
+    """What governs a launch beyond its request: its lease, price and the rules that hold it."""
+
+    lease: Lease | None
+    price_per_hour: float | None
+    approval_rules: list[str]
+    approval_deadline: datetime | None
+
+
+async def _launch_terms(
+    conn: asyncpg.Connection,
+    body: LaunchRequest,
+    owner: str,
+    fitting: Sequence[PricedAccount],
+    now: datetime,
+    gw: Gateway,
+) -> LaunchTerms:
+    """The lease (422 past the policy's maximum), the admission price over the accounts the
+    launch may go to, and the approval rules it matches, with their deadline."""
+    policy, rules = await approvals.launch_terms(conn, owner)
+    try:
+        lease = lease_for_launch(policy, body.lease_seconds, now)
+    except LeaseRefused as refused:
+        raise HTTPException(422, str(refused)) from None
+    price = admission_price((a.sizes for a in fitting), body.cpus, body.memory_mb)
+    held_by = matching_rules(
+        rules,
+        HeldLaunch(
+            owner=owner,
+            cpus=body.cpus,
+            memory_mb=body.memory_mb,
+            price_per_hour=price,
+            accounts=tuple((a.id, a.name) for a in fitting),
+        ),
+    )
+    deadline = now + timedelta(seconds=gw.settings.approval_timeout) if held_by else None
+    return LaunchTerms(lease, price, held_by, deadline)
 
 
 def _replay(earlier: tuple[InstanceOut, str], digest: str, response: Response) -> InstanceOut:
@@ -268,55 +299,3 @@ async def reboot(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) ->
 @router.delete("/{instance_id}", status_code=202, response_model=InstanceOut, responses=NOT_FOUND)
 async def terminate(instance_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> InstanceOut:
     return await _act(instance_id, InstanceAction.TERMINATE, user, db, gw)
-
-
-# States where a lease means nothing any more: the instance is gone, or never was.
-_ENDED = frozenset({InstanceState.TERMINATED, InstanceState.REJECTED, InstanceState.DENIED})
-
-
-@router.post(
-    "/{instance_id}/extend",
-    response_model=InstanceOut,
-    responses={
-        **NOT_FOUND,
-        409: {"description": "the instance has no lease, or has ended"},
-        422: {"description": "past the lease policy's maximum"},
-    },
-)
-async def extend_lease(
-    instance_id: str, body: LeaseExtension, user: CurrentUser, db: Db, gw: GatewayDep
-) -> InstanceOut:
-    """Move the lease's end to max(its end, now) + ``seconds``, within the owner's policy."""
-    async with gw.outbox.transaction(db) as conn:
-        found = await visible_or_404(
-            partial(instances.visible_instance, conn), "instance", instance_id, user, lock=True
-        )
-        if found.expires_at is None:
-            raise HTTPException(409, "This instance has no lease to extend.")
-        if InstanceState(found.state) in _ENDED:
-            raise HTTPException(
-                409, f"Cannot extend the lease of an instance that is {found.state}."
-            )
-        now = gw.clock()
-        try:
-            end = extended_end(
-                await leases.policy_of(conn, found.owner), found.expires_at, body.seconds, now
-            )
-        except LeaseRefused as refused:
-            raise HTTPException(422, str(refused)) from None
-        await instances.extend_lease(conn, found.id, end, now)
-        await add_to_outbox(
-            conn,
-            InstanceLeaseExtended(
-                instance_id=found.id, owner=found.owner, expires_at=end, extended_by=user.username
-            ),
-            source=gw.runtime.bus.source,
-        )
-        await audit.record(
-            conn,
-            actor=user.username,
-            action="instance_lease_extended",
-            target=str(found.id),
-            detail={"seconds": body.seconds, "expires_at": end.isoformat()},
-        )
-        return found.model_copy(update={"expires_at": end, "updated_at": now})
