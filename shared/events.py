@@ -168,6 +168,11 @@ class LaunchFields(InstanceEvent):
     approval_rules: list[str] = Field(default_factory=list)
     # When an unanswered approval is denied (None: no approval needed).
     approval_deadline: datetime | None = None
+    # A member of a deployment: which, and in which group (None: a launch of its own).
+    deployment_id: uuid.UUID | None = None
+    group: str | None = None
+    # No two instances of the group on one account (or region).
+    spread: Literal["accounts", "regions"] | None = None
 
 
 class InstanceLaunchRequested(LaunchFields):
@@ -177,7 +182,8 @@ class InstanceLaunchRequested(LaunchFields):
     AUDIENCE = Audience.PUBLIC
     # 1.0: first version
     # 1.1: added lease, price_per_hour, approval_rules, approval_deadline
-    VERSION = "1.1"
+    # 1.2: added deployment_id, group, spread
+    VERSION = "1.2"
 
 
 class InstanceRejected(InstanceEvent):
@@ -337,7 +343,8 @@ class InstanceLaunchAdmitted(LaunchFields):
     AUDIENCE = Audience.INTERNAL
     # 1.0: first version
     # 1.1: added lease, price_per_hour, approval_rules, approval_deadline
-    VERSION = "1.1"
+    # 1.2: added deployment_id, group, spread
+    VERSION = "1.2"
 
     @classmethod
     def of(cls, requested: InstanceLaunchRequested) -> InstanceLaunchAdmitted:
@@ -593,6 +600,150 @@ class InstanceLeaseExpired(InstanceEvent):
 
     expires_at: datetime
     on_expiry: Literal["stop", "terminate"]
+
+
+class DeploymentMember(BaseModel):
+    """One instance of a deployment, as the gateway made it from the template: what its launch
+    asks for and the governance terms it was admitted under."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    instance_id: uuid.UUID
+    group: str
+    name: str
+    image: str
+    cpus: int
+    memory_mb: int
+    placement: Placement = Field(default_factory=Placement)
+    spread: Literal["accounts", "regions"] | None = None
+    lease: Lease | None = None
+    price_per_hour: float | None = None
+    approval_rules: list[str] = Field(default_factory=list)
+
+
+class DeploymentEvent(Event):
+    """An event about one deployment (not an event itself: no TOPIC); its id is the subject,
+    which deployment-ordered handlers keep order by."""
+
+    SUBJECT_FIELD = "deployment_id"
+
+    deployment_id: uuid.UUID
+    owner: str
+
+
+class DeploymentRequested(DeploymentEvent):
+    """A user asked for a deployment: every member it starts with. Internal: quota admits or
+    refuses it whole."""
+
+    TOPIC = "deployment.requested"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    name: str
+    template: dict[str, Any]  # the template with its parameters substituted
+    members: list[DeploymentMember]
+    approval_deadline: datetime | None = None
+
+
+class DeploymentAdmitted(DeploymentEvent):
+    """Quota reserved room for every member of a deployment (``held``: members that approval
+    rules hold until an admin answers). Internal: the scheduler orchestrates it."""
+
+    TOPIC = "deployment.admitted"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    name: str
+    template: dict[str, Any]
+    members: list[DeploymentMember]
+    held: list[uuid.UUID] = Field(default_factory=list)
+
+
+class DeploymentRefused(DeploymentEvent):
+    """Quota refused a deployment whole; ``reason`` names the group and the limit. Internal."""
+
+    TOPIC = "deployment.refused"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    name: str
+    reason: str
+
+
+class DeploymentScaleRequested(DeploymentEvent):
+    """A user asked for ``count`` instances in ``group``; ``added`` are the new members when
+    that is more than there are. Internal: quota admits the added ones as one unit."""
+
+    TOPIC = "deployment.scale_requested"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    group: str
+    count: int
+    added: list[DeploymentMember] = Field(default_factory=list)
+    requested_by: str
+    approval_deadline: datetime | None = None
+
+
+class DeploymentScaleAdmitted(DeploymentEvent):
+    """Quota admitted a scaling (nothing to reserve when it scales down). Internal."""
+
+    TOPIC = "deployment.scale_admitted"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    group: str
+    count: int
+    added: list[DeploymentMember] = Field(default_factory=list)
+    held: list[uuid.UUID] = Field(default_factory=list)
+
+
+class DeploymentScaleRefused(DeploymentEvent):
+    """Quota refused a scaling up whole; the deployment keeps what it has. Internal."""
+
+    TOPIC = "deployment.scale_refused"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    group: str
+    count: int
+    added: list[uuid.UUID]
+    reason: str
+
+
+class DeploymentDeleteRequested(DeploymentEvent):
+    """A user asked for a deployment to be deleted. Internal: the scheduler ends its members,
+    last group first."""
+
+    TOPIC = "deployment.delete_requested"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    requested_by: str
+
+
+class DeploymentStateChanged(DeploymentEvent):
+    """A deployment moved from one state to another. ``reason`` says why it was rejected, is
+    degraded or failed; ``failed`` names the members that failed."""
+
+    TOPIC = "deployment.state_changed"
+    AUDIENCE = Audience.PUBLIC
+    # 1.0: first version
+    VERSION = "1.0"
+
+    name: str
+    old_state: str | None
+    new_state: str
+    reason: str | None = None
+    failed: list[uuid.UUID] = Field(default_factory=list)
+    observed_at: datetime
 
 
 CATALOG: tuple[type[Event], ...] = tuple(_REGISTERED)

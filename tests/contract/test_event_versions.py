@@ -15,7 +15,7 @@ from shared.events import CATALOG, Event
 
 PINNED = {
     "ServiceHeartbeat": "1.1-f0385e66d23119bd",
-    "InstanceLaunchRequested": "1.1-05d4847b51639cac",
+    "InstanceLaunchRequested": "1.2-a4dc55954ea66865",
     "InstanceRejected": "1.0-bcf6b78ab940f30b",
     "InstancePlaced": "1.2-0c2765f827a9368c",
     "InstanceFailed": "1.0-533a75836fc04052",
@@ -24,7 +24,7 @@ PINNED = {
     "InstanceOwnerChanged": "1.0-da580951d8007a97",
     "ProviderAccountChanged": "1.1-57e954717161cd31",
     "ProviderAccountHealth": "1.0-30096565dfd8e83c",
-    "InstanceLaunchAdmitted": "1.1-05d4847b51639cac",
+    "InstanceLaunchAdmitted": "1.2-a4dc55954ea66865",
     "QuotaLimitsSet": "1.1-972c7d4e687f54fb",
     "QuotaUsageChanged": "1.1-c24fdeba419bb315",
     "WebhookChanged": "2.0-3179f4d423db6137",
@@ -37,6 +37,14 @@ PINNED = {
     "InstanceLeaseExtended": "1.0-5b0115860226f14b",
     "InstanceLeaseExpiring": "1.0-1d286a750ac1d85e",
     "InstanceLeaseExpired": "1.0-1d286a750ac1d85e",
+    "DeploymentRequested": "1.0-6e8794e050d6aacf",
+    "DeploymentAdmitted": "1.0-c2bc24cd638026ab",
+    "DeploymentRefused": "1.0-476d9ef6d57b6864",
+    "DeploymentScaleRequested": "1.0-9ad2c5b320c97771",
+    "DeploymentScaleAdmitted": "1.0-2b55aecbcdab4a89",
+    "DeploymentScaleRefused": "1.0-a6bfc00315e7f853",
+    "DeploymentDeleteRequested": "1.0-368fa9df4f034c60",
+    "DeploymentStateChanged": "1.0-5f43a23b9d7e2cd3",
 }
 
 # The public contract: routing key → the fields ``data`` has at least.
@@ -76,6 +84,7 @@ CONTRACT_TOPICS = {
     "instance.approval_requested": {"instance_id", "owner", "cpus", "memory_mb"},
     "instance.approved": {"instance_id", "owner"},
     "instance.denied": {"instance_id", "owner"},
+    "deployment.state_changed": {"deployment_id", "owner", "new_state"},
 }
 
 
