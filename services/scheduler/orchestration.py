@@ -15,6 +15,10 @@ to launch is ``LAUNCHING`` from then on, one asked to end is ``TERMINATING``).
   ``keep``) are cancelled: the caller gives their reservations back.
 - Deleting terminates the last wave first, each wave once the later ones are gone, and ends
   ``deleted``.
+- A member held for approval waits like any other but is not launched until approved; one
+  denied rolls the whole deployment back, whatever ``on_failure`` says.
+- A member removed by scaling down is terminated (or cancelled, never launched) and counts no
+  more towards its group.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.templates import Template
 
@@ -35,6 +39,19 @@ class MemberState(enum.StrEnum):
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     CANCELLED = "cancelled"  # never launched: its reservation is given back
+    NOT_LAUNCHED = "not_launched"  # its launch failed: no node anywhere, nothing to end
+    DENIED = "denied"  # held for approval and denied: never launched, quota released it
+
+
+# What an instance event makes of a member (see :func:`observed`).
+_FINAL_MEMBER = frozenset(
+    {
+        MemberState.TERMINATED,
+        MemberState.CANCELLED,
+        MemberState.NOT_LAUNCHED,
+        MemberState.DENIED,
+    }
+)
 
 
 # What a rollback or a deletion terminates: whatever may have a node.
@@ -62,6 +79,10 @@ class Member:
     state: MemberState
     # Set once the member failed, and kept while a rollback terminates it.
     failure: str | None = None
+    # Held for approval: waiting, but not launched until approved.
+    held: bool = False
+    # Removed by scaling down: ended, and no longer part of its group.
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,20 +105,31 @@ def next_steps(
     members = tuple(members)
     if state in FINAL or state is DeploymentState.REQUESTED:
         return Steps(state)
-    by_group = _by_group(template, members)
     if deleting:
-        return _deleting(template, by_group)
-    failed = [m for m in members if m.failure is not None]
-    if failed and template.on_failure == "rollback":
+        return _deleting(template, _by_group(template, members))
+    kept = tuple(m for m in members if not m.removed)
+    failed = [m for m in kept if m.failure is not None]
+    denied = any(m.state is MemberState.DENIED for m in kept)
+    if failed and (template.on_failure == "rollback" or denied):
         return _rolling_back(members, failed)
-    return _creating(template, by_group, failed)
+    steps = _creating(template, _by_group(template, kept), failed)
+    return _removing(steps, [m for m in members if m.removed])
+
+
+def _removing(steps: Steps, removed: list[Member]) -> Steps:
+    """Members removed by scaling down: end those that may have a node, cancel the rest."""
+    ending = tuple(m.instance_id for m in removed if m.state in _ENDABLE)
+    cancel = tuple(m.instance_id for m in removed if m.state is MemberState.WAITING)
+    if not ending and not cancel:
+        return steps
+    return replace(steps, terminate=steps.terminate + ending, cancel=steps.cancel + cancel)
 
 
 def _creating(template: Template, by_group: _Grouped, failed: list[Member]) -> Steps:
     ready = {g for g, ms in by_group.items() if ms and all(_up(m) for m in ms)}
     blocked = _blocked_by(template, {m.group for m in failed})
     startable = [g.name for g in template.groups if set(g.after) <= ready and g.name not in blocked]
-    launch = _waiting(by_group, startable)
+    launch = _waiting(by_group, startable, held=False)
     cancel = _waiting(by_group, [g.name for g in template.groups if g.name in blocked])
     members = [m for ms in by_group.values() for m in ms]
     if launch or any(m.state is MemberState.LAUNCHING for m in members):
@@ -118,9 +150,15 @@ def _up(member: Member) -> bool:
     return member.state is MemberState.RUNNING
 
 
-def _waiting(by_group: _Grouped, groups: Iterable[str]) -> tuple[uuid.UUID, ...]:
+def _waiting(
+    by_group: _Grouped, groups: Iterable[str], *, held: bool = True
+) -> tuple[uuid.UUID, ...]:
+    """Members of ``groups`` not launched yet (without the held ones unless ``held``)."""
     return tuple(
-        m.instance_id for g in groups for m in by_group[g] if m.state is MemberState.WAITING
+        m.instance_id
+        for g in groups
+        for m in by_group[g]
+        if m.state is MemberState.WAITING and (held or not m.held)
     )
 
 
@@ -173,3 +211,22 @@ def _failure_reason(failed: list[Member], blocked: set[str]) -> str:
     if blocked:
         named += f"; not started because a group they wait for failed: {', '.join(sorted(blocked))}"
     return named
+
+
+def observed(state: MemberState, seen: str) -> MemberState:
+    """A member's state once an instance event is seen: ``seen`` is the instance's new state
+    (``running``, ``error``, ``terminated`` …) or ``failed`` (instance.failed: never placed).
+    A final state stays; a member asked to end ends, whatever failed on the way."""
+    if state in _FINAL_MEMBER:
+        return state
+    if seen == "terminated":
+        return MemberState.TERMINATED
+    if state is MemberState.TERMINATING:
+        return MemberState.TERMINATED if seen == "failed" else state
+    if seen == "failed":
+        return MemberState.NOT_LAUNCHED
+    if seen == "error":
+        return MemberState.FAILED
+    if seen == "running" and state is MemberState.LAUNCHING:
+        return MemberState.RUNNING
+    return state

@@ -12,6 +12,7 @@ from services.scheduler.orchestration import (
     Member,
     Steps,
     next_steps,
+    observed,
 )
 from services.scheduler.orchestration import (
     MemberState as M,
@@ -47,12 +48,24 @@ class Deployment:
         }
         self.states = {name: M.WAITING for name in self.ids} | states
         self.failures: dict[str, str] = {}
+        self.held: set[str] = set()
+        self.removed: set[str] = set()
 
     def fail(self, name: str, why: str, state: M = M.FAILED) -> None:
         self.states[name], self.failures[name] = state, why
 
     def members(self) -> list[Member]:
-        return [Member(self.ids[n], n[:-1], self.states[n], self.failures.get(n)) for n in self.ids]
+        return [
+            Member(
+                self.ids[n],
+                n[:-1],
+                self.states[n],
+                self.failures.get(n),
+                held=n in self.held,
+                removed=n in self.removed,
+            )
+            for n in self.ids
+        ]
 
     def of(self, *names: str) -> tuple[uuid.UUID, ...]:
         return tuple(self.ids[n] for n in names)
@@ -152,3 +165,80 @@ def test_deleting_a_degraded_deployment_ends_its_failed_members_too() -> None:
     d = Deployment(db0=M.RUNNING, app0=M.RUNNING, web0=M.RUNNING)
     d.fail("web1", "error in the cloud")
     assert steps(d, deleting=True, state=D.DEGRADED).terminate == d.of("web0", "web1")
+
+
+def test_a_held_member_waits_for_approval_and_holds_its_group_back() -> None:
+    d = Deployment(db0=M.RUNNING, app0=M.RUNNING)
+    d.held.add("web1")
+    assert steps(d) == Steps(D.CREATING, launch=d.of("web0"))
+    d.states["web0"] = M.RUNNING
+    assert steps(d) == Steps(D.CREATING)  # not running until web1 is approved and up
+    d.held.clear()
+    assert steps(d) == Steps(D.CREATING, launch=d.of("web1"))
+
+
+def test_a_held_member_is_cancelled_with_the_rest_when_deleted() -> None:
+    d = Deployment(db0=M.RUNNING)
+    d.held.add("app0")
+    assert steps(d, deleting=True).cancel == d.of("web0", "web1", "app0")  # template order
+
+
+def test_a_denied_member_rolls_back_even_under_keep() -> None:
+    d = Deployment(db0=M.RUNNING, app0=M.RUNNING, web0=M.RUNNING)
+    d.fail("web1", "denied by admin: too big", M.DENIED)
+    first = steps(d, on_failure="keep")
+    assert first.state is D.CREATING
+    assert first.terminate == d.of("db0", "app0", "web0")  # web1 never had a node
+    assert "denied by admin: too big" in (first.reason or "")
+    d.states.update(db0=M.TERMINATED, app0=M.TERMINATED, web0=M.TERMINATED)
+    final = steps(d, on_failure="keep")
+    assert final.state is D.FAILED and final.failed == d.of("web1")
+
+
+def test_a_member_whose_launch_failed_has_nothing_to_terminate() -> None:
+    d = Deployment(db0=M.RUNNING, app0=M.RUNNING, web0=M.RUNNING)
+    d.fail("web1", "no candidate account could launch it", M.NOT_LAUNCHED)
+    rollback = steps(d)
+    assert rollback.terminate == d.of("db0", "app0", "web0")
+    kept = steps(d, on_failure="keep")
+    assert kept.state is D.DEGRADED and kept.failed == d.of("web1") and kept.terminate == ()
+
+
+def test_scaling_down_ends_the_removed_and_stays_running() -> None:
+    d = Deployment(db0=M.RUNNING, app0=M.RUNNING, web0=M.RUNNING, web1=M.RUNNING)
+    d.removed.add("web1")
+    assert steps(d, state=D.RUNNING) == Steps(D.RUNNING, terminate=d.of("web1"))
+    d.states["web1"] = M.TERMINATING
+    assert steps(d, state=D.RUNNING) == Steps(D.RUNNING)
+    d.states["web1"] = M.TERMINATED
+    assert steps(d, state=D.RUNNING) == Steps(D.RUNNING)
+
+
+def test_a_removed_member_never_launched_is_cancelled_and_its_failure_forgotten() -> None:
+    d = Deployment(db0=M.RUNNING, app0=M.RUNNING, web0=M.RUNNING)
+    d.removed.add("web1")
+    assert steps(d) == Steps(D.RUNNING, cancel=d.of("web1"))
+    d.fail("web1", "error in the cloud")  # a removed member failing fails nothing
+    assert steps(d) == Steps(D.RUNNING, terminate=d.of("web1"))
+
+
+def test_scaling_up_launches_the_added_members_once_their_group_may_start() -> None:
+    d = Deployment(db0=M.RUNNING, app0=M.RUNNING, web0=M.RUNNING)
+    assert steps(d, state=D.RUNNING) == Steps(D.CREATING, launch=d.of("web1"))
+
+
+def test_what_instance_events_make_of_a_member() -> None:
+    assert observed(M.LAUNCHING, "pending") is M.LAUNCHING
+    assert observed(M.LAUNCHING, "running") is M.RUNNING
+    assert observed(M.LAUNCHING, "error") is M.FAILED
+    assert observed(M.LAUNCHING, "failed") is M.NOT_LAUNCHED
+    assert observed(M.RUNNING, "terminated") is M.TERMINATED
+    assert observed(M.RUNNING, "stopped") is M.RUNNING
+    # Asked to end: it ends, whatever else is seen on the way.
+    assert observed(M.TERMINATING, "running") is M.TERMINATING
+    assert observed(M.TERMINATING, "error") is M.TERMINATING
+    assert observed(M.TERMINATING, "failed") is M.TERMINATED
+    # Final states stay: a late event cannot bring a member back.
+    for final in (M.TERMINATED, M.CANCELLED, M.NOT_LAUNCHED, M.DENIED):
+        assert observed(final, "running") is final
+        assert observed(final, "failed") is final
