@@ -66,8 +66,10 @@ def refusal(usage: Amounts, limits: Limits, request: Amounts) -> str | None:
 
 
 def limit_of(reason: str) -> str:
-    """The resource whose limit a :func:`refusal` names (its first word)."""
-    return reason.split(" ", 1)[0]
+    """The resource whose limit a :func:`refusal` names (its first word), also behind the group
+    a deployment's refusal starts with (``web: cpus limit …``: :mod:`services.quota.units`)."""
+    first, _, rest = reason.partition(" ")
+    return rest.split(" ", 1)[0] if first.endswith(":") else first
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Entry:
     price: Decimal | None = None  # per hour: admitted at, then placed at
     expires_at: datetime | None = None  # its lease's end
     awaiting: bool = False  # reserved, held for an approval
+    deployment_id: uuid.UUID | None = None  # a member of a deployment, admitted with it
 
     @property
     def holds(self) -> bool:
