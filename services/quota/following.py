@@ -204,7 +204,9 @@ async def _write_spells(uow: BatchUnitOfWork, known: list[Received]) -> None:
 
 async def admit_approved(received: list[Received], uow: BatchUnitOfWork) -> None:
     """An approved launch goes on: its kept launch is admitted (to its entry's owner now), once;
-    an entry no longer awaiting approval (approved already, denied) changes nothing."""
+    an approved member of a deployment is only no longer held (the scheduler's orchestrator
+    launches it); an entry no longer awaiting approval (approved already, denied) changes
+    nothing."""
     ids = [r.event.instance_id for r in received]
     entries = await repository.entries(uow.conn, ids)
     kept = await repository.kept_launches(uow.conn, ids)
@@ -213,6 +215,11 @@ async def admit_approved(received: list[Received], uow: BatchUnitOfWork) -> None
         event: InstanceApproved = item.event
         key = str(event.instance_id)
         entry, launch = entries.get(key), kept.pop(key, None)
+        if entry is not None and entry.awaiting and entry.deployment_id is not None:
+            entries[key] = replace(entry, awaiting=False)
+            changed.append(entries[key])
+            log.info("approved_member_unheld", instance_id=key, decided_by=event.decided_by)
+            continue
         if entry is None or not entry.awaiting or launch is None:
             log.info("approval_ignored", instance_id=key, awaiting=bool(entry and entry.awaiting))
             continue

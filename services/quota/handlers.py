@@ -1,5 +1,6 @@
 """The quota service: decides every launch (count limits and the budget; holding those that
-approval rules name), and follows usage from instance events (:mod:`services.quota.following`)."""
+approval rules name), admits deployments as one unit (:mod:`services.quota.deployments`), and
+follows usage from instance events (:mod:`services.quota.following`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from services.quota.accounting import (
     transfer,
 )
 from services.quota.budget import money
+from services.quota.deployments import admit_deployments
 from services.quota.following import (
     admit_approved,
     follow_failures,
@@ -37,6 +39,8 @@ from services.quota.reporting import costs_at, reported, usage_event
 from shared import tracing
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
+    DeploymentRequested,
+    DeploymentScaleRequested,
     Envelope,
     InstanceApprovalRequested,
     InstanceApproved,
@@ -280,6 +284,15 @@ SUBSCRIPTIONS = (
         name="decide_launch",
         order_by=OrderKey.OWNER,
         dedupe=False,
+    ),
+    # A deployment's members (or a scaling's added ones) as one unit, under the same lock of the
+    # owner's usage as launches. With inbox rows: a scaling down reserves nothing, so only the
+    # inbox knows it was answered.
+    Subscription(
+        (DeploymentRequested, DeploymentScaleRequested),
+        batch_handler=admit_deployments,
+        name="admit_deployment",
+        order_by=OrderKey.OWNER,
     ),
     Subscription(
         InstancePlaced,

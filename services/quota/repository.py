@@ -93,9 +93,10 @@ async def record_many(
     """New ledger entries; ``kept``: the launches held for an approval, by instance id."""
     await conn.execute(
         """INSERT INTO ledger (instance_id, owner, cpus, memory_mb, status, price_per_hour,
-                               expires_at, awaiting_approval, launch)
+                               expires_at, awaiting_approval, launch, deployment_id)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[],
-                                $6::numeric[], $7::timestamptz[], $8::bool[], $9::jsonb[])""",
+                                $6::numeric[], $7::timestamptz[], $8::bool[], $9::jsonb[],
+                                $10::uuid[])""",
         [e.instance_id for e in entries],
         [e.owner for e in entries],
         [e.amounts.cpus for e in entries],
@@ -105,6 +106,7 @@ async def record_many(
         [e.expires_at for e in entries],
         [e.awaiting for e in entries],
         [_json(kept.get(e.instance_id)) for e in entries],
+        [e.deployment_id for e in entries],
     )
 
 
@@ -137,7 +139,7 @@ async def entries(conn: asyncpg.Connection, instance_ids: list[uuid.UUID]) -> di
     """Ledger entries by instance id, locked in id order."""
     rows = await conn.fetch(
         """SELECT instance_id, owner, status, cpus, memory_mb, price_per_hour, expires_at,
-                  awaiting_approval
+                  awaiting_approval, deployment_id
            FROM ledger WHERE instance_id = ANY($1::uuid[]) ORDER BY instance_id FOR UPDATE""",
         instance_ids,
     )
@@ -150,6 +152,7 @@ async def entries(conn: asyncpg.Connection, instance_ids: list[uuid.UUID]) -> di
             r["price_per_hour"],
             r["expires_at"],
             r["awaiting_approval"],
+            r["deployment_id"],
         )
         for r in rows
     }
