@@ -6,20 +6,21 @@ from typing import Annotated
 
 import typer
 
-from boreas_cli import admin, config, context, governance, instances, prompts, tail
+from boreas_cli import admin, config, context, deployments, governance, instances, prompts, tail
 from boreas_cli.client import Api
 from boreas_cli.errors import CliError, ExitCode
 from boreas_cli.output import Format, OutputOption, emit_list, emit_record, field, say, when
 
 app = typer.Typer(
     name="boreas",
-    help="Boreas from the command line: instances on shared cloud accounts, events, and the "
-    "admin's users, accounts, grants, quotas, lease policies, approval rules and usage. Exit "
-    "codes: docs/cli.md.",
+    help="Boreas from the command line: instances on shared cloud accounts, deployments of them, "
+    "events, and the admin's users, accounts, grants, quotas, lease policies, approval rules and "
+    "usage. Exit codes: docs/cli.md.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 app.add_typer(instances.app, name="instances")
+app.add_typer(deployments.app, name="deployments")
 app.add_typer(tail.app, name="events")
 app.add_typer(admin.users, name="users")
 app.add_typer(admin.accounts, name="accounts")

@@ -46,6 +46,8 @@ def problem_message(status: int, body: Any, reason: str) -> str:
     errors = _field_errors(body)
     if len(errors) > 1:  # the detail names the first only
         message = f"{title}:" + "".join(f"\n  {_field_error(e)}" for e in errors)
+    elif errors and _field_error(errors[0]) not in message:  # said otherwise: say where too
+        message += f"\n  {_field_error(errors[0])}"
     if status == 401:
         message += "\nLog in with `boreas login` (or set BOREAS_TOKEN)."
     return message
@@ -56,7 +58,10 @@ def _field_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _field_error(error: dict[str, Any]) -> str:
-    """``where: what`` of one validation error (its ``loc`` path joined by dots)."""
+    """``where: what`` of one validation error: its JSON Pointer (a template's problems), or
+    its ``loc`` path joined by dots (a request the gateway's schema refused)."""
+    if "pointer" in error:
+        return f"{error['pointer'] or '/'}: {error.get('message', '')}"
     return f"{'.'.join(str(part) for part in error.get('loc', []))}: {error.get('msg', '')}"
 
 

@@ -47,6 +47,7 @@ COLUMNS: list[Column] = [
 OPTIONAL_COLUMNS: list[tuple[str, Column]] = [
     ("expires_at", ("EXPIRES", lambda i: when(i.get("expires_at")))),
     ("price_per_hour", ("PRICE/H", lambda i: money(i.get("price_per_hour")))),
+    ("group", ("GROUP", field("group"))),  # a deployment's instance: its group
 ]
 # Where an instance that is asked to do something should end up.
 TARGETS = {
@@ -73,8 +74,8 @@ Comment = Annotated[
 
 
 def columns(instances: list[dict[str, Any]]) -> list[Column]:
-    """The columns of a table of ``instances``: the lease's end and the price per hour too when
-    any of them has one."""
+    """The columns of a table of ``instances``: the lease's end, the price per hour and the
+    deployment group too when any of them has one."""
     return COLUMNS + [
         column for key, column in OPTIONAL_COLUMNS if any(i.get(key) is not None for i in instances)
     ]
