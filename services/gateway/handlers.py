@@ -8,11 +8,21 @@ from typing import Any
 
 import asyncpg
 
-from services.gateway.repository import accounts, catalogs, feed, instances, quotas, webhooks
+from services.gateway.repository import (
+    accounts,
+    catalogs,
+    deployments,
+    feed,
+    instances,
+    quotas,
+    webhooks,
+)
 from services.gateway.repository import status as repository
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
     PUBLIC,
+    DeploymentScaleRefused,
+    DeploymentStateChanged,
     InstanceApprovalRequested,
     InstanceDenied,
     InstanceFailed,
@@ -76,7 +86,8 @@ async def record_failure(event: InstanceFailed, conn: asyncpg.Connection, now: d
         conn,
         event.instance_id,
         now=now,
-        only_from=("requested", "pending"),
+        # awaiting_approval: a member of a deployment cancelled while held
+        only_from=("requested", "awaiting_approval", "pending"),
         state="error",
         reason=event.reason,
     )
@@ -154,6 +165,38 @@ async def record_lease_extended(
     await instances.extend_lease(conn, event.instance_id, event.expires_at, now)
 
 
+async def record_deployment_state(
+    event: DeploymentStateChanged, conn: asyncpg.Connection, now: datetime
+) -> None:
+    """The deployment's state as the orchestrator saw it last; a rejected one's members that
+    quota never admitted are rejected with it."""
+    applied = await deployments.apply_state_change(
+        conn,
+        event.deployment_id,
+        new_state=event.new_state,
+        reason=event.reason,
+        failed=event.failed,
+        observed_at=event.observed_at,
+        now=now,
+    )
+    if applied and event.new_state == "rejected":
+        await deployments.reject_members(conn, event.deployment_id, event.reason or "rejected", now)
+
+
+async def record_scale_refused(
+    event: DeploymentScaleRefused, uow: UnitOfWork, *, clock: Clock
+) -> None:
+    """Quota refused a scaling up: the members it would have added are rejected, and the group
+    is shown at the count it had, unless it has been scaled again since."""
+    now = clock()
+    await deployments.reject_members(
+        uow.conn, event.deployment_id, event.reason, now, only=event.added
+    )
+    await deployments.restore_count(
+        uow.conn, event.deployment_id, event.group, event.count, event.count - len(event.added), now
+    )
+
+
 # How each public event moves the read model (instance.launch_requested: the route wrote it).
 READ_MODEL: dict[type, Callable[[Any, asyncpg.Connection, datetime], Awaitable[None]]] = {
     InstanceRejected: record_rejection,
@@ -162,6 +205,7 @@ READ_MODEL: dict[type, Callable[[Any, asyncpg.Connection, datetime], Awaitable[N
     InstanceStateChanged: record_state_change,
     QuotaUsageChanged: record_usage,
     InstanceLeaseExtended: record_lease_extended,
+    DeploymentStateChanged: record_deployment_state,
     # instance.approval_requested: record_approval_requested (it may publish). instance.approved
     # and instance.denied: the route (or the timeout loop) that published them moved the row in
     # the same transaction.
@@ -222,6 +266,8 @@ SUBSCRIPTIONS = (
         concurrency=1,
         max_batch=500,
     ),
+    # Its own deployment's events in order (a later scaling restores nothing it should not).
+    Subscription(DeploymentScaleRefused, record_scale_refused, order_by=OrderKey.INSTANCE),
     # Idempotent by the report's event id (its primary key), and a log: no order needed.
     Subscription(WebhookDeliveryAttempted, record_delivery_attempt, order_by=None, dedupe=False),
     # Applied only if its poll is the newest seen: any order gives the same result.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.gateway.schemas import PlacementIn, ProviderAccountView
+from services.gateway.schemas import ProviderAccountView
 from shared import eligibility
 
 
@@ -14,7 +14,7 @@ class PlacementRefused(ValueError):
     pass
 
 
-def check_placement(placement: PlacementIn, granted: Sequence[ProviderAccountView]) -> None:
+def check_placement(placement: eligibility.Wanted, granted: Sequence[ProviderAccountView]) -> None:
     """Raise PlacementRefused, saying why, unless some granted account fits the placement."""
     if eligibility.eligible(granted, placement):
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.pagination import BadCursor
 from shared.db import TRANSIENT_DB_ERRORS
+from shared.templates import Problem
 
 log = structlog.get_logger(__name__)
 
@@ -22,6 +24,16 @@ PROBLEM_JSON = "application/problem+json"
 # What a route declares under ``responses=`` (the OpenAPI generator fills in the problem body).
 Responses = dict[int | str, dict[str, Any]]
 ADMINS_ONLY: Responses = {403: {"description": "only an admin may do this"}}
+
+
+class FieldsRefused(Exception):
+    """A request refused field by field: 422 with ``errors``, each a JSON Pointer from the body's
+    root and what is wrong there (``problems``, shared.templates.Problem-like), ``detail`` naming
+    the first."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{p.pointer or '/'}: {p.message}" for p in self.problems))
 
 
 def problem(
@@ -80,6 +92,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "A value in the request cannot be stored or searched for.")
 
     app.add_exception_handler(asyncpg.exceptions.DataError, value_refused_by_database)
+
+    @app.exception_handler(FieldsRefused)
+    async def fields_refused(request: Request, exc: FieldsRefused) -> JSONResponse:
+        first = exc.problems[0] if exc.problems else Problem("", "invalid request")
+        return problem(
+            422,
+            f"{first.pointer or '/'}: {first.message}",
+            title="Invalid request",
+            errors=[{"pointer": p.pointer, "message": p.message} for p in exc.problems],
+        )
 
     @app.exception_handler(BadCursor)
     async def bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:

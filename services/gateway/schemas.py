@@ -176,6 +176,63 @@ class InstanceOut(BaseModel):
     price_per_hour: float | None = None
     # When a launch held for approval is denied if nobody answers (None: no approval asked).
     approval_deadline: datetime | None = None
+    # A member of a deployment: which, and in which group (None: a launch of its own).
+    deployment_id: uuid.UUID | None = None
+    group: str | None = None
+
+
+# Short enough that its members' names, <deployment>-<group>-<n>, are DNS labels too.
+DeploymentName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$")]
+
+
+class DeploymentRequest(Strict):
+    """A deployment: its template (docs/deployment-template.schema.json) and the parameters
+    substituted into its string fields (``{{ name }}``)."""
+
+    name: DeploymentName
+    template: dict[str, Any]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentScale(Strict):
+    group: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)]
+    count: Annotated[int, Field(ge=1, le=100)]
+
+
+class MemberOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    state: str
+
+
+class GroupOut(BaseModel):
+    name: str
+    # The instances the group is to have (as last asked, by the template or a scaling).
+    count: int
+    after: list[str]
+    spread: Literal["accounts", "regions"] | None
+    # Every instance the group ever had, the first first (ended ones too).
+    instances: list[MemberOut]
+
+
+class DeploymentOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    owner: str
+    state: str
+    reason: str | None
+    # The members that failed (by id).
+    failed: list[uuid.UUID]
+    on_failure: Literal["rollback", "keep"]
+    parameters: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    groups: list[GroupOut]
+
+
+class DeploymentPage(BaseModel):
+    items: list[DeploymentOut]
+    next_cursor: str | None
 
 
 class InstancePage(BaseModel):

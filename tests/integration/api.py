@@ -97,6 +97,14 @@ class Api:
         body.update(overrides)
         return await self.client.post("/v1/instances", json=body, headers=headers)
 
+    async def deploy(
+        self, headers: dict, template: dict, *, name: str = "shop", **fields: object
+    ) -> httpx.Response:
+        """POST /v1/deployments (JSON) of ``template`` named ``name``; ``fields``: the rest of
+        the body (``parameters``)."""
+        body = {"name": name, "template": template, **fields}
+        return await self.client.post("/v1/deployments", json=body, headers=headers)
+
 
 class FakeClock:
     """A clock the test moves by hand."""

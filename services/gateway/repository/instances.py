@@ -15,7 +15,7 @@ from services.gateway.schemas import InstanceOut
 COLUMNS = (
     "id, owner, name, image, cpus, memory_mb, placement, state, account_id, provider, "
     "provider_instance_id, region, reason, created_at, updated_at, expires_at, price_per_hour, "
-    "approval_deadline"
+    'approval_deadline, deployment_id, group_name AS "group"'
 )
 
 
@@ -39,13 +39,17 @@ async def insert_requested(
     now: datetime,
     expires_at: datetime | None = None,
     approval_deadline: datetime | None = None,
+    deployment_id: uuid.UUID | None = None,
+    group: str | None = None,
 ) -> InstanceOut | None:
-    """The new instance, or None if ``owner`` already used ``idempotency_key``."""
+    """The new instance, or None if ``owner`` already used ``idempotency_key``; a member of a
+    deployment carries its ``deployment_id`` and ``group``."""
     row = await conn.fetchrow(
         f"""INSERT INTO instances (id, owner, name, image, cpus, memory_mb, placement, state,
                                    idempotency_key, request_digest, created_at, updated_at,
-                                   expires_at, approval_deadline)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $10, $10, $11, $12)
+                                   expires_at, approval_deadline, deployment_id, group_name)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $10, $10, $11, $12, $13,
+                    $14)
             ON CONFLICT (owner, idempotency_key) DO NOTHING
             RETURNING {COLUMNS}""",
         instance_id,
@@ -60,6 +64,8 @@ async def insert_requested(
         now,
         expires_at,
         approval_deadline,
+        deployment_id,
+        group,
     )
     return _instance(row) if row else None
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Annotated
 
@@ -14,7 +13,6 @@ import asyncpg
 from fastapi import APIRouter, Header, HTTPException, Response
 
 from services.gateway import held_launches
-from services.gateway.approvals import HeldLaunch, matching_rules
 from services.gateway.deps import (
     CurrentUser,
     Db,
@@ -23,7 +21,8 @@ from services.gateway.deps import (
     visible_or_404,
 )
 from services.gateway.instance_actions import NothingToDo, Refused, Withdraw, decide
-from services.gateway.leases import LeaseRefused, lease_expired, lease_for_launch
+from services.gateway.launch_terms import LaunchTerms, launch_terms
+from services.gateway.leases import LeaseRefused, lease_expired
 from services.gateway.pagination import OwnedPage
 from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import Responses
@@ -37,11 +36,9 @@ from shared.events import (
     InstanceActionRequested,
     InstanceLaunchRequested,
     InstanceState,
-    Lease,
     Placement,
 )
 from shared.outbox import add_to_outbox
-from shared.pricing import admission_price
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"])
 
@@ -145,16 +142,6 @@ async def launch(
     return instance
 
 
-@dataclass(frozen=True)
-class LaunchTerms:
-    """What governs a launch beyond its request: its lease, price and the rules that hold it."""
-
-    lease: Lease | None
-    price_per_hour: float | None
-    approval_rules: list[str]
-    approval_deadline: datetime | None
-
-
 async def _launch_terms(
     conn: asyncpg.Connection,
     body: LaunchRequest,
@@ -163,26 +150,22 @@ async def _launch_terms(
     now: datetime,
     gw: Gateway,
 ) -> LaunchTerms:
-    """The lease (422 past the policy's maximum), the admission price over the accounts the
-    launch may go to, and the approval rules it matches, with their deadline."""
+    """The launch's terms (services.gateway.launch_terms); 422 past the lease policy's maximum."""
     policy, rules = await approvals.launch_terms(conn, owner)
     try:
-        lease = lease_for_launch(policy, body.lease_seconds, now)
-    except LeaseRefused as refused:
-        raise HTTPException(422, str(refused)) from None
-    price = admission_price((a.sizes for a in fitting), body.cpus, body.memory_mb)
-    held_by = matching_rules(
-        rules,
-        HeldLaunch(
+        return launch_terms(
+            policy,
+            rules,
             owner=owner,
             cpus=body.cpus,
             memory_mb=body.memory_mb,
-            price_per_hour=price,
-            accounts=tuple((a.id, a.name) for a in fitting),
-        ),
-    )
-    deadline = now + timedelta(seconds=gw.settings.approval_timeout) if held_by else None
-    return LaunchTerms(lease, price, held_by, deadline)
+            lease_seconds=body.lease_seconds,
+            fitting=fitting,
+            now=now,
+            approval_timeout=gw.settings.approval_timeout,
+        )
+    except LeaseRefused as refused:
+        raise HTTPException(422, str(refused)) from None
 
 
 def _replay(earlier: tuple[InstanceOut, str], digest: str, response: Response) -> InstanceOut:
