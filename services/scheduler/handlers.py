@@ -10,6 +10,7 @@ import structlog
 
 from services.scheduler import repository
 from services.scheduler.catalogs import CatalogCache
+from services.scheduler.orchestrator import follow_deployment, follow_member
 from services.scheduler.placement import Request
 from services.scheduler.ports import CallsRepository, Waker
 from services.scheduler.repository import InstancePlacement, PendingLaunch
@@ -17,8 +18,14 @@ from services.scheduler.worker import AccountBook
 from shared.clouds.connections import CloudConnections
 from shared.consumer import Subscription, UnitOfWork
 from shared.events import (
+    DeploymentAdmitted,
+    DeploymentDeleteRequested,
+    DeploymentRefused,
+    DeploymentScaleAdmitted,
     InstanceAction,
     InstanceActionRequested,
+    InstanceApproved,
+    InstanceDenied,
     InstanceFailed,
     InstanceLaunchAdmitted,
     InstanceLeaseExtended,
@@ -68,6 +75,9 @@ async def place_launch(
             account=event.placement.account,
             region=event.placement.region,
             price_per_hour=event.price_per_hour,
+            deployment_id=None if event.deployment_id is None else str(event.deployment_id),
+            group=event.group,
+            spread=event.spread,
         ),
     )
     if event.lease is not None:
@@ -178,4 +188,17 @@ SUBSCRIPTIONS = (
         dedupe=False,
     ),
     Subscription(InstanceLeaseExtended, extend_lease, order_by=OrderKey.INSTANCE),
+    # Deployments (services.scheduler.orchestrator): one queue for a deployment's own events,
+    # in order per deployment (their subject), and one for its members' instance events, in
+    # order per instance; each step locks the deployment's row, so the two never race.
+    Subscription(
+        (DeploymentAdmitted, DeploymentRefused, DeploymentScaleAdmitted, DeploymentDeleteRequested),
+        follow_deployment,
+        order_by=OrderKey.INSTANCE,
+    ),
+    Subscription(
+        (InstanceStateChanged, InstanceFailed, InstanceApproved, InstanceDenied),
+        follow_member,
+        order_by=OrderKey.INSTANCE,
+    ),
 )

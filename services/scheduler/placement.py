@@ -2,15 +2,17 @@
 
 Filters drop what cannot work (not granted, not fitting the placement as :mod:`shared.eligibility`
 says, no size big enough, a size dearer than the price the launch was admitted at, image
-unknown); weighers order the rest (cheaper first, an unpriced size after every priced one, then
-the account with fewer Boreas instances, then the one with more headroom). Every decision comes
-with a reason a person can read.
+unknown, an account or region another instance of the launch's deployment group holds when the
+group is spread); weighers order the rest (cheaper first, an unpriced size after every priced
+one, then the account with fewer Boreas instances, then the one with more headroom). Every
+decision comes with a reason a person can read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from shared import eligibility
 from shared.accounts import Account
@@ -42,6 +44,18 @@ class Request:
     region: str | None = None
     # The price per hour quota admitted the launch at (None: unknown): no dearer size is taken.
     price_per_hour: float | None = None
+    # A deployment member (its id as text: the request is kept as JSON), its group, and the
+    # group's spread: no two of its instances on one account (or in one region).
+    deployment_id: str | None = None
+    group: str | None = None
+    spread: Literal["accounts", "regions"] | None = None
+
+    def spread_place(self, account_id: str, region: str | None) -> str | None:
+        """The place a launch on ``account_id`` in ``region`` claims for its group (None: the
+        launch is not spread)."""
+        if self.deployment_id is None or self.group is None or self.spread is None:
+            return None
+        return account_id if self.spread == "accounts" else region
 
 
 @dataclass(frozen=True)
@@ -102,9 +116,16 @@ def resolve_image(name: str, catalog: Catalog, account: GrantedAccount) -> str |
 
 
 def offer_for(
-    account: GrantedAccount, catalog: Catalog, request: Request, *, load: int, headroom: int | None
+    account: GrantedAccount,
+    catalog: Catalog,
+    request: Request,
+    *,
+    load: int,
+    headroom: int | None,
+    taken_regions: frozenset[str] = frozenset(),
 ) -> Offer | str:
-    """The account's offer, or the reason it has none."""
+    """The account's offer, or the reason it has none. ``taken_regions``: regions other
+    instances of a group spread across regions hold already."""
     if headroom is not None and headroom <= 0:
         return f"{account.name}: no headroom left"
     size = cheapest_fit(catalog.sizes, request.cpus, request.memory_mb)
@@ -118,10 +139,55 @@ def offer_for(
     image_id = resolve_image(request.image, catalog, account)
     if image_id is None:
         return f"{account.name}: no image {request.image!r}"
+    if request.spread == "regions":
+        return _spread_offer(
+            account, catalog, request, taken_regions, size, image_id, load, headroom
+        )
     region = request.region or (account.regions[0] if account.regions else None)
     if region is not None and catalog.regions and region not in catalog.regions:
         return f"{account.name}: no region {region!r}"
     return Offer(account, region, size, image_id, load, headroom)
+
+
+def _spread_offer(
+    account: GrantedAccount,
+    catalog: Catalog,
+    request: Request,
+    taken: frozenset[str],
+    size: Size,
+    image_id: str,
+    load: int,
+    headroom: int | None,
+) -> Offer | str:
+    """The first region of the account (its own list, else its cloud's) that no other
+    instance of the group holds."""
+    regions = [request.region] if request.region else list(account.regions or catalog.regions)
+    offered = [r for r in regions if not catalog.regions or r in catalog.regions]
+    free = [r for r in offered if r not in taken]
+    if not free:
+        return (
+            f"{account.name}: spread across regions: every region this group may use here "
+            f"already holds one of its instances: {', '.join(offered) or 'none offered'}"
+        )
+    return Offer(account, free[0], size, image_id, load, headroom)
+
+
+def spread_accounts(
+    eligible: Iterable[GrantedAccount], request: Request, taken: frozenset[str]
+) -> tuple[list[GrantedAccount], str | None]:
+    """The accounts a launch spread across accounts may still use, and when there are none,
+    the reason (which constraint, and which accounts hold the group's instances)."""
+    eligible = list(eligible)
+    if request.spread != "accounts":
+        return eligible, None
+    free = [a for a in eligible if a.id not in taken]
+    if free or not eligible:
+        return free, None
+    held = ", ".join(sorted(a.name for a in eligible))
+    return [], (
+        f"spread across accounts: every account group {request.group!r} may use already holds "
+        f"one of its instances: {held}"
+    )
 
 
 def rank(offers: Iterable[Offer]) -> list[Offer]:

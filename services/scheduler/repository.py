@@ -93,7 +93,9 @@ async def record(conn: asyncpg.Connection, placement: InstancePlacement) -> None
 
 
 async def end_placement(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool:
-    """A placed instance has terminated: it counts no more on its account."""
+    """A placed instance has terminated: it counts no more on its account, and holds its
+    group's spread place no more."""
+    await conn.execute("DELETE FROM spread_claims WHERE instance_id = $1", instance_id)
     account_id = await conn.fetchval(
         """UPDATE placements SET status = 'ended', updated_at = now()
            WHERE instance_id = $1 AND status = 'placed' RETURNING account_id""",
@@ -256,13 +258,37 @@ async def renew_leases(pool: asyncpg.Pool, call_ids: list[int], until: datetime)
         )
 
 
+class _NoClaim(Exception):
+    """The place a spread launch needs is another member's: undo the room reserved."""
+
+
 async def reserve(
-    pool: asyncpg.Pool, call: CloudCall, account_id: str, max_instances: int | None
+    pool: asyncpg.Pool,
+    call: CloudCall,
+    account_id: str,
+    max_instances: int | None,
+    place: str | None = None,
 ) -> bool:
     """Before a create: room on the account (False if it has none left), the placement marked
     launching there, and the account noted on the call, so a retry after a crash knows where a
-    node may already be. One statement: all of it or none."""
-    return await pool.fetchval(
+    node may already be. A spread launch (``place``: the account or region it takes for its
+    group) also claims its place, or reserves nothing (False) when another member holds it; the
+    claim's key makes two launches racing for one place take it once. All of it or none."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await _room(conn, call, account_id, max_instances):
+                return False
+            if place is not None and not await _claim(conn, call, place):
+                raise _NoClaim
+    except _NoClaim:
+        return False
+    return True
+
+
+async def _room(
+    conn: asyncpg.Connection, call: CloudCall, account_id: str, max_instances: int | None
+) -> bool:
+    return await conn.fetchval(
         """WITH room AS (
                UPDATE accounts SET load = load + 1
                WHERE id = $2 AND ($3::int IS NULL OR load < $3) RETURNING id),
@@ -285,8 +311,40 @@ async def reserve(
     )
 
 
+async def _claim(conn: asyncpg.Connection, call: CloudCall, place: str) -> bool:
+    """Claim ``place`` for the launch's deployment group (kept if this instance holds it)."""
+    request = call.launch
+    claimed = await conn.fetchval(
+        """INSERT INTO spread_claims (deployment_id, group_name, place, instance_id)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (deployment_id, group_name, place) DO UPDATE
+               SET instance_id = EXCLUDED.instance_id
+               WHERE spread_claims.instance_id = EXCLUDED.instance_id
+           RETURNING true""",
+        uuid.UUID(request.deployment_id or ""),
+        request.group,
+        place,
+        call.instance_id,
+    )
+    return bool(claimed)
+
+
+async def spread_taken(
+    pool: asyncpg.Pool, deployment_id: str, group: str, instance_id: uuid.UUID
+) -> frozenset[str]:
+    """The places (accounts or regions) other members of the group hold or are launching on."""
+    rows = await pool.fetch(
+        """SELECT place FROM spread_claims
+           WHERE deployment_id = $1 AND group_name = $2 AND instance_id <> $3""",
+        uuid.UUID(deployment_id),
+        group,
+        instance_id,
+    )
+    return frozenset(r["place"] for r in rows)
+
+
 async def release(pool: asyncpg.Pool, call: CloudCall, account_id: str) -> None:
-    """The create failed: give the room back."""
+    """The create failed: give the room back, and the spread claim with it."""
     async with pool.acquire() as conn, conn.transaction():
         released = await conn.fetchval(
             """DELETE FROM placements WHERE instance_id = $1 AND status = 'launching'
@@ -295,6 +353,7 @@ async def release(pool: asyncpg.Pool, call: CloudCall, account_id: str) -> None:
         )
         if released:
             await conn.execute("UPDATE accounts SET load = load - 1 WHERE id = $1", account_id)
+        await conn.execute("DELETE FROM spread_claims WHERE instance_id = $1", call.instance_id)
 
 
 async def adopt(conn: asyncpg.Connection, call: CloudCall, account_id: str) -> None:

@@ -40,6 +40,7 @@ from services.scheduler.placement import (
     explain,
     offer_for,
     rank,
+    spread_accounts,
 )
 from services.scheduler.repository import CloudCall, InstancePlacement
 from shared import tracing
@@ -99,11 +100,20 @@ class _Tally:
     throttled: list[str] = field(default_factory=list)
 
 
-def _offer(account: GrantedAccount, read: CatalogRead, request: Request, load: int) -> Offer | str:
-    """The account's offer at its current load, or the reason it has none."""
+def _offer(
+    account: GrantedAccount,
+    read: CatalogRead,
+    request: Request,
+    load: int,
+    taken: frozenset[str] = frozenset(),
+) -> Offer | str:
+    """The account's offer at its current load, or the reason it has none (``taken``: the
+    places other instances of a spread group hold)."""
     limit = _max_instances(account)
     headroom = limit - load if limit is not None else None
-    return offer_for(account, read.catalog, request, load=load, headroom=headroom)
+    return offer_for(
+        account, read.catalog, request, load=load, headroom=headroom, taken_regions=taken
+    )
 
 
 def _failure_reason(eligible: list[GrantedAccount], attempts: list[str]) -> str:
@@ -210,8 +220,17 @@ class CloudWorker:
         if call.tried and await self._adopt_earlier_node(call, accounts):
             return
         eligible = eligible_accounts(accounts.values(), request)
+        taken: frozenset[str] = frozenset()
+        if request.spread and request.deployment_id and request.group:
+            taken = await repository.spread_taken(
+                self.pool, request.deployment_id, request.group, call.instance_id
+            )
+        usable, spread_reason = spread_accounts(eligible, request, taken)
+        if spread_reason is not None:
+            await self._launch_failed(call, spread_reason, [spread_reason])
+            return
         tally = _Tally()
-        offers, catalogs = await self._offers(request, eligible, tally)
+        offers, catalogs = await self._offers(request, usable, tally, taken)
         ranked = rank(offers)
         for tried, offer in enumerate(ranked, 1):
             reason = explain(offer, tried, len(ranked))
@@ -229,6 +248,7 @@ class CloudWorker:
         request: Request,
         eligible: list[GrantedAccount],
         tally: _Tally,
+        taken: frozenset[str] = frozenset(),
     ) -> tuple[list[Offer], dict[str, CatalogRead]]:
         """Each eligible account's offer, with the catalog it was read from; an account whose
         catalog cannot be read, or that has no offer, is noted in ``tally``."""
@@ -244,7 +264,7 @@ class CloudWorker:
             except Exception as error:
                 tally.attempts.append(f"{account.name}: {describe(error)}")
                 continue
-            offer = _offer(account, catalogs[account.id], request, loads.get(account.id, 0))
+            offer = _offer(account, catalogs[account.id], request, loads.get(account.id, 0), taken)
             if isinstance(offer, str):
                 tally.attempts.append(offer)
             else:
@@ -263,8 +283,16 @@ class CloudWorker:
         """Reserve room on the offer's account and create the node there. True once the
         instance is placed (by this create, or by one an earlier take had sent)."""
         account = offer.account
-        if not await repository.reserve(self.pool, call, account.id, _max_instances(account)):
-            tally.attempts.append(f"{account.name}: no headroom left")
+        place = call.launch.spread_place(account.id, offer.region)
+        if not await repository.reserve(
+            self.pool, call, account.id, _max_instances(account), place
+        ):
+            tally.attempts.append(
+                f"{account.name}: no headroom left"
+                if place is None
+                else f"{account.name}: no headroom left, or {place} taken meanwhile by another "
+                f"instance of group {call.launch.group!r} (spread across {call.launch.spread})"
+            )
             return False
         try:
             node = await self.clouds.call(

@@ -1,0 +1,381 @@
+"""Deployments orchestrated by the scheduler on the real bus, database and simulated cloud.
+
+The deployment is admitted here on the bus as quota admits it (``deployment.admitted`` with every
+member), so these tests need neither the gateway's deployment routes nor quota's admission: they
+show the orchestrator's part alone. A poller reports the instances' states, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from shared.clouds.registry import BOREAS_TAG
+from shared.clouds.simulator.driver import SimulatorNodeDriver
+from shared.events import (
+    DeploymentAdmitted,
+    DeploymentDeleteRequested,
+    DeploymentMember,
+    DeploymentScaleAdmitted,
+    Envelope,
+    Placement,
+)
+from shared.runtime import ServiceRuntime
+from shared.testing import EventProbe
+from tests.integration.api import Api
+from tests.integration.publishing import connected_bus
+from tests.integration.stack import poller_runtime, scheduler_runtime, simulator_account
+
+SETTLE = 60  # seconds for a deployment to reach a state on the simulated cloud
+
+
+@pytest.fixture
+async def poller(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
+    async with poller_runtime(amqp_url, database_url) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+async def scheduler(amqp_url: str, database_url: str) -> AsyncIterator[ServiceRuntime]:
+    async with scheduler_runtime(amqp_url, database_url) as runtime:
+        yield runtime
+
+
+def group(name: str, count: int, after: list[str], **more: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "count": count,
+        "image": "debian-12",
+        "cpus": 1,
+        "memory_mb": 1024,
+        "after": after,
+        "placement": {"provider": "simulator"},
+        **more,
+    }
+
+
+def three_tier(on_failure: str = "rollback", **web: Any) -> dict[str, Any]:
+    """db → app → web, web two instances spread across accounts."""
+    return {
+        "groups": [
+            group("db", 1, []),
+            group("app", 1, ["db"]),
+            group("web", 2, ["app"], spread="accounts", **web),
+        ],
+        "on_failure": on_failure,
+    }
+
+
+def members_of(name: str, template: dict[str, Any], first: int = 0) -> list[DeploymentMember]:
+    return [
+        member(name, g, n) for g in template["groups"] for n in range(first, first + g["count"])
+    ]
+
+
+def member(name: str, g: dict[str, Any], n: int) -> DeploymentMember:
+    return DeploymentMember(
+        instance_id=uuid.uuid4(),
+        group=g["name"],
+        name=f"{name}-{g['name']}-{n}",
+        image=g["image"],
+        cpus=g["cpus"],
+        memory_mb=g["memory_mb"],
+        placement=Placement(**g.get("placement", {})),
+        spread=g.get("spread"),
+    )
+
+
+class Deployment:
+    """A deployment admitted on the bus, and what the probe saw of it."""
+
+    def __init__(self, probe: EventProbe, amqp_url: str, owner: str, template: dict) -> None:
+        self.probe, self.amqp_url, self.owner, self.template = probe, amqp_url, owner, template
+        self.id = uuid.uuid4()
+        self.name = f"shop-{self.id.hex[:6]}"
+        self.members = members_of(self.name, template)
+
+    async def publish(self, *events: Any) -> None:
+        async with connected_bus(self.amqp_url, source="boreas/quota") as bus:
+            for event in events:
+                await bus.publish(event)
+
+    async def admit(self) -> None:
+        await self.publish(
+            DeploymentAdmitted(
+                deployment_id=self.id,
+                owner=self.owner,
+                name=self.name,
+                template=self.template,
+                members=self.members,
+            )
+        )
+
+    def of(self, group_name: str) -> list[str]:
+        return [str(m.instance_id) for m in self.members if m.group == group_name]
+
+    async def reaches(self, state: str, count: int = 1) -> Envelope:
+        changes = await self.probe.wait_for(
+            "deployment.state_changed",
+            lambda e: e.subject == str(self.id) and e.data["new_state"] == state,
+            count=count,
+            timeout=SETTLE,
+        )
+        return changes[-1]
+
+    async def state_at(self, instance_id: str, state: str) -> datetime:
+        [changed] = await self.probe.wait_for(
+            "instance.state_changed",
+            lambda e: e.subject == instance_id and e.data["new_state"] == state,
+            timeout=SETTLE,
+        )
+        return datetime.fromisoformat(changed.data["observed_at"])
+
+    def first_seen(self, instance_id: str) -> datetime:
+        return min(
+            datetime.fromisoformat(e.data["observed_at"])
+            for e in self.probe.matching(
+                "instance.state_changed", lambda e: e.subject == instance_id
+            )
+        )
+
+
+async def two_accounts(
+    api: Api, simulator_url: str, followers: tuple[ServiceRuntime, ...], **second: object
+) -> tuple[str, dict, dict, str, str]:
+    """A user with two simulated-cloud accounts of their own: (user, first, second, and the
+    accounts' api keys)."""
+    owner, _ = await api.new_user("alice")
+    keys = [f"k-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    tag = uuid.uuid4().hex[:6]
+    first = await simulator_account(
+        api, simulator_url, [owner], name=f"sim-a-{tag}", followers=followers, api_key=keys[0]
+    )
+    other = await simulator_account(
+        api,
+        simulator_url,
+        [owner],
+        name=f"sim-b-{tag}",
+        followers=followers,
+        api_key=keys[1],
+        **second,
+    )
+    return owner, first, other, keys[0], keys[1]
+
+
+async def live_nodes(simulator_url: str, api_key: str) -> list[Any]:
+    cloud = SimulatorNodeDriver(api_key, "s3cret", endpoint=simulator_url)
+    nodes = await asyncio.to_thread(cloud.list_nodes)
+    return [n for n in nodes if n.extra.get("state", n.state) not in ("terminated",)]
+
+
+async def test_three_groups_start_in_dependency_order_and_spread_across_accounts(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    owner, first, second, *_ = await two_accounts(api, simulator_url, (scheduler, poller))
+    deployment = Deployment(probe, amqp_url, owner, three_tier())
+    await deployment.admit()
+
+    creating = await deployment.reaches("creating")
+    assert creating.data["old_state"] == "requested" and creating.source == "boreas/scheduler"
+    running = await deployment.reaches("running")
+    assert running.data["name"] == deployment.name and running.data["owner"] == owner
+
+    # Up in dependency order: each group's instances were first seen once the groups before
+    # it were running.
+    [db], [app], webs = deployment.of("db"), deployment.of("app"), deployment.of("web")
+    db_up = await deployment.state_at(db, "running")
+    app_up = await deployment.state_at(app, "running")
+    assert db_up < deployment.first_seen(app) <= app_up
+    for web in webs:
+        assert app_up < deployment.first_seen(web) <= await deployment.state_at(web, "running")
+
+    # Every member was launched as a member: its deployment and group, and web's spread.
+    launches = {e.subject: e for e in probe.matching("instance.launch_admitted")}
+    for m in deployment.members:
+        launch = launches[str(m.instance_id)]
+        assert launch.data["deployment_id"] == str(deployment.id)
+        assert launch.data["group"] == m.group
+        assert launch.data["spread"] == ("accounts" if m.group == "web" else None)
+        assert launch.data["name"] == m.name
+    placed = {
+        e.subject: e.data["account_id"]
+        for e in probe.matching("instance.placed", lambda e: e.subject in webs)
+    }
+    assert sorted(placed.values()) == sorted([first["id"], second["id"]])
+
+
+def failing_web(on_failure: str, bad_account: str) -> dict[str, Any]:
+    """db → app → web, web's two instances on an account whose cloud fails every create."""
+    return {
+        "groups": [
+            group("db", 1, []),
+            group("app", 1, ["db"]),
+            group("web", 2, ["app"], placement={"account": bad_account}),
+        ],
+        "on_failure": on_failure,
+    }
+
+
+async def test_rollback_ends_everything_created_when_a_group_cannot_be_created(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    owner, good, bad, good_key, _ = await two_accounts(
+        api, simulator_url, (scheduler, poller), create_failure_rate=1.0
+    )
+    deployment = Deployment(probe, amqp_url, owner, failing_web("rollback", bad["id"]))
+    await deployment.admit()
+
+    failed = await deployment.reaches("failed")
+    webs = deployment.of("web")
+    assert failed.data["old_state"] == "creating"
+    # The first web instance to fail starts the rollback; the other may fail before or after
+    # it is asked to end.
+    assert failed.data["failed"] and set(failed.data["failed"]) <= set(webs)
+    assert "web instance" in failed.data["reason"]
+    assert "simulated outage: create failed" in failed.data["reason"]
+    # What was created is gone: db and app terminated, nothing left on the working account.
+    for instance_id in deployment.of("db") + deployment.of("app"):
+        await deployment.state_at(instance_id, "terminated")
+    assert await live_nodes(simulator_url, good_key) == []
+    assert good["id"] != bad["id"]
+
+
+async def test_keep_ends_degraded_naming_the_failed_instances(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    owner, _, bad, good_key, _ = await two_accounts(
+        api, simulator_url, (scheduler, poller), create_failure_rate=1.0
+    )
+    deployment = Deployment(probe, amqp_url, owner, failing_web("keep", bad["id"]))
+    await deployment.admit()
+
+    degraded = await deployment.reaches("degraded")
+    webs = deployment.of("web")
+    assert sorted(degraded.data["failed"]) == sorted(webs)
+    for web in webs:
+        assert (
+            f"web instance {web} failed: no candidate account could launch it"
+            in (degraded.data["reason"])
+        )
+    # The rest keeps running.
+    assert len(await live_nodes(simulator_url, good_key)) == 2
+    assert not probe.matching(
+        "instance.action_requested",
+        lambda e: e.subject in deployment.of("db") + deployment.of("app"),
+    )
+
+
+async def test_a_scheduler_restarted_mid_deployment_completes_it_without_duplicates(
+    api: Api,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+    database_url: str,
+) -> None:
+    deployment: Deployment | None = None
+    async with scheduler_runtime(amqp_url, database_url) as first:
+        owner, _, _, key_a, key_b = await two_accounts(api, simulator_url, (first, poller))
+        deployment = Deployment(probe, amqp_url, owner, three_tier())
+        await deployment.admit()
+        # The first wave is launched (and placed); the scheduler stops before the next.
+        [db] = deployment.of("db")
+        await probe.wait_for("instance.placed", lambda e: e.subject == db, timeout=SETTLE)
+
+    async with scheduler_runtime(amqp_url, database_url):
+        await deployment.reaches("running")
+
+    # Exactly the requested count on the clouds: one node per member, found by its tag.
+    clouds = [SimulatorNodeDriver(k, "s3cret", endpoint=simulator_url) for k in (key_a, key_b)]
+    for m in deployment.members:
+        tagged = [
+            n
+            for cloud in clouds
+            for n in await asyncio.to_thread(
+                cloud.ex_list_nodes_tagged, BOREAS_TAG, str(m.instance_id)
+            )
+        ]
+        assert len(tagged) == 1, f"{m.name}: {len(tagged)} nodes"
+    live = await live_nodes(simulator_url, key_a) + await live_nodes(simulator_url, key_b)
+    assert len(live) == len(deployment.members) == 4
+    assert (
+        len(
+            probe.matching(
+                "deployment.state_changed",
+                lambda e: e.subject == str(deployment.id) and e.data["new_state"] == "running",
+            )
+        )
+        == 1
+    )
+
+
+async def test_scale_up_and_down_then_delete_ends_every_instance_in_reverse_order(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    owner, _, _, key_a, key_b = await two_accounts(api, simulator_url, (scheduler, poller))
+    template = three_tier()
+    deployment = Deployment(probe, amqp_url, owner, template)
+    await deployment.admit()
+    await deployment.reaches("running")
+
+    # Up: a second app instance, admitted like a launch, comes up and the deployment runs again.
+    [app_group] = [g for g in template["groups"] if g["name"] == "app"]
+    added = member(deployment.name, app_group, 1)
+    deployment.members.append(added)
+    await deployment.publish(
+        DeploymentScaleAdmitted(
+            deployment_id=deployment.id, owner=owner, group="app", count=2, added=[added]
+        )
+    )
+    await deployment.state_at(str(added.instance_id), "running")
+    await deployment.reaches("running", count=2)
+
+    # Down: the newest app instance is the one ended.
+    await deployment.publish(
+        DeploymentScaleAdmitted(deployment_id=deployment.id, owner=owner, group="app", count=1)
+    )
+    await deployment.state_at(str(added.instance_id), "terminated")
+    [first_app, _] = deployment.of("app")
+    assert not probe.matching("instance.action_requested", lambda e: e.subject == first_app)
+
+    await deployment.publish(
+        DeploymentDeleteRequested(deployment_id=deployment.id, owner=owner, requested_by=owner)
+    )
+    await deployment.reaches("deleting")
+    await deployment.reaches("deleted")
+    ended = {
+        m.instance_id: await deployment.state_at(str(m.instance_id), "terminated")
+        for m in deployment.members
+    }
+    # Reverse dependency order: web before app before db.
+    web_ended = [ended[uuid.UUID(i)] for i in deployment.of("web")]
+    app_ended = ended[uuid.UUID(first_app)]
+    [db_ended] = [ended[uuid.UUID(i)] for i in deployment.of("db")]
+    assert max(web_ended) < app_ended < db_ended
+    assert await live_nodes(simulator_url, key_a) == []
+    assert await live_nodes(simulator_url, key_b) == []
