@@ -61,6 +61,10 @@ def read_document(raw: bytes, content_type: str | None) -> Any:
 
 def request_of(document: Any) -> DeploymentRequest:
     """The request the document holds; FieldsRefused at each field that is not as it must be."""
+    if not isinstance(document, dict):
+        raise FieldsRefused(
+            [Problem("", 'the body is an object: {"name", "template", "parameters"?}')]
+        )
     try:
         return DeploymentRequest.model_validate(document)
     except ValidationError as error:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from shared.events import DeploymentStateChanged
+from shared.events import DeploymentScaleRefused, DeploymentStateChanged
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 from tests.integration.publishing import connected_bus
@@ -326,3 +326,126 @@ async def test_a_rejected_deployment_rejects_its_members(api: Api, amqp_url: str
     one = rejected["groups"][0]["instances"][0]["id"]
     instance = (await api.client.get(f"/v1/instances/{one}", headers=headers)).json()
     assert instance["reason"] == "web: instances limit 3 reached"
+
+
+async def test_scaling(api: Api, amqp_url: str, probe: EventProbe) -> None:
+    _owner, headers = await owner_with_accounts(api)
+    deployment = (await api.deploy(headers, THREE_GROUPS, parameters={"pg": 16})).json()
+    path = f"/v1/deployments/{deployment['id']}/scale"
+    too_early = await api.client.post(path, json={"group": "app", "count": 3}, headers=headers)
+    assert too_early.status_code == 409
+    assert "requested" in too_early.json()["detail"]
+    await publish_state(amqp_url, deployment, "requested", "running", datetime.now(UTC))
+    await shown(api, headers, deployment, state="running")
+
+    unknown = await api.client.post(path, json={"group": "cache", "count": 3}, headers=headers)
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["pointer"] == "/group"
+    assert "cache" in unknown.json()["detail"]
+    for count in (0, 101):
+        bad = await api.client.post(path, json={"group": "app", "count": count}, headers=headers)
+        assert bad.status_code == 422
+    spread = await api.client.post(path, json={"group": "web", "count": 3}, headers=headers)
+    assert spread.status_code == 422
+    assert spread.json()["errors"][0]["pointer"] == "/count"
+    assert "only 2" in spread.json()["detail"]
+
+    up = await api.client.post(path, json={"group": "app", "count": 3}, headers=headers)
+    assert up.status_code == 202, up.text
+    app = up.json()["groups"][1]
+    assert app["count"] == 3
+    assert [m["name"] for m in app["instances"]] == ["shop-app-1", "shop-app-2", "shop-app-3"]
+    assert [m["state"] for m in app["instances"]][1:] == ["requested", "requested"]
+    (event,) = await probe.wait_for(
+        "deployment.scale_requested", lambda e: e.subject == deployment["id"], timeout=10
+    )
+    assert event.data["count"] == 3
+    assert [m["name"] for m in event.data["added"]] == ["shop-app-2", "shop-app-3"]
+    assert [m["id"] for m in app["instances"]][1:] == [
+        m["instance_id"] for m in event.data["added"]
+    ]
+    added = await api.client.get(f"/v1/instances/{app['instances'][2]['id']}", headers=headers)
+    assert added.json()["deployment_id"] == deployment["id"]
+    assert added.json()["group"] == "app"
+
+    # Quota refuses the scaling: the members it would have added are rejected, the count back.
+    async with connected_bus(amqp_url, source="boreas/quota") as bus:
+        await bus.publish(
+            DeploymentScaleRefused(
+                deployment_id=uuid.UUID(deployment["id"]),
+                owner=deployment["owner"],
+                group="app",
+                count=3,
+                added=[uuid.UUID(m["instance_id"]) for m in event.data["added"]],
+                reason="app: cpus limit 3 reached",
+            )
+        )
+
+    async def refused() -> dict | None:
+        got = (await api.client.get(f"/v1/deployments/{deployment['id']}", headers=headers)).json()
+        return got if got["groups"][1]["count"] == 1 else None
+
+    after = await wait_until(refused, timeout=10, what="the refused scaling undone")
+    states = [m["state"] for m in after["groups"][1]["instances"]]
+    assert states == ["requested", "rejected", "rejected"]
+    rejected = await api.client.get(f"/v1/instances/{app['instances'][2]['id']}", headers=headers)
+    assert rejected.json()["reason"] == "app: cpus limit 3 reached"
+
+    # Numbering goes on from the last member ever; down asks for no new members.
+    again = await api.client.post(path, json={"group": "app", "count": 2}, headers=headers)
+    assert [m["name"] for m in again.json()["groups"][1]["instances"]][-1] == "shop-app-4"
+    down = await api.client.post(path, json={"group": "app", "count": 1}, headers=headers)
+    assert down.status_code == 202
+    assert down.json()["groups"][1]["count"] == 1
+    (scaled_down,) = await probe.wait_for(
+        "deployment.scale_requested",
+        lambda e: e.subject == deployment["id"] and e.data["count"] == 1,
+        timeout=10,
+    )
+    assert scaled_down.data["added"] == []
+    assert scaled_down.data["group"] == "app"
+
+
+async def test_deleting(api: Api, amqp_url: str, probe: EventProbe) -> None:
+    _owner, headers = await owner_with_accounts(api)
+    deployment = (await api.deploy(headers, THREE_GROUPS, parameters={"pg": 16})).json()
+    path = f"/v1/deployments/{deployment['id']}"
+    start = datetime.now(UTC)
+    await publish_state(amqp_url, deployment, "requested", "creating", start)
+    await shown(api, headers, deployment, state="creating")
+
+    deleting = await api.client.delete(path, headers=headers)
+    assert deleting.status_code == 202, deleting.text
+    assert deleting.json()["state"] == "deleting"
+    assert {m["state"] for g in deleting.json()["groups"] for m in g["instances"]} == {
+        "terminating"
+    }
+    (event,) = await probe.wait_for(
+        "deployment.delete_requested", lambda e: e.subject == deployment["id"], timeout=10
+    )
+    assert event.data["requested_by"] == deployment["owner"]
+    again = await api.client.delete(path, headers=headers)
+    assert again.status_code == 202
+    assert again.json()["state"] == "deleting"
+    audit = await api.client.get(
+        "/v1/audit", params={"action": "deployment_delete_requested"}, headers=await api.admin()
+    )
+    assert [e["target"] for e in audit.json()["items"]].count(deployment["id"]) == 1
+    scaled = await api.client.post(
+        f"{path}/scale", json={"group": "app", "count": 2}, headers=headers
+    )
+    assert scaled.status_code == 409
+
+    # The orchestrator's view from before the DELETE, arriving late, does not undo it.
+    await publish_state(amqp_url, deployment, "creating", "running", start + timedelta(seconds=1))
+    await publish_state(amqp_url, deployment, "deleting", "deleted", start + timedelta(seconds=3))
+    await publish_state(amqp_url, deployment, "running", "deleting", start + timedelta(seconds=2))
+    await shown(api, headers, deployment, state="deleted")
+    pool = api.app.state.runtime.pool
+    in_feed = await pool.fetch(
+        "SELECT envelope->'data'->>'new_state' AS state FROM event_feed "
+        "WHERE topic = 'deployment.state_changed' AND owner = $1 ORDER BY seq",
+        deployment["owner"],
+    )
+    assert [r["state"] for r in in_feed] == ["creating", "running", "deleted", "deleting"]
+    assert (await api.client.get(path, headers=headers)).json()["state"] == "deleted"

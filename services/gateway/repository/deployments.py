@@ -18,8 +18,10 @@ from services.gateway.schemas import DeploymentOut, GroupOut, MemberOut
 
 COLUMNS = "id, owner, name, template, parameters, state, reason, failed, created_at, updated_at"
 
-# What a deployment's state may be moved to by an older view: once deleting, only on to deleted.
+# Once a deployment is being deleted, only these may follow (a deployment quota refused while
+# its owner was deleting it ends rejected: nothing of it was ever admitted).
 _ENDING = ("deleting", "deleted")
+_AFTER_ENDING = ("deleting", "deleted", "rejected")
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,7 @@ async def start_deleting(conn: asyncpg.Connection, deployment_id: uuid.UUID, now
     """Shown ``deleting`` at once, and its members no cloud has yet ``terminating``: the
     scheduler cancels them (instance.failed moves them on to terminated)."""
     await conn.execute(
-        """UPDATE deployments SET state = 'deleting', reason = NULL, updated_at = $2,
-               observed_at = greatest(observed_at, $2)
-           WHERE id = $1""",
+        "UPDATE deployments SET state = 'deleting', reason = NULL, updated_at = $2 WHERE id = $1",
         deployment_id,
         now,
     )
@@ -140,12 +140,13 @@ async def apply_state_change(
     now: datetime,
 ) -> bool:
     """Move the deployment to ``new_state`` unless a newer observation was applied, or it is
-    being deleted and this is not about that. True if the row changed."""
+    being deleted (the DELETE shows it at once) and this is an older view. True if the row
+    changed."""
     status = await conn.execute(
         """UPDATE deployments SET state = $2, reason = $3, failed = $4, observed_at = $5,
                updated_at = $6
            WHERE id = $1 AND (observed_at IS NULL OR observed_at <= $5)
-             AND (state <> ALL($7::text[]) OR $2 = ANY($7::text[]))""",
+             AND (state <> ALL($7::text[]) OR $2 = ANY($8::text[]))""",
         deployment_id,
         new_state,
         reason,
@@ -153,6 +154,7 @@ async def apply_state_change(
         observed_at,
         now,
         list(_ENDING),
+        list(_AFTER_ENDING),
     )
     return status.endswith(" 1")
 
@@ -164,10 +166,12 @@ async def reject_members(
     now: datetime,
     only: Sequence[uuid.UUID] | None = None,
 ) -> None:
-    """Members quota refused (``only`` those, None: all) that still wait: rejected."""
+    """Members quota refused (``only`` those, None: all) that no cloud has had: rejected
+    (those a DELETE showed terminating too: there is nothing to terminate)."""
     await conn.execute(
         """UPDATE instances SET state = 'rejected', reason = $2, updated_at = $3
-           WHERE deployment_id = $1 AND state = 'requested'
+           WHERE deployment_id = $1 AND state IN ('requested', 'terminating')
+             AND provider_instance_id IS NULL
              AND ($4::uuid[] IS NULL OR id = ANY($4::uuid[]))""",
         deployment_id,
         reason,
