@@ -449,3 +449,36 @@ async def test_deleting(api: Api, amqp_url: str, probe: EventProbe) -> None:
     )
     assert [r["state"] for r in in_feed] == ["creating", "running", "deleted", "deleting"]
     assert (await api.client.get(path, headers=headers)).json()["state"] == "deleted"
+
+
+async def test_members_get_their_launch_terms(api: Api, probe: EventProbe) -> None:
+    owner, headers = await owner_with_accounts(api)
+    admin = await api.admin()
+    await api.client.put(
+        f"/v1/lease-policies/{owner}", json={"default_seconds": 3600}, headers=admin
+    )
+    rule = {"name": f"big-{owner}", "when": {"cpus_over": 1, "owners": [owner]}}
+    rules = (await api.client.get("/v1/approval-rules", headers=admin)).json()["rules"]
+    put = await api.client.put("/v1/approval-rules", json={"rules": [*rules, rule]}, headers=admin)
+    assert put.status_code == 200, put.text
+    try:
+        deployment = (await api.deploy(headers, THREE_GROUPS, parameters={"pg": 16})).json()
+    finally:
+        await api.client.put("/v1/approval-rules", json={"rules": rules}, headers=admin)
+    (event,) = await probe.wait_for(
+        "deployment.requested", lambda e: e.subject == deployment["id"], timeout=10
+    )
+    by_group = {m["group"]: m for m in event.data["members"]}
+    assert by_group["db"]["approval_rules"] == [rule["name"]]  # 2 cpus
+    assert by_group["web"]["approval_rules"] == []  # 1 cpu
+    assert by_group["db"]["lease"]["on_expiry"] == "stop"
+    assert event.data["approval_deadline"] is not None
+    db_member = deployment["groups"][0]["instances"][0]["id"]
+    web_member = deployment["groups"][2]["instances"][0]["id"]
+    held = (await api.client.get(f"/v1/instances/{db_member}", headers=headers)).json()
+    free = (await api.client.get(f"/v1/instances/{web_member}", headers=headers)).json()
+    assert datetime.fromisoformat(held["approval_deadline"]) == datetime.fromisoformat(
+        event.data["approval_deadline"]
+    )
+    assert free["approval_deadline"] is None
+    assert held["expires_at"] is not None
