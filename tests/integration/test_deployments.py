@@ -26,8 +26,9 @@ from shared.events import (
     Placement,
 )
 from shared.runtime import ServiceRuntime
-from shared.testing import EventProbe
+from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
+from tests.integration.clouds import api_shows
 from tests.integration.publishing import connected_bus
 from tests.integration.stack import poller_runtime, scheduler_runtime, simulator_account
 
@@ -146,10 +147,10 @@ class Deployment:
 
 async def two_accounts(
     api: Api, simulator_url: str, followers: tuple[ServiceRuntime, ...], **second: object
-) -> tuple[str, dict, dict, str, str]:
-    """A user with two simulated-cloud accounts of their own: (user, first, second, and the
-    accounts' api keys)."""
-    owner, _ = await api.new_user("alice")
+) -> tuple[str, dict, dict, str, str, dict]:
+    """A user with two simulated-cloud accounts of their own: (user, first, second, the
+    accounts' api keys, the user's headers)."""
+    owner, headers = await api.new_user("alice")
     keys = [f"k-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     tag = uuid.uuid4().hex[:6]
     first = await simulator_account(
@@ -164,7 +165,7 @@ async def two_accounts(
         api_key=keys[1],
         **second,
     )
-    return owner, first, other, keys[0], keys[1]
+    return owner, first, other, keys[0], keys[1], headers
 
 
 async def live_nodes(simulator_url: str, api_key: str) -> list[Any]:
@@ -234,7 +235,7 @@ async def test_rollback_ends_everything_created_when_a_group_cannot_be_created(
     probe: EventProbe,
     amqp_url: str,
 ) -> None:
-    owner, good, bad, good_key, _ = await two_accounts(
+    owner, good, bad, good_key, *_ = await two_accounts(
         api, simulator_url, (scheduler, poller), create_failure_rate=1.0
     )
     deployment = Deployment(probe, amqp_url, owner, failing_web("rollback", bad["id"]))
@@ -263,7 +264,7 @@ async def test_keep_ends_degraded_naming_the_failed_instances(
     probe: EventProbe,
     amqp_url: str,
 ) -> None:
-    owner, _, bad, good_key, _ = await two_accounts(
+    owner, _, bad, good_key, *_ = await two_accounts(
         api, simulator_url, (scheduler, poller), create_failure_rate=1.0
     )
     deployment = Deployment(probe, amqp_url, owner, failing_web("keep", bad["id"]))
@@ -295,7 +296,7 @@ async def test_a_scheduler_restarted_mid_deployment_completes_it_without_duplica
 ) -> None:
     deployment: Deployment | None = None
     async with scheduler_runtime(amqp_url, database_url) as first:
-        owner, _, _, key_a, key_b = await two_accounts(api, simulator_url, (first, poller))
+        owner, _, _, key_a, key_b, _ = await two_accounts(api, simulator_url, (first, poller))
         deployment = Deployment(probe, amqp_url, owner, three_tier())
         await deployment.admit()
         # The first wave is launched (and placed); the scheduler stops before the next.
@@ -337,7 +338,7 @@ async def test_scale_up_and_down_then_delete_ends_every_instance_in_reverse_orde
     probe: EventProbe,
     amqp_url: str,
 ) -> None:
-    owner, _, _, key_a, key_b = await two_accounts(api, simulator_url, (scheduler, poller))
+    owner, _, _, key_a, key_b, _ = await two_accounts(api, simulator_url, (scheduler, poller))
     template = three_tier()
     deployment = Deployment(probe, amqp_url, owner, template)
     await deployment.admit()
@@ -377,5 +378,68 @@ async def test_scale_up_and_down_then_delete_ends_every_instance_in_reverse_orde
     app_ended = ended[uuid.UUID(first_app)]
     [db_ended] = [ended[uuid.UUID(i)] for i in deployment.of("db")]
     assert max(web_ended) < app_ended < db_ended
+    assert await live_nodes(simulator_url, key_a) == []
+    assert await live_nodes(simulator_url, key_b) == []
+
+
+async def test_through_the_api_a_deployment_runs_scales_and_is_deleted(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+    probe: EventProbe,
+) -> None:
+    """The whole path: the gateway takes the template, quota admits it as one unit, the
+    scheduler orchestrates it; the API shows the deployment and its instances."""
+    _, first, second, key_a, key_b, headers = await two_accounts(api, simulator_url, clouds_side)
+    created = await api.deploy(headers, three_tier(), name=f"shop-{uuid.uuid4().hex[:6]}")
+    assert created.status_code == 202, created.text
+    deployment = created.json()
+    assert deployment["state"] == "requested"
+    path = f"/v1/deployments/{deployment['id']}"
+
+    async def shown(state: str) -> dict:
+        async def read() -> dict | None:
+            got = (await api.client.get(path, headers=headers)).json()
+            return got if got["state"] == state else None
+
+        return await wait_until(read, timeout=SETTLE, what=f"the deployment shows {state}")
+
+    running = await shown("running")
+    instances = {g["name"]: g["instances"] for g in running["groups"]}
+    assert {name: len(ids) for name, ids in instances.items()} == {"db": 1, "app": 1, "web": 2}
+    for name, members in instances.items():
+        for m in members:
+            got = (await api.client.get(f"/v1/instances/{m['id']}", headers=headers)).json()
+            assert got["deployment_id"] == deployment["id"] and got["group"] == name
+            assert got["state"] == "running"
+    webs = [m["id"] for m in instances["web"]]
+    placed = {e.data["account_id"] for e in probe.matching("instance.placed") if e.subject in webs}
+    assert placed == {first["id"], second["id"]}
+
+    scaled = await api.client.post(
+        f"{path}/scale", json={"group": "app", "count": 2}, headers=headers
+    )
+    assert scaled.status_code == 202, scaled.text
+
+    async def two_apps_running() -> list[dict] | None:
+        got = (await api.client.get(path, headers=headers)).json()
+        [apps] = [g["instances"] for g in got["groups"] if g["name"] == "app"]
+        up = [m for m in apps if m["state"] == "running"]
+        return apps if len(up) == 2 and got["state"] == "running" else None
+
+    apps = await wait_until(two_apps_running, timeout=SETTLE, what="two app instances running")
+    [added] = [m["id"] for m in apps if m["id"] != instances["app"][0]["id"]]
+    scaled = await api.client.post(
+        f"{path}/scale", json={"group": "app", "count": 1}, headers=headers
+    )
+    assert scaled.status_code == 202, scaled.text
+    await api_shows(api, headers, added, "terminated", timeout=SETTLE)
+
+    deleted = await api.client.delete(path, headers=headers)
+    assert deleted.status_code == 202, deleted.text
+    await shown("deleted")
+    every = [m["id"] for ms in instances.values() for m in ms] + [added]
+    for instance_id in every:
+        await api_shows(api, headers, instance_id, "terminated", timeout=SETTLE)
     assert await live_nodes(simulator_url, key_a) == []
     assert await live_nodes(simulator_url, key_b) == []
