@@ -1,8 +1,10 @@
 """The `boreas` command against the whole stack as processes (tests/system.py): an admin sets a
 user up, she logs in, launches, watches her instance run, reads her events, terminates it,
 exports her usage with its cost as CSV; the admin gives her a lease policy and an approval rule,
-her large launch waits for approval and runs once the admin approves it; she logs out. A few
-exit codes of docs/cli.md on the way (the others: tests/unit/test_cli_commands.py).
+her large launch waits for approval and runs once the admin approves it; she creates a
+deployment from docs/examples/web-and-db.yaml, watches it run, scales it down and up and deletes
+it; she logs out. A few exit codes of docs/cli.md on the way (the others:
+tests/unit/test_cli_commands.py and test_cli_deployments.py).
 
 The command runs as the installed console script, a subprocess with its own XDG_CONFIG_HOME per
 person, talking HTTP to the test gateway only."""
@@ -27,6 +29,7 @@ from tests.infra import Infrastructure
 from tests.system import ADMIN_PASSWORD, System, running_system
 
 BOREAS = Path(sys.executable).parent / "boreas"
+WEB_AND_DB = Path(__file__).resolve().parents[2] / "docs" / "examples" / "web-and-db.yaml"
 ALICE_PASSWORD = "correct-horse-battery"
 
 
@@ -135,6 +138,7 @@ def test_login_launch_watch_terminate_and_usage_as_csv(
         )
 
         held_launch_is_approved_through_the_cli(admin, alice)
+        deployment_through_the_cli(admin, alice, system)
 
         token = tomllib.loads(alice.config.read_text())["token"]
         alice.ok("logout")
@@ -201,3 +205,87 @@ def held_launch_is_approved_through_the_cli(admin: Person, alice: Person) -> Non
         launched["expires_at"]
     )
     alice.ok("instances", "terminate", "big-1", "--wait", "--timeout", "45")
+
+
+def deployment_through_the_cli(admin: Person, alice: Person, system: System) -> None:
+    """A second account for alice; she creates the web-and-db example from its file (a database,
+    then two web servers spread across her two accounts), watches it to running, scales the web
+    servers down and up again, and deletes it: web servers first, then the database. A template
+    with a cycle is refused at its pointer."""
+    config = {"endpoint": system.simulator_url, "regions": ["north"], "poll_interval": 0.5}
+    admin.ok(
+        "accounts", "create", "team-sim-b", "--provider", "simulator",
+        "--credentials-file", "-", "--config", json.dumps(config), "--grant", "alice",
+        stdin=json.dumps({"api_key": "team-b", "api_secret": "do-not-share-either"}),
+    )  # fmt: skip
+
+    parameters = ["db_image=debian-12", "web_image=alpine-3", "db_account=team-sim"]
+    created = json.loads(
+        alice.ok(
+            *["deployments", "create", "-f", str(WEB_AND_DB), "--name", "shop", "-o", "json"],
+            *[option for p in parameters for option in ("--param", p)],
+        )
+    )
+    assert created["state"] == "requested", created
+    assert [(g["name"], len(g["instances"])) for g in created["groups"]] == [("db", 1), ("web", 2)]
+    deployment_id = created["id"]
+
+    watched = alice.ok("deployments", "watch", "shop", "--timeout", "45", "-o", "json")
+    seen = [json.loads(line) for line in watched.splitlines()]
+    assert seen[-1]["state"] == "running", watched
+    for step in seen:  # no web server was launched before the database ran
+        states = {g["name"]: [i["state"] for i in g["instances"]] for g in step["groups"]}
+        if any(state != "requested" for state in states["web"]):
+            assert states["db"] == ["running"], step
+    members = [
+        i
+        for i in json.loads(alice.ok("instances", "list", "-o", "json"))
+        if i.get("deployment_id") == deployment_id
+    ]
+    assert sorted((i["name"], i["group"], i["state"]) for i in members) == [
+        ("shop-db-1", "db", "running"),
+        ("shop-web-1", "web", "running"),
+        ("shop-web-2", "web", "running"),
+    ]
+    assert len({i["account_id"] for i in members if i["group"] == "web"}) == 2  # spread
+
+    alice.ok("deployments", "scale", "shop", "web", "1", "--wait", "--timeout", "45")
+    web = _group(alice, deployment_id, "web")
+    assert sorted(i["state"] for i in web) == ["running", "terminated"], web
+
+    too_wide = alice.run("deployments", "scale", "shop", "web", "3")
+    assert too_wide.returncode == 1, too_wide.stderr  # 422: only two accounts to spread over
+    assert "/count: spread across accounts: 3 instances need 3 accounts" in too_wide.stderr
+
+    alice.ok("deployments", "scale", "shop", "web", "2", "--wait", "--timeout", "45")
+    web = _group(alice, deployment_id, "web")
+    assert [i["name"] for i in web if i["state"] == "running"] == ["shop-web-1", "shop-web-3"]
+
+    deleting = alice.ok("deployments", "delete", "shop", "--wait", "--timeout", "45", "-o", "json")
+    steps = [json.loads(line) for line in deleting.splitlines()]
+    assert steps[-1]["state"] == "deleted", deleting
+    for step in steps:  # the database was terminated only once every web server was
+        states = {g["name"]: [i["state"] for i in g["instances"]] for g in step["groups"]}
+        if states["db"] != ["running"]:
+            assert set(states["web"]) == {"terminated"}, step
+    final = json.loads(alice.ok("deployments", "show", deployment_id, "-o", "json"))
+    assert final["state"] == "deleted"
+    assert {i["state"] for g in final["groups"] for i in g["instances"]} == {"terminated"}
+
+    cycle = (
+        "groups:\n"
+        "  - {name: app, count: 1, image: debian-12, cpus: 1, memory_mb: 512, after: [web]}\n"
+        "  - {name: web, count: 1, image: alpine-3, cpus: 1, memory_mb: 512, after: [app]}\n"
+    )
+    refused = alice.run("deployments", "create", "-f", "-", "--name", "loop", stdin=cycle)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        "boreas: Invalid request: /template/groups/0/after/0: these groups wait for each other: "
+        "app → web → app\n"
+    )
+
+
+def _group(person: Person, deployment_id: str, group: str) -> list[dict[str, str]]:
+    shown = json.loads(person.ok("deployments", "show", deployment_id, "-o", "json"))
+    (found,) = [g for g in shown["groups"] if g["name"] == group]
+    return list(found["instances"])
