@@ -262,27 +262,32 @@ class _NoClaim(Exception):
     """The place a spread launch needs is another member's: undo the room reserved."""
 
 
+NO_ROOM = "no headroom left"
+PLACE_TAKEN = "place taken"
+
+
 async def reserve(
     pool: asyncpg.Pool,
     call: CloudCall,
     account_id: str,
     max_instances: int | None,
     place: str | None = None,
-) -> bool:
-    """Before a create: room on the account (False if it has none left), the placement marked
-    launching there, and the account noted on the call, so a retry after a crash knows where a
-    node may already be. A spread launch (``place``: the account or region it takes for its
-    group) also claims its place, or reserves nothing (False) when another member holds it; the
-    claim's key makes two launches racing for one place take it once. All of it or none."""
+) -> str | None:
+    """Before a create: room on the account (:data:`NO_ROOM` if it has none left), the
+    placement marked launching there, and the account noted on the call, so a retry after a
+    crash knows where a node may already be. A spread launch (``place``: the account or region
+    it takes for its group) also claims its place, or reserves nothing (:data:`PLACE_TAKEN`)
+    when another member holds it; the claim's key makes two launches racing for one place take
+    it once. All of it or none; None once reserved."""
     try:
         async with pool.acquire() as conn, conn.transaction():
             if not await _room(conn, call, account_id, max_instances):
-                return False
+                return NO_ROOM
             if place is not None and not await _claim(conn, call, place):
                 raise _NoClaim
     except _NoClaim:
-        return False
-    return True
+        return PLACE_TAKEN
+    return None
 
 
 async def _room(

@@ -98,6 +98,8 @@ class _Tally:
 
     attempts: list[str] = field(default_factory=list)
     throttled: list[str] = field(default_factory=list)
+    # A spread launch found its place taken meanwhile by another member of its group.
+    outspread: bool = False
 
 
 def _offer(
@@ -237,6 +239,15 @@ class CloudWorker:
             read = catalogs[offer.account.id]
             if await self._launch_on(call, offer, read, accounts, reason, tally):
                 return
+        if tally.outspread:
+            # Lost a race for a spread place: if every account is taken now, say so plainly.
+            taken = await repository.spread_taken(
+                self.pool, request.deployment_id or "", request.group or "", call.instance_id
+            )
+            _, spread_reason = spread_accounts(eligible, request, taken)
+            if spread_reason is not None:
+                await self._launch_failed(call, spread_reason, tally.attempts)
+                return
         if tally.throttled:
             # Some account could still take it once the cloud lets us: wait, do not fail.
             await self._wait_for_cloud(call, eligible, tally.throttled)
@@ -284,15 +295,19 @@ class CloudWorker:
         instance is placed (by this create, or by one an earlier take had sent)."""
         account = offer.account
         place = call.launch.spread_place(account.id, offer.region)
-        if not await repository.reserve(
+        refused = await repository.reserve(
             self.pool, call, account.id, _max_instances(account), place
-        ):
+        )
+        if refused == repository.PLACE_TAKEN:
+            tally.outspread = True
+            where = account.name if call.launch.spread == "accounts" else place
             tally.attempts.append(
-                f"{account.name}: no headroom left"
-                if place is None
-                else f"{account.name}: no headroom left, or {place} taken meanwhile by another "
-                f"instance of group {call.launch.group!r} (spread across {call.launch.spread})"
+                f"{account.name}: {where} taken meanwhile by another instance of group "
+                f"{call.launch.group!r} (spread across {call.launch.spread})"
             )
+            return False
+        if refused is not None:
+            tally.attempts.append(f"{account.name}: {refused}")
             return False
         try:
             node = await self.clouds.call(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +23,8 @@ from shared.events import (
     DeploymentMember,
     DeploymentScaleAdmitted,
     Envelope,
+    InstanceApproved,
+    InstanceDenied,
     Placement,
 )
 from shared.runtime import ServiceRuntime
@@ -443,3 +445,97 @@ async def test_through_the_api_a_deployment_runs_scales_and_is_deleted(
         await api_shows(api, headers, instance_id, "terminated", timeout=SETTLE)
     assert await live_nodes(simulator_url, key_a) == []
     assert await live_nodes(simulator_url, key_b) == []
+
+
+async def test_spread_takes_each_account_once_even_when_launched_together(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    """Three web instances spread across two accounts, launched at once: two are placed, one
+    on each account, and the third fails with a reason naming the constraint."""
+    owner, first, second, *_ = await two_accounts(api, simulator_url, (scheduler, poller))
+    template = {"groups": [group("web", 3, [], spread="accounts")], "on_failure": "keep"}
+    deployment = Deployment(probe, amqp_url, owner, template)
+    await deployment.admit()
+
+    degraded = await deployment.reaches("degraded")
+    webs = deployment.of("web")
+    placed = probe.matching("instance.placed", lambda e: e.subject in webs)
+    assert sorted(e.data["account_id"] for e in placed) == sorted([first["id"], second["id"]])
+    [failed] = degraded.data["failed"]
+    [failure] = probe.matching("instance.failed", lambda e: e.subject == failed)
+    names = ", ".join(sorted([first["name"], second["name"]]))
+    assert failure.data["reason"] == (
+        "spread across accounts: every account group 'web' may use already holds one of its "
+        f"instances: {names}"
+    )
+    assert failure.data["reason"] in degraded.data["reason"]
+
+
+async def test_a_held_member_launches_once_approved_and_a_denial_rolls_back(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    owner, *_ = await two_accounts(api, simulator_url, (scheduler, poller))
+    template = {"groups": [group("db", 1, []), group("web", 2, ["db"])]}
+    approved = Deployment(probe, amqp_url, owner, template)
+    [held, _] = [m.instance_id for m in approved.members if m.group == "web"]
+    await approved.publish(
+        DeploymentAdmitted(
+            deployment_id=approved.id,
+            owner=owner,
+            name=approved.name,
+            template=template,
+            members=approved.members,
+            held=[held],
+        )
+    )
+    [db] = approved.of("db")
+    await approved.state_at(db, "running")
+    [other] = [w for w in approved.of("web") if w != str(held)]
+    await approved.state_at(other, "running")
+    assert not probe.matching("instance.launch_admitted", lambda e: e.subject == str(held))
+    await approved.publish(
+        InstanceApproved(
+            instance_id=held, owner=owner, decided_by="admin", decided_at=datetime.now(UTC)
+        )
+    )
+    await approved.reaches("running")
+    assert approved.of("web") and await approved.state_at(str(held), "running")
+
+    denied = Deployment(probe, amqp_url, owner, template)
+    [refused, _] = [m.instance_id for m in denied.members if m.group == "web"]
+    await denied.publish(
+        DeploymentAdmitted(
+            deployment_id=denied.id,
+            owner=owner,
+            name=denied.name,
+            template=template,
+            members=denied.members,
+            held=[refused],
+        )
+    )
+    [db] = denied.of("db")
+    await denied.state_at(db, "running")
+    await denied.publish(
+        InstanceDenied(
+            instance_id=refused,
+            owner=owner,
+            decided_by="admin",
+            decided_at=datetime.now(UTC),
+            reason="denied: too dear",
+        )
+    )
+    failed = await denied.reaches("failed")
+    assert failed.data["failed"] == [str(refused)]
+    assert "denied by admin: denied: too dear" in failed.data["reason"]
+    await denied.state_at(db, "terminated")
+    assert not probe.matching("instance.launch_admitted", lambda e: e.subject == str(refused))
