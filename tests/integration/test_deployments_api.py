@@ -4,6 +4,7 @@ the read model following the orchestrator's events (published here in its place)
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -249,6 +250,16 @@ async def test_idempotency_keys(api: Api) -> None:
     listed = (await api.client.get("/v1/deployments", headers=headers)).json()["items"]
     assert len(listed) == 1
     assert len((await api.client.get("/v1/instances", headers=headers)).json()["items"]) == 4
+
+    racing = {**headers, "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    answers = await asyncio.gather(
+        *(api.client.post("/v1/deployments", json=body, headers=racing) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    listed = (await api.client.get("/v1/deployments", headers=headers)).json()["items"]
+    assert len(listed) == 2
+    assert len((await api.client.get("/v1/instances", headers=headers)).json()["items"]) == 8
 
 
 async def publish_state(
