@@ -222,3 +222,43 @@ async def cancel_placement(conn: asyncpg.Connection, instance_id: uuid.UUID, own
         instance_id,
         owner,
     )
+
+
+async def keep_early_answer(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, denial: str | None
+) -> None:
+    """An approval answer for an instance not (yet) known as a member (``denial``: None if
+    approved)."""
+    await conn.execute(
+        """INSERT INTO early_answers (instance_id, approved, denial) VALUES ($1, $2, $3)
+           ON CONFLICT (instance_id) DO NOTHING""",
+        instance_id,
+        denial is None,
+        denial,
+    )
+
+
+async def apply_early_answers(conn: asyncpg.Connection, deployment_id: uuid.UUID) -> None:
+    """Answers seen before the deployment's members were: a held member approved is unheld,
+    one denied is denied."""
+    answers = await conn.fetch(
+        """DELETE FROM early_answers a USING deployment_members m
+           WHERE m.instance_id = a.instance_id AND m.deployment_id = $1
+           RETURNING a.instance_id, a.approved, a.denial""",
+        deployment_id,
+    )
+    for answer in answers:
+        if answer["approved"]:
+            await unhold(conn, answer["instance_id"])
+        else:
+            await conn.execute(
+                """UPDATE deployment_members SET state = $2, failure = $3, updated_at = now()
+                   WHERE instance_id = $1 AND state = 'waiting'""",
+                answer["instance_id"],
+                MemberState.DENIED.value,
+                answer["denial"],
+            )
+
+
+async def prune_early_answers(pool: asyncpg.Pool, before: datetime) -> None:
+    await pool.execute("DELETE FROM early_answers WHERE seen_at < $1", before)

@@ -64,6 +64,7 @@ async def follow_deployment(event: DeploymentEvent, uow: UnitOfWork, *, clock: C
     if isinstance(event, DeploymentAdmitted):
         await rows.ensure(conn, event.deployment_id, event.owner, event.name, event.template)
         await rows.add_members(conn, event.deployment_id, event.members, event.held)
+        await rows.apply_early_answers(conn, event.deployment_id)
         row = await rows.lock(conn, event.deployment_id)
         if row is not None and row.state == DeploymentState.REQUESTED:
             await _change_state(uow, row, Steps(DeploymentState.CREATING), clock)
@@ -80,6 +81,7 @@ async def follow_deployment(event: DeploymentEvent, uow: UnitOfWork, *, clock: C
             return
         if event.added:
             await rows.add_members(conn, event.deployment_id, event.added, event.held)
+            await rows.apply_early_answers(conn, event.deployment_id)
         else:
             await rows.remove_beyond(conn, event.deployment_id, event.group, event.count)
     elif isinstance(event, DeploymentDeleteRequested):
@@ -94,6 +96,9 @@ async def follow_member(event: InstanceEvent, uow: UnitOfWork, *, clock: Clock) 
     conn = uow.conn
     deployment_id = await rows.deployment_of(conn, event.instance_id)
     if deployment_id is None:
+        if isinstance(event, InstanceApproved | InstanceDenied):
+            # Maybe a member whose admission has not been handled yet: kept for it.
+            await rows.keep_early_answer(conn, event.instance_id, _denial(event))
         return
     # The deployment first, then its member: the order every step locks them in.
     await rows.lock(conn, deployment_id)
@@ -104,15 +109,31 @@ async def follow_member(event: InstanceEvent, uow: UnitOfWork, *, clock: Clock) 
         await rows.unhold(conn, event.instance_id)
     elif isinstance(event, InstanceDenied):
         if member.state is MemberState.WAITING:
-            denial = f"denied by {event.decided_by}: {event.reason}"
+            denial = _denial(event)
             await rows.set_member(conn, [event.instance_id], MemberState.DENIED, denial)
     else:
         seen, failure = _seen(event)
         after = observed(member.state, seen)
         if after is not member.state:
-            kept = failure if after in (MemberState.FAILED, MemberState.NOT_LAUNCHED) else None
+            kept = failure_of(member.state, after, failure)
             await rows.set_member(conn, [event.instance_id], after, kept)
     await step(uow, deployment_id, clock)
+
+
+def _denial(event: InstanceApproved | InstanceDenied) -> str | None:
+    if isinstance(event, InstanceApproved):
+        return None
+    return f"denied by {event.decided_by}: {event.reason}"
+
+
+def failure_of(before: MemberState, after: MemberState, seen: str | None) -> str | None:
+    """The failure a member's move records: what failed it, or an end nobody asked for (its
+    owner ended it, or its lease did) — the deployment no longer has all it was made of."""
+    if after in (MemberState.FAILED, MemberState.NOT_LAUNCHED):
+        return seen
+    if after is MemberState.TERMINATED and before is not MemberState.TERMINATING:
+        return "terminated outside its deployment"
+    return None
 
 
 def _seen(event: InstanceEvent) -> tuple[str, str | None]:

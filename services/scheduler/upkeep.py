@@ -9,7 +9,7 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
-from services.scheduler import repository
+from services.scheduler import deployment_rows, repository
 from shared.runtime import Clock
 
 log = structlog.get_logger(__name__)
@@ -25,4 +25,5 @@ async def upkeep_forever(pool: asyncpg.Pool, clock: Clock) -> None:
             log.warning("account_loads_repaired", accounts=repaired)
         await repository.prune_calls(pool, clock() - KEEP_FINISHED)
         await repository.prune_leases(pool, clock() - KEEP_FINISHED)
+        await deployment_rows.prune_early_answers(pool, clock() - KEEP_FINISHED)
         await asyncio.sleep(INTERVAL)

@@ -539,3 +539,45 @@ async def test_a_held_member_launches_once_approved_and_a_denial_rolls_back(
     assert "denied by admin: denied: too dear" in failed.data["reason"]
     await denied.state_at(db, "terminated")
     assert not probe.matching("instance.launch_admitted", lambda e: e.subject == str(refused))
+
+
+async def test_an_approval_seen_before_the_admission_still_launches_its_member(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    """The answer and the admission travel on different queues: an answer handled first is
+    kept for the member it names."""
+    owner, *_ = await two_accounts(api, simulator_url, (scheduler, poller))
+    template = {"groups": [group("web", 1, [])]}
+    deployment = Deployment(probe, amqp_url, owner, template)
+    [held] = [m.instance_id for m in deployment.members]
+    await deployment.publish(
+        InstanceApproved(
+            instance_id=held, owner=owner, decided_by="admin", decided_at=datetime.now(UTC)
+        )
+    )
+
+    async def answer_kept() -> bool:
+        return bool(
+            await scheduler.pool.fetchval(
+                "SELECT 1 FROM early_answers WHERE instance_id = $1", held
+            )
+        )
+
+    await wait_until(answer_kept, timeout=10, what="the early answer kept")
+    await deployment.publish(
+        DeploymentAdmitted(
+            deployment_id=deployment.id,
+            owner=owner,
+            name=deployment.name,
+            template=template,
+            members=deployment.members,
+            held=[held],
+        )
+    )
+    await deployment.reaches("running")
+    assert not await answer_kept()
