@@ -5,7 +5,9 @@ launch across two quota replicas; a redelivered request decides nothing again; h
 wait for an approval that launches nothing from quota; scaling up is a unit too, scaling down
 is admitted at once.
 
-Only quota runs: the test publishes what the gateway and the scheduler would.
+On the bus, only quota runs: the test publishes what the gateway and the scheduler would. Then
+through the API on the whole stack (the gateway, two quota replicas, the scheduler, a poller and
+the simulated cloud): no instance of a rejected deployment is ever admitted, placed or created.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.quota import bootstrap as quota
 from services.quota.repository import drift
+from shared.clouds.registry import boreas_instance_of
+from shared.clouds.simulator.driver import SimulatorNodeDriver
 from shared.config import QuotaSettings
 from shared.events import (
     DeploymentMember,
@@ -35,7 +40,9 @@ from shared.events import (
 from shared.ordering import slot_of
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
+from tests.integration.api import Api
 from tests.integration.publishing import connected_bus
+from tests.integration.stack import poller_runtime, scheduler_runtime, simulator_account
 from tests.integration.support import settings_for
 
 DECISIONS = ("deployment.admitted", "deployment.refused")
@@ -361,3 +368,115 @@ async def test_held_members_and_scaling_up_are_admitted_as_units(
             deployment.deployment_id,
             False,
         )
+
+
+# -- through the API, on the whole stack ----------------------------------------------------------
+
+SETTLE = 90  # seconds for every deployment to be decided and the admitted ones to run
+
+
+def tier(account_id: str) -> dict[str, Any]:
+    """A db of 2 cpus, then three web servers of one: 4 instances, 5 cpus."""
+    common = {"image": "debian-12", "memory_mb": 512, "placement": {"account": account_id}}
+    return {
+        "groups": [
+            {"name": "db", "count": 1, "cpus": 2, **common},
+            {"name": "web", "count": 3, "cpus": 1, "after": ["db"], **common},
+        ],
+        "on_failure": "rollback",
+    }
+
+
+def states_of(probe: EventProbe, ids: set[str]) -> dict[str, list[str]]:
+    """The states each of the deployments ``ids`` went through, in order."""
+    found: dict[str, list[str]] = {}
+    for e in probe.matching("deployment.state_changed", lambda e: e.subject in ids):
+        found.setdefault(e.subject or "", []).append(e.data["new_state"])
+    return found
+
+
+async def test_through_the_api_no_instance_of_a_rejected_deployment_is_ever_created(
+    api: Api, amqp_url: str, database_url: str, simulator_url: str, probe: EventProbe
+) -> None:
+    owner, headers = await api.new_user("racer")
+    admin = await api.admin()
+    api_key = f"k-{uuid.uuid4().hex[:8]}"
+    async with (
+        quota_replica(amqp_url, database_url),
+        quota_replica(amqp_url, database_url),  # two replicas compete on the same queues
+        scheduler_runtime(amqp_url, database_url) as scheduler,
+        poller_runtime(amqp_url, database_url) as poller,
+    ):
+        account = await simulator_account(
+            api, simulator_url, [owner], followers=(scheduler, poller), api_key=api_key
+        )
+        put = await api.client.put(
+            f"/v1/quotas/{owner}",
+            json={"instances": 10, "cpus": 12, "memory_mb": None},
+            headers=admin,
+        )
+        assert put.status_code == 200, put.text
+        await probe.wait_for(
+            "quota.usage_changed",
+            lambda e: e.data["owner"] == owner and e.data["limits"]["cpus"] == 12,
+            timeout=15,
+        )
+
+        # 20 deployments of 4 instances and 5 cpus, racing one launch of 2 cpus: two
+        # deployments and the launch fit (9 instances, 12 cpus), whatever the order.
+        template = tier(account["id"])
+        responses = await asyncio.gather(
+            *(api.deploy(headers, template, name=f"shop{i}") for i in range(20)),
+            api.launch(
+                headers, name="solo", cpus=2, memory_mb=512, placement={"account": account["id"]}
+            ),
+        )
+        assert {r.status_code for r in responses} == {202}, [r.text for r in responses]
+        launched = responses[-1].json()["id"]
+        created = {r.json()["id"]: r.json() for r in responses[:-1]}
+        ids = set(created)
+
+        def settled() -> bool:
+            states = states_of(probe, ids)
+            return len(states) == 20 and all(
+                s[-1] in ("rejected", "running", "failed") for s in states.values()
+            )
+
+        await wait_until(settled, timeout=SETTLE, what="every deployment rejected or running")
+        states = states_of(probe, ids)
+        running = {k for k, s in states.items() if s[-1] == "running"}
+        rejected = {k for k, s in states.items() if s == ["rejected"]}
+        assert (len(running), len(rejected)) == (2, 18), states
+        await probe.wait_for(
+            "instance.state_changed",
+            lambda e: e.subject == launched and e.data["new_state"] == "running",
+            timeout=SETTLE,
+        )
+
+        # The API: each rejected deployment says why, and so do its instances.
+        reason = re.compile(
+            r"^(db|web): cpus limit 12 reached: (10|12) in use or reserved, "
+            r"this deployment needs 5 more$"
+        )
+        rejected_members: set[str] = set()
+        for key in rejected:
+            shown = (await api.client.get(f"/v1/deployments/{key}", headers=headers)).json()
+            assert shown["state"] == "rejected" and reason.match(shown["reason"]), shown
+            members = [i for g in shown["groups"] for i in g["instances"]]
+            assert len(members) == 4
+            assert {i["state"] for i in members} == {"rejected"}, members
+            rejected_members |= {i["id"] for i in members}
+        for key in running:
+            shown = (await api.client.get(f"/v1/deployments/{key}", headers=headers)).json()
+            assert {i["state"] for g in shown["groups"] for i in g["instances"]} == {"running"}
+
+        # No instance of a rejected deployment was ever admitted, placed or created.
+        for topic in ("instance.launch_admitted", "instance.placed", "instance.state_changed"):
+            seen = probe.matching(topic, lambda e: e.subject in rejected_members)
+            assert seen == [], f"{topic}: {[e.subject for e in seen]}"
+        cloud = SimulatorNodeDriver(api_key, "s3cret", endpoint=simulator_url)
+        on_cloud = {boreas_instance_of(n) for n in await asyncio.to_thread(cloud.list_nodes)}
+        assert len(on_cloud) == 9 and launched in on_cloud
+        assert not on_cloud & rejected_members
+        quota_shown = (await api.client.get(f"/v1/quotas/{owner}", headers=headers)).json()
+        assert (quota_shown["usage"]["instances"], quota_shown["usage"]["cpus"]) == (9, 12)
