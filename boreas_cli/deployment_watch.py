@@ -105,8 +105,9 @@ def _now() -> str:
 
 
 def change_lines(now: Deployment, before: Deployment | None) -> list[str]:
-    """A line for the deployment's change of state and one for each instance's, as a person
-    reads them; everything when there was nothing before."""
+    """A line for each instance's change of state and one for the deployment's, as a person
+    reads them: the deployment first when there was nothing before (everything as it is), else
+    after its instances' changes, which are what moved it."""
     lines = []
     old_state = None if before is None else before.get("state")
     if before is None or now.get("state") != old_state:
@@ -117,14 +118,15 @@ def change_lines(now: Deployment, before: Deployment | None) -> list[str]:
             line += f"  ({reasons})"
         lines.append(line)
     earlier = {str(m.get("id")): m.get("state") for m in members(before or {})}
+    changed = []
     for member in members(now):
         old = earlier.get(str(member.get("id")))
         if before is not None and old == member.get("state"):
             continue
         state = member.get("state") if old is None else f"{old} → {member.get('state')}"
         at = when(member.get("updated_at") or _now())
-        lines.append(f"{at}  {member.get('name')}  {member.get('group')}  {state}")
-    return lines
+        changed.append(f"{at}  {member.get('name')}  {member.get('group')}  {state}")
+    return lines + changed if before is None else changed + lines
 
 
 class Display:

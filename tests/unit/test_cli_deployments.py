@@ -334,11 +334,11 @@ def test_create_wait_watches_it_to_running(run: Run, tmp_path: Path) -> None:
         "shop-db-1  db  requested",
         "shop-web-1  web  requested",
         "shop-web-2  web  requested",
+        "shop-db-1  db  requested → running",  # what moved it, then the deployment
         f"shop  {ID}  requested → creating",
-        "shop-db-1  db  requested → running",
-        f"shop  {ID}  creating → running",
         "shop-web-1  web  requested → running",
         "shop-web-2  web  requested → running",
+        f"shop  {ID}  creating → running",
     ]
     assert len(gateway.requests(f"GET /v1/deployments/{ID}")) == 3  # the other's event: none
 
@@ -445,7 +445,8 @@ def test_a_quiet_stream_does_not_stop_the_watch_it_reads_the_deployment_again(
     gateway = Gateway({f"GET /v1/deployments/{ID}": steps})  # and no event at all
     exit_code, out, _ = run(gateway, "deployments", "watch", ID, "--timeout", "10")
     assert exit_code == 0
-    assert out.splitlines()[-1].endswith("shop-web-2  web  requested → running")
+    assert out.splitlines()[-2].endswith("shop-web-2  web  requested → running")
+    assert out.splitlines()[-1].endswith("creating → running")
 
 
 def test_watch_gives_up_after_its_timeout(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -471,8 +472,8 @@ def test_change_lines_name_why_a_deployment_went_wrong() -> None:
     after = deployment("degraded", web=("running", "error"), reason="web: 1 failed", failed=[WEB2])
     lines = [line.split("  ", 1)[1] for line in change_lines(after, before)]
     assert lines == [
-        f"shop  {ID}  creating → degraded  (web: 1 failed; failed: shop-web-2)",
         "shop-web-2  web  requested → error",
+        f"shop  {ID}  creating → degraded  (web: 1 failed; failed: shop-web-2)",
     ]
 
 
@@ -497,7 +498,8 @@ def test_scale_wait_watches_until_the_group_has_its_count_running(run: Run) -> N
     )
     exit_code, out, err = run(gateway, "deployments", "scale", ID, "web", "3", "--wait")
     assert (exit_code, err) == (0, "")
-    assert out.splitlines()[-1].endswith("shop-web-3  web  pending → running")
+    assert out.splitlines()[-2].endswith("shop-web-3  web  pending → running")
+    assert out.splitlines()[-1].endswith("creating → running")
 
 
 def test_scale_wait_down_waits_for_the_newest_to_end_even_while_all_run(run: Run) -> None:
