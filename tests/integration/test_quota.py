@@ -29,9 +29,18 @@ from tests.integration.support import settings_for
 
 
 def decided(probe: EventProbe, ids: set[str]) -> tuple[list, list]:
-    admitted = probe.matching("instance.launch_admitted", lambda e: e.subject in ids)
-    rejected = probe.matching("instance.rejected", lambda e: e.subject in ids)
+    """The launches of ``ids`` admitted and rejected, one envelope each: delivery is
+    at-least-once, so an event may be seen twice (the relay publishes again what it could not
+    mark published)."""
+    admitted = _one_per_instance(
+        probe.matching("instance.launch_admitted", lambda e: e.subject in ids)
+    )
+    rejected = _one_per_instance(probe.matching("instance.rejected", lambda e: e.subject in ids))
     return admitted, rejected
+
+
+def _one_per_instance(envelopes: list) -> list:
+    return list({e.subject: e for e in envelopes}.values())
 
 
 async def racing_launches(

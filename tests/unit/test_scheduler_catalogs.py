@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from libcloud.compute.base import NodeSize
+from structlog.testing import capture_logs
 
 from services.scheduler.catalogs import CatalogCache, catalog_read_event
 from services.scheduler.cloud_calls import CatalogRead, read_catalog
@@ -105,17 +106,16 @@ async def test_each_read_is_announced_and_a_fresh_catalog_is_not_read_again(
     assert (cloud.calls, len(announced.reads)) == (3, 3)
 
 
-async def test_a_failed_read_is_logged_and_tried_at_the_next_round(
-    now: list[float], capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_a_failed_read_is_logged_and_tried_at_the_next_round(now: list[float]) -> None:
     cloud, announced = Cloud(), Announced()
     cache = CatalogCache(cloud, clock=lambda: now[0], announce=announced)  # type: ignore[arg-type]
     cloud.failing = ConnectionError("no route to cloud")
-    await cache.refresh([account()])
+    with capture_logs() as logs:
+        await cache.refresh([account()])
     assert announced.reads == []
-    logged = capsys.readouterr().out
-    assert "catalog_read_failed" in logged and "team-a" in logged
-    assert "no route to cloud" in logged
+    [failed] = [line for line in logs if line["event"] == "catalog_read_failed"]
+    assert failed["account"] == "team-a"
+    assert "no route to cloud" in failed["error"]
     cloud.failing = None
     await cache.refresh([account()])
     assert len(announced.reads) == 1
