@@ -144,12 +144,9 @@ def emit_deployment(deployment: Deployment, output: Format) -> None:
     explain(deployment)
 
 
-def listed(api: Api, **params: Any) -> list[Deployment]:
-    """Every deployment the list gives (paginated like the other lists, or a plain array)."""
-    first = api.get("/v1/deployments", **params)
-    if isinstance(first, list):
-        return first
-    return api.pages("/v1/deployments", **params)
+def listed(api: Api, limit: int | None = None, **params: Any) -> list[Deployment]:
+    """The deployments the list gives, newest first, following its pages (up to ``limit``)."""
+    return api.pages("/v1/deployments", limit=limit, **params)
 
 
 def resolve(api: Api, ref: str) -> str:
@@ -236,9 +233,7 @@ def list_deployments(
     output: OutputOption = Format.TABLE,
 ) -> None:
     """Your deployments, newest first (admins: everyone's)."""
-    found = listed(context.api(), owner=owner)
-    if limit is not None:
-        found = found[:limit]
+    found = listed(context.api(), limit=limit, owner=owner)
     emit(found, output, lambda: render_table(found, COLUMNS))
 
 

@@ -367,6 +367,8 @@ def test_list_follows_every_page_as_a_table_or_json(run: Run) -> None:
     ]
     exit_code, out, _ = run(pages, "deployments", "list", "-o", "json", "--owner", "alice")
     assert [d["name"] for d in json.loads(out)] == ["shop", "farm"]
+    exit_code, out, _ = run(pages, "deployments", "list", "-o", "json", "--limit", "1")
+    assert [d["name"] for d in json.loads(out)] == ["shop"]  # the first page was enough
 
 
 def test_show_finds_a_deployment_by_name_and_names_its_failed_instances(run: Run) -> None:
