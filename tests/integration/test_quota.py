@@ -105,7 +105,11 @@ async def test_two_hundred_racing_launches_admit_exactly_the_limit(
 
         ids = await racing_launches(api, alice, "r", 200, account)
         admitted, rejected = await all_decided(probe, ids, timeout=60)
-        assert len(admitted) == 5 and len(rejected) == 195
+        # A launch the cloud failed gives its room back, and one more fits: on a loaded machine
+        # the simulated cloud may fail a create, so the bound counts those.
+        failed = probe.matching("instance.failed", lambda e: e.subject in ids)
+        assert 5 <= len(admitted) <= 5 + len({e.subject for e in failed})
+        assert len(admitted) + len(rejected) == 200
         assert all(e.data["reason"].startswith("instances limit 5 reached") for e in rejected)
 
         async def shown_rejected() -> bool:
