@@ -416,6 +416,18 @@ async def test_through_the_api_a_deployment_runs_scales_and_is_deleted(
             assert got["state"] == "running"
     webs = [m["id"] for m in instances["web"]]
     placed = {e.data["account_id"] for e in probe.matching("instance.placed") if e.subject in webs}
+    # Up in dependency order, by the instances' state_changed times.
+    [db], [app] = (m["id"] for m in instances["db"]), (m["id"] for m in instances["app"])
+
+    def seen(instance_id: str, state: str | None = None) -> list[datetime]:
+        return [
+            datetime.fromisoformat(e.data["observed_at"])
+            for e in probe.matching("instance.state_changed", lambda e: e.subject == instance_id)
+            if state is None or e.data["new_state"] == state
+        ]
+
+    assert max(seen(db, "running")) < min(seen(app))
+    assert all(max(seen(app, "running")) < min(seen(web)) for web in webs)
     assert placed == {first["id"], second["id"]}
 
     scaled = await api.client.post(
