@@ -11,8 +11,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 
 from shared.clouds.registry import BOREAS_TAG
@@ -29,10 +32,12 @@ from shared.events import (
 )
 from shared.runtime import ServiceRuntime
 from shared.testing import EventProbe, wait_until
+from tests.infra import Infrastructure
 from tests.integration.api import Api
 from tests.integration.clouds import api_shows
 from tests.integration.publishing import connected_bus
 from tests.integration.stack import poller_runtime, scheduler_runtime, simulator_account
+from tests.system import ADMIN_PASSWORD, add_simulator_accounts, login, new_user, running_system
 
 SETTLE = 60  # seconds for a deployment to reach a state on the simulated cloud
 
@@ -593,3 +598,65 @@ async def test_an_approval_seen_before_the_admission_still_launches_its_member(
     )
     await deployment.reaches("running")
     assert not await answer_kept()
+
+
+async def test_a_scheduler_killed_while_creating_a_group_completes_it_without_duplicates(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """kill -9, as processes: the scheduler dies while the cloud is making web's nodes (it
+    answers a create a second after making the node); started again, it completes the
+    deployment with one node per member."""
+    env = {"BOREAS_CLOUD_CALL_LEASE": "3", "BOREAS_POLL_INTERVAL": "0.5"}
+    with (
+        infra.isolated() as (amqp_url, database_url),
+        running_system(amqp_url, database_url, tmp_path / "logs", env=env) as system,
+    ):
+        db = await asyncpg.connect(database_url)
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            admin = await login(client, "admin", ADMIN_PASSWORD)
+            carol = await new_user(client, admin, "carol", "carol-password")
+            await add_simulator_accounts(
+                client,
+                admin,
+                system,
+                2,
+                simulator={"api_latency": 1.0, "timings": {"boot": 0}},
+                poll_interval=0.5,
+                grants=("carol",),
+            )
+            created = await client.post(
+                "/v1/deployments", json={"name": "shop", "template": three_tier()}, headers=carol
+            )
+            assert created.status_code == 202, created.text
+            path = f"/v1/deployments/{created.json()['id']}"
+            groups = (await client.get(path, headers=carol)).json()["groups"]
+            members = {g["name"]: [m["id"] for m in g["instances"]] for g in groups}
+            every = [i for ids in members.values() for i in ids]
+
+            async def nodes() -> dict[str, int]:
+                rows = await db.fetch(
+                    """SELECT tags->>'boreas-instance' AS id, count(*) AS n FROM simulator.nodes
+                       WHERE tags->>'boreas-instance' = ANY($1) GROUP BY 1""",
+                    every,
+                )
+                return {r["id"]: r["n"] for r in rows}
+
+            async def a_web_node_made() -> bool:
+                return bool(set(await nodes()) & set(members["web"]))
+
+            await wait_until(a_web_node_made, timeout=60, interval=0.02, what="a web node made")
+            system.kill("scheduler")
+            system.start("scheduler", index=0)
+
+            async def running() -> bool:
+                return (await client.get(path, headers=carol)).json()["state"] == "running"
+
+            await wait_until(running, timeout=90, what="the deployment running")
+            assert await nodes() == dict.fromkeys(every, 1)
+            # The node the killed scheduler was waiting for was found by its tag, not remade.
+            reasons = [
+                (await client.get(f"/v1/instances/{i}", headers=carol)).json()["reason"] or ""
+                for i in members["web"]
+            ]
+            assert any("created by an earlier attempt" in r for r in reasons), reasons
+        await db.close()
