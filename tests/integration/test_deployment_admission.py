@@ -1,7 +1,8 @@
 """Deployments admitted by quota as one unit, on the real RabbitMQ and PostgreSQL: a deployment
 that does not fit the owner's quota as a whole is refused whole (every member's ledger entry
 rejected, nothing reserved), even under 20 concurrent deployment requests racing one smaller
-launch across two quota replicas; a redelivered request decides nothing again; held members
+launch across two quota replicas, by the count limits and by a budget alike; a redelivered
+request decides nothing again; held members
 wait for an approval that launches nothing from quota; scaling up is a unit too, scaling down
 is admitted at once.
 
@@ -38,7 +39,7 @@ from shared.events import (
     ResourceLimits,
 )
 from shared.ordering import slot_of
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, utcnow
 from shared.testing import EventProbe, wait_until
 from tests.integration.api import Api
 from tests.integration.publishing import connected_bus
@@ -48,8 +49,10 @@ from tests.integration.support import settings_for
 DECISIONS = ("deployment.admitted", "deployment.refused")
 
 
-def quota_replica(amqp_url: str, database_url: str) -> ServiceRuntime:
-    return quota.build(settings_for(amqp_url, database_url, QuotaSettings))
+def quota_replica(
+    amqp_url: str, database_url: str, clock: Callable[[], datetime] = utcnow
+) -> ServiceRuntime:
+    return quota.build(settings_for(amqp_url, database_url, QuotaSettings), clock=clock)
 
 
 Publish = Callable[..., Awaitable[None]]
@@ -76,6 +79,7 @@ def member(
     cpus: int = 1,
     rules: tuple[str, ...] = (),
     instance_id: uuid.UUID | None = None,
+    price: float | None = None,
 ) -> DeploymentMember:
     return DeploymentMember(
         instance_id=instance_id or uuid.uuid4(),
@@ -85,6 +89,7 @@ def member(
         cpus=cpus,
         memory_mb=512,
         approval_rules=list(rules),
+        price_per_hour=price,
     )
 
 
@@ -236,6 +241,79 @@ async def test_twenty_racing_deployments_and_a_smaller_launch_admit_whole_deploy
                 "SELECT instances, cpus, memory_mb FROM usage WHERE owner = $1", owner
             )
         ) == (9, 12, 9 * 512)
+
+
+async def test_racing_deployments_never_pass_the_budget_and_are_refused_whole(
+    amqp_url: str, database_url: str, probe: EventProbe
+) -> None:
+    owner = owner_name("budget")
+    mid_november = datetime(2026, 11, 15, tzinfo=UTC)  # 384 h to the month's end
+
+    def still() -> datetime:
+        return mid_november
+
+    # Each deployment commits 480 this month (a db at 0.5/h: 192, three web servers at
+    # 0.25/h: 96 each); the launch 96. A budget of 1056 fits two deployments and the launch,
+    # whatever the order, and never a third.
+    def priced() -> DeploymentRequested:
+        webs = (member("web", n, price=0.25) for n in (1, 2, 3))
+        return shop(owner, member("db", 1, price=0.5), *webs)
+
+    deployments = [priced() for _ in range(20)]
+    small = InstanceLaunchRequested(
+        instance_id=uuid.uuid4(),
+        owner=owner,
+        name="vm",
+        image="debian-12",
+        cpus=1,
+        memory_mb=512,
+        price_per_hour=0.25,
+    )
+    ids = {str(d.deployment_id) for d in deployments}
+    async with (
+        quota_replica(amqp_url, database_url, still) as runtime,
+        quota_replica(amqp_url, database_url, still),
+        publisher(amqp_url) as publish,
+    ):
+        await publish(
+            QuotaLimitsSet(owner=owner, limits=ResourceLimits(cost_per_month=1056.0), set_by="test")
+        )
+        await probe.wait_for(
+            "quota.usage_changed",
+            lambda e: e.data["owner"] == owner and e.data["limits"]["cost_per_month"] == 1056.0,
+            timeout=15,
+        )
+        await publish(*deployments, small)
+        await wait_until(
+            lambda: len(decisions_of(probe, ids)) == 20, timeout=60, what="20 deployments decided"
+        )
+        await probe.wait_for(
+            "instance.launch_admitted", lambda e: e.subject == str(small.instance_id), timeout=30
+        )
+        decided = decisions_of(probe, ids)
+        refused = [es[0] for es in decided.values() if es[0].topic == "deployment.refused"]
+        assert len(refused) == 18 and all(len(es) == 1 for es in decided.values())
+        reason = re.compile(
+            r"^db: cost_per_month budget 1056\.00 would be passed: (960|1056)\.00 spent or "
+            r"committed this month, this deployment would add 480\.00$"
+        )
+        assert all(reason.match(e.data["reason"]) for e in refused), refused[0].data["reason"]
+        held = await runtime.pool.fetchval(
+            "SELECT count(*) FROM ledger WHERE owner = $1 AND status = 'reserved'", owner
+        )
+        assert held == 9
+        await wait_until(
+            lambda: probe.matching(
+                "quota.usage_changed",
+                lambda e: (
+                    e.data["owner"] == owner
+                    and (e.data["usage"]["instances"], e.data["usage"]["cost_this_month"])
+                    == (9, 1056.0)
+                ),
+            ),
+            timeout=15,
+            what="usage of 9 instances costing 1056",
+        )
 
 
 def same_partition_as(instance_id: uuid.UUID) -> uuid.UUID:
