@@ -2,9 +2,8 @@
 that does not fit the owner's quota as a whole is refused whole (every member's ledger entry
 rejected, nothing reserved), even under 20 concurrent deployment requests racing one smaller
 launch across two quota replicas, by the count limits and by a budget alike; a redelivered
-request decides nothing again; held members
-wait for an approval that launches nothing from quota; scaling up is a unit too, scaling down
-is admitted at once.
+request decides nothing again; held members wait for an approval that launches nothing from
+quota; scaling up is a unit too, scaling down is admitted at once.
 
 On the bus, only quota runs: the test publishes what the gateway and the scheduler would. Then
 through the API on the whole stack (the gateway, two quota replicas, the scheduler, a poller and
