@@ -200,5 +200,9 @@ SUBSCRIPTIONS = (
         (InstanceStateChanged, InstanceFailed, InstanceApproved, InstanceDenied),
         follow_member,
         order_by=OrderKey.INSTANCE,
+        # Every instance's events come here, members or not: no inbox row for each, as a copy
+        # changes nothing (a member's final states stay, an answer applies once, and the step
+        # is level-triggered).
+        dedupe=False,
     ),
 )
