@@ -169,7 +169,8 @@ async def record_deployment_state(
     event: DeploymentStateChanged, conn: asyncpg.Connection, now: datetime
 ) -> None:
     """The deployment's state as the orchestrator saw it last; a rejected one's members that
-    quota never admitted are rejected with it."""
+    quota never admitted are rejected with it, and deleted, it keeps the reason it was
+    rejected for."""
     applied = await deployments.apply_state_change(
         conn,
         event.deployment_id,
@@ -178,6 +179,7 @@ async def record_deployment_state(
         failed=event.failed,
         observed_at=event.observed_at,
         now=now,
+        keep_reason=event.old_state == "rejected",
     )
     if applied and event.new_state == "rejected":
         await deployments.reject_members(conn, event.deployment_id, event.reason or "rejected", now)

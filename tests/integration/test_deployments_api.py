@@ -339,6 +339,33 @@ async def test_a_rejected_deployment_rejects_its_members(api: Api, amqp_url: str
     assert instance["reason"] == "web: instances limit 3 reached"
 
 
+async def test_a_rejected_deployment_deleted_keeps_its_reason(
+    api: Api, amqp_url: str, probe: EventProbe
+) -> None:
+    _owner, headers = await owner_with_accounts(api)
+    deployment = (await api.deploy(headers, THREE_GROUPS, parameters={"pg": 16})).json()
+    path = f"/v1/deployments/{deployment['id']}"
+    why = "db: memory_mb limit 1024 reached"
+    start = datetime.now(UTC)
+    await publish_state(amqp_url, deployment, "requested", "rejected", start, reason=why)
+    await shown(api, headers, deployment, state="rejected")
+
+    deleting = await api.client.delete(path, headers=headers)
+    assert deleting.status_code == 202, deleting.text
+    assert (deleting.json()["state"], deleting.json()["reason"]) == ("deleting", why)
+    assert {m["state"] for g in deleting.json()["groups"] for m in g["instances"]} == {"rejected"}
+    await probe.wait_for(
+        "deployment.delete_requested", lambda e: e.subject == deployment["id"], timeout=10
+    )
+    # The scheduler ends it from rejected (its own view); bringing no reason, the one it had stays.
+    later = start + timedelta(seconds=1)
+    await publish_state(amqp_url, deployment, "rejected", "deleted", later)
+    deleted = await shown(api, headers, deployment, state="deleted")
+    assert deleted["reason"] == why
+    assert {m["state"] for g in deleted["groups"] for m in g["instances"]} == {"rejected"}
+    assert (await api.client.delete(path, headers=headers)).json()["state"] == "deleted"
+
+
 async def test_scaling(api: Api, amqp_url: str, probe: EventProbe) -> None:
     _owner, headers = await owner_with_accounts(api)
     deployment = (await api.deploy(headers, THREE_GROUPS, parameters={"pg": 16})).json()

@@ -114,10 +114,13 @@ async def set_template(
 
 
 async def start_deleting(conn: asyncpg.Connection, deployment_id: uuid.UUID, now: datetime) -> None:
-    """Shown ``deleting`` at once, and its members no cloud has yet ``terminating``: the
-    scheduler cancels them (instance.failed moves them on to terminated)."""
+    """Shown ``deleting`` at once (a rejected one keeps its reason: why nothing of it ran), and
+    its members no cloud has yet ``terminating``: the scheduler cancels them (instance.failed
+    moves them on to terminated)."""
     await conn.execute(
-        "UPDATE deployments SET state = 'deleting', reason = NULL, updated_at = $2 WHERE id = $1",
+        """UPDATE deployments SET state = 'deleting', updated_at = $2,
+               reason = CASE WHEN state = 'rejected' THEN reason END
+           WHERE id = $1""",
         deployment_id,
         now,
     )
@@ -138,13 +141,14 @@ async def apply_state_change(
     failed: Sequence[uuid.UUID],
     observed_at: datetime,
     now: datetime,
+    keep_reason: bool = False,
 ) -> bool:
     """Move the deployment to ``new_state`` unless a newer observation was applied, or it is
-    being deleted (the DELETE shows it at once) and this is an older view. True if the row
-    changed."""
+    being deleted (the DELETE shows it at once) and this is an older view; ``keep_reason``: the
+    reason it has stays unless this one brings another. True if the row changed."""
     status = await conn.execute(
-        """UPDATE deployments SET state = $2, reason = $3, failed = $4, observed_at = $5,
-               updated_at = $6
+        """UPDATE deployments SET state = $2, failed = $4, observed_at = $5, updated_at = $6,
+               reason = CASE WHEN $9 THEN coalesce($3, reason) ELSE $3 END
            WHERE id = $1 AND (observed_at IS NULL OR observed_at <= $5)
              AND (state <> ALL($7::text[]) OR $2 = ANY($8::text[]))""",
         deployment_id,
@@ -155,6 +159,7 @@ async def apply_state_change(
         now,
         list(_ENDING),
         list(_AFTER_ENDING),
+        keep_reason,
     )
     return status.endswith(" 1")
 
