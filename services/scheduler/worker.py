@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -98,8 +99,11 @@ class _Tally:
 
     attempts: list[str] = field(default_factory=list)
     throttled: list[str] = field(default_factory=list)
-    # A spread launch found its place taken meanwhile by another member of its group.
-    outspread: bool = False
+
+
+# What one try on an offer came to: the instance placed, its spread place lost to another
+# member of its group (look again at what is left), or no launch there for another cause.
+_Outcome = Literal["placed", "lost", "missed"]
 
 
 def _offer(
@@ -222,37 +226,48 @@ class CloudWorker:
         if call.tried and await self._adopt_earlier_node(call, accounts):
             return
         eligible = eligible_accounts(accounts.values(), request)
-        taken: frozenset[str] = frozenset()
-        if request.spread and request.deployment_id and request.group:
-            taken = await repository.spread_taken(
-                self.pool, request.deployment_id, request.group, call.instance_id
-            )
-        usable, spread_reason = spread_accounts(eligible, request, taken)
-        if spread_reason is not None:
-            await self._launch_failed(call, spread_reason, [spread_reason])
-            return
         tally = _Tally()
-        offers, catalogs = await self._offers(request, usable, tally, taken)
-        ranked = rank(offers)
-        for tried, offer in enumerate(ranked, 1):
-            reason = explain(offer, tried, len(ranked))
-            read = catalogs[offer.account.id]
-            if await self._launch_on(call, offer, read, accounts, reason, tally):
-                return
-        if tally.outspread:
-            # Lost a race for a spread place: if every account is taken now, say so plainly.
-            taken = await repository.spread_taken(
-                self.pool, request.deployment_id or "", request.group or "", call.instance_id
-            )
-            _, spread_reason = spread_accounts(eligible, request, taken)
+        tried: set[tuple[str, str | None]] = set()
+        while True:
+            # A spread launch that lost a place to another member of its group looks again at
+            # the places taken and tries what is left (another region of the same account too).
+            taken = await self._spread_taken(call)
+            usable, spread_reason = spread_accounts(eligible, request, taken)
             if spread_reason is not None:
-                await self._launch_failed(call, spread_reason, tally.attempts)
+                await self._launch_failed(call, spread_reason, tally.attempts or [spread_reason])
                 return
+            offered = _Tally()
+            offers, catalogs = await self._offers(request, usable, offered, taken)
+            ranked = [o for o in rank(offers) if (o.account.id, o.region) not in tried]
+            before = len(tried)
+            outcome: _Outcome = "missed"
+            for n, offer in enumerate(ranked, 1):
+                tried.add((offer.account.id, offer.region))
+                reason = explain(offer, before + n, before + len(ranked))
+                read = catalogs[offer.account.id]
+                outcome = await self._launch_on(call, offer, read, accounts, reason, tally)
+                if outcome != "missed":
+                    break
+            if outcome == "placed":
+                return
+            if outcome == "missed":
+                break
+        tally.attempts.extend(offered.attempts)
+        tally.throttled.extend(offered.throttled)
         if tally.throttled:
             # Some account could still take it once the cloud lets us: wait, do not fail.
             await self._wait_for_cloud(call, eligible, tally.throttled)
             return
         await self._launch_failed(call, _failure_reason(eligible, tally.attempts), tally.attempts)
+
+    async def _spread_taken(self, call: CloudCall) -> frozenset[str]:
+        """The places other members of a spread launch's group hold (none if not spread)."""
+        request = call.launch
+        if not (request.spread and request.deployment_id and request.group):
+            return frozenset()
+        return await repository.spread_taken(
+            self.pool, request.deployment_id, request.group, call.instance_id
+        )
 
     async def _offers(
         self,
@@ -290,25 +305,25 @@ class CloudWorker:
         accounts: dict[str, GrantedAccount],
         reason: str,
         tally: _Tally,
-    ) -> bool:
-        """Reserve room on the offer's account and create the node there. True once the
-        instance is placed (by this create, or by one an earlier take had sent)."""
+    ) -> _Outcome:
+        """Reserve room on the offer's account and create the node there: ``placed`` once the
+        instance is (by this create, or by one an earlier take had sent), ``lost`` when its
+        spread place was taken meanwhile, ``missed`` for any other cause (noted in ``tally``)."""
         account = offer.account
         place = call.launch.spread_place(account.id, offer.region)
         refused = await repository.reserve(
             self.pool, call, account.id, _max_instances(account), place
         )
         if refused == repository.PLACE_TAKEN:
-            tally.outspread = True
             where = account.name if call.launch.spread == "accounts" else place
             tally.attempts.append(
                 f"{account.name}: {where} taken meanwhile by another instance of group "
                 f"{call.launch.group!r} (spread across {call.launch.spread})"
             )
-            return False
+            return "lost"
         if refused is not None:
             tally.attempts.append(f"{account.name}: {refused}")
-            return False
+            return "missed"
         try:
             node = await self.clouds.call(
                 account,
@@ -324,20 +339,20 @@ class CloudWorker:
         except CloudThrottled as error:
             await repository.release(self.pool, call, account.id)
             tally.throttled.append(f"{account.name}: {error}")
-            return False
+            return "missed"
         except Exception as error:
             lost = connection_lost(error)
             if lost and await self._adopt_earlier_node(call, accounts, (account.id,)):
-                return True  # the create had gone through after all
+                return "placed"  # the create had gone through after all
             await repository.release(self.pool, call, account.id)
             self.catalogs.forget(account.id)
             tally.attempts.append(f"{account.name}: {describe(error)}")
             log.warning("launch_attempt_failed", account=account.name, error=describe(error))
-            return False
+            return "missed"
         await self._placed(
             call, account, str(node.id), offer.region, reason, offer.size.price_per_hour
         )
-        return True
+        return "placed"
 
     async def _wait_for_cloud(
         self, call: CloudCall, accounts: list[GrantedAccount], throttled: list[str]

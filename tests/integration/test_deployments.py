@@ -493,6 +493,32 @@ async def test_spread_takes_each_account_once_even_when_launched_together(
     assert failure.data["reason"] in degraded.data["reason"]
 
 
+async def test_spread_across_regions_takes_the_region_left_after_losing_one_to_a_sibling(
+    api: Api,
+    scheduler: ServiceRuntime,
+    poller: ServiceRuntime,
+    simulator_url: str,
+    probe: EventProbe,
+    amqp_url: str,
+) -> None:
+    """Two instances spread across regions on two accounts that both offer north and south,
+    launched at once (several deployments together, so the race is run more than once): each
+    is offered north first; the one that loses north to its sibling takes south."""
+    owner, *_ = await two_accounts(api, simulator_url, (scheduler, poller))
+    template = {"groups": [group("web", 2, [], spread="regions")], "on_failure": "keep"}
+    deployments = [Deployment(probe, amqp_url, owner, template) for _ in range(3)]
+    await asyncio.gather(*(d.admit() for d in deployments))
+
+    for deployment in deployments:
+        running = await deployment.reaches("running")
+        assert running.data["failed"] == [] and running.data["reason"] is None
+        webs = deployment.of("web")
+        placed = probe.matching("instance.placed", lambda e, webs=webs: e.subject in webs)
+        assert sorted(e.data["region"] for e in placed) == ["north", "south"]
+    every = {i for d in deployments for i in d.of("web")}
+    assert not probe.matching("instance.failed", lambda e: e.subject in every)
+
+
 async def test_a_held_member_launches_once_approved_and_a_denial_rolls_back(
     api: Api,
     scheduler: ServiceRuntime,
