@@ -3,13 +3,12 @@ deleted as one (docs/deployments.md)."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from boreas_cli import context
+from boreas_cli import context, refs
 from boreas_cli.client import Api
 from boreas_cli.deployment_watch import (
     GONE,
@@ -21,6 +20,7 @@ from boreas_cli.deployment_watch import (
     why,
 )
 from boreas_cli.errors import CliError, ExitCode
+from boreas_cli.options import Limit, Timeout, Wait
 from boreas_cli.output import (
     Column,
     Format,
@@ -46,11 +46,6 @@ ENDED = frozenset({"deleted", "rejected"})
 
 DeploymentRef = Annotated[
     str, typer.Argument(help="A deployment id, or the name of one of yours not deleted.")
-]
-Wait = Annotated[bool, typer.Option("--wait", "-w", help="Watch until it gets there.")]
-Timeout = Annotated[
-    float | None,
-    typer.Option(help="With --wait or watch: give up (exit 1) after this many seconds."),
 ]
 
 
@@ -151,24 +146,9 @@ def listed(api: Api, limit: int | None = None, **params: Any) -> list[Deployment
 
 def resolve(api: Api, ref: str) -> str:
     """A deployment id from an id or a name (among deployments not deleted or rejected)."""
-    try:
-        return str(uuid.UUID(ref))
-    except ValueError:
-        pass
-    me = api.get("/v1/users/me")
-    named = [
-        d
-        for d in listed(api, owner=me["username"])
-        if d.get("name") == ref and d.get("state") not in ENDED
-    ]
-    if not named:
-        raise CliError(
-            f"You have no deployment named {ref!r} (that is not deleted).", ExitCode.NOT_FOUND
-        )
-    if len(named) > 1:
-        ids = ", ".join(str(d["id"]) for d in named)
-        raise CliError(f"Several deployments are named {ref!r} ({ids}); give an id.")
-    return str(named[0]["id"])
+    return refs.resolve(
+        api, ref, path="/v1/deployments", noun="deployment", ended=ENDED, ended_as="deleted"
+    )
 
 
 @app.command()
@@ -229,7 +209,7 @@ def create(
 @app.command("list")
 def list_deployments(
     owner: Annotated[str | None, typer.Option(help="Admins: only this user's deployments.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    limit: Limit = None,
     output: OutputOption = Format.TABLE,
 ) -> None:
     """Your deployments, newest first (admins: everyone's)."""

@@ -3,15 +3,14 @@ leases; approve or deny launches held for approval (admins)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 import typer
 
-from boreas_cli import context
+from boreas_cli import context, refs
 from boreas_cli.client import Api
 from boreas_cli.durations import described, seconds_of
-from boreas_cli.errors import CliError, ExitCode
+from boreas_cli.options import Limit, Timeout, Wait
 from boreas_cli.output import (
     Column,
     Format,
@@ -63,11 +62,6 @@ GONE = frozenset({"terminated", "rejected", "denied"})
 InstanceRefs = Annotated[
     list[str], typer.Argument(help="Instance ids, or names of your instances that are not gone.")
 ]
-Wait = Annotated[bool, typer.Option("--wait", "-w", help="Watch until it gets there.")]
-Timeout = Annotated[
-    float | None,
-    typer.Option(help="With --wait or watch: give up (exit 1) after this many seconds."),
-]
 Comment = Annotated[
     str | None, typer.Option(help="Why, for the audit log and the owner (who sees it).")
 ]
@@ -106,24 +100,9 @@ def emit_instances(instances: list[dict[str, Any]], output: Format) -> None:
 
 def resolve(api: Api, ref: str) -> str:
     """An instance id from an id or a name (among instances not terminated or rejected)."""
-    try:
-        return str(uuid.UUID(ref))
-    except ValueError:
-        pass
-    me = api.get("/v1/users/me")
-    named = [
-        i
-        for i in api.pages("/v1/instances", owner=me["username"])
-        if i["name"] == ref and i["state"] not in GONE
-    ]
-    if not named:
-        raise CliError(
-            f"You have no instance named {ref!r} (that is not gone).", ExitCode.NOT_FOUND
-        )
-    if len(named) > 1:
-        ids = ", ".join(i["id"] for i in named)
-        raise CliError(f"Several instances are named {ref!r} ({ids}); give an id.")
-    return str(named[0]["id"])
+    return refs.resolve(
+        api, ref, path="/v1/instances", noun="instance", ended=GONE, ended_as="gone"
+    )
 
 
 @app.command()
@@ -183,7 +162,7 @@ def launch(
 @app.command("list")
 def list_instances(
     owner: Annotated[str | None, typer.Option(help="Admins: only this user's instances.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    limit: Limit = None,
     output: OutputOption = Format.TABLE,
 ) -> None:
     """Your instances, newest first (admins: everyone's)."""
