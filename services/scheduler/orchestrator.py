@@ -74,7 +74,6 @@ async def follow_deployment(event: DeploymentEvent, uow: UnitOfWork, *, clock: C
         if row is not None and row.state == DeploymentState.REQUESTED:
             rejected = Steps(DeploymentState.REJECTED, reason=event.reason)
             await _change_state(uow, row, rejected, clock)
-        return
     elif isinstance(event, DeploymentScaleAdmitted):
         if await rows.lock(conn, event.deployment_id) is None:
             log.warning("scaling_unknown_deployment", deployment_id=str(event.deployment_id))
@@ -149,7 +148,13 @@ def _seen(event: InstanceEvent) -> tuple[str, str | None]:
 async def step(uow: UnitOfWork, deployment_id: uuid.UUID, clock: Clock) -> None:
     """The deployment's next steps, taken and recorded in this transaction."""
     row = await rows.lock(uow.conn, deployment_id)
-    if row is None or row.template is None:
+    if row is None:
+        return
+    if row.deleting and row.state == DeploymentState.REJECTED:
+        # Rejected (before or after the deletion was asked): nothing was ever launched.
+        await _change_state(uow, row, Steps(DeploymentState.DELETED), clock)
+        return
+    if row.template is None:
         return  # a deletion known before its admission: nothing to do until admitted
     members = await rows.members(uow.conn, deployment_id)
     steps = next_steps(

@@ -24,6 +24,7 @@ from shared.events import (
     DeploymentAdmitted,
     DeploymentDeleteRequested,
     DeploymentMember,
+    DeploymentRefused,
     DeploymentScaleAdmitted,
     Envelope,
     InstanceApproved,
@@ -107,10 +108,9 @@ class Deployment:
         self.name = f"shop-{self.id.hex[:6]}"
         self.members = members_of(self.name, template)
 
-    async def publish(self, *events: Any) -> None:
+    async def publish(self, *events: Any) -> list[Envelope]:
         async with connected_bus(self.amqp_url, source="boreas/quota") as bus:
-            for event in events:
-                await bus.publish(event)
+            return [await bus.publish(event) for event in events]
 
     async def admit(self) -> None:
         await self.publish(
@@ -517,6 +517,55 @@ async def test_spread_across_regions_takes_the_region_left_after_losing_one_to_a
         assert sorted(e.data["region"] for e in placed) == ["north", "south"]
     every = {i for d in deployments for i in d.of("web")}
     assert not probe.matching("instance.failed", lambda e: e.subject in every)
+
+
+async def test_a_rejected_deployment_deleted_ends_deleted_whichever_comes_first(
+    scheduler: ServiceRuntime, probe: EventProbe, amqp_url: str
+) -> None:
+    """The gateway shows a deleted deployment ``deleting`` at once: the orchestrator ends a
+    rejected one ``deleted``, whether the refusal or the deletion reaches it first, and a
+    deletion of a deleted deployment changes nothing."""
+    template = {"groups": [group("web", 1, [])]}
+    refused_first, deleted_first = (
+        Deployment(probe, amqp_url, "alice", template) for _ in range(2)
+    )
+
+    def refusal(d: Deployment) -> DeploymentRefused:
+        return DeploymentRefused(
+            deployment_id=d.id, owner=d.owner, name=d.name, reason="web: cpus limit 1 reached"
+        )
+
+    def deletion(d: Deployment) -> DeploymentDeleteRequested:
+        return DeploymentDeleteRequested(deployment_id=d.id, owner=d.owner, requested_by="alice")
+
+    await refused_first.publish(refusal(refused_first))
+    rejected = await refused_first.reaches("rejected")
+    assert rejected.data["reason"] == "web: cpus limit 1 reached"
+    await refused_first.publish(deletion(refused_first))
+    deleted = await refused_first.reaches("deleted")
+    assert deleted.data["old_state"] == "rejected" and deleted.data["name"] == refused_first.name
+
+    await deleted_first.publish(deletion(deleted_first))
+    await deleted_first.publish(refusal(deleted_first))
+    assert (await deleted_first.reaches("rejected")).data["old_state"] == "requested"
+    assert (await deleted_first.reaches("deleted")).data["old_state"] == "rejected"
+
+    # Deleted again: handled, and nothing changes.
+    [again] = await refused_first.publish(deletion(refused_first))
+
+    async def handled() -> bool:
+        return bool(
+            await scheduler.pool.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", again.id)
+        )
+
+    await wait_until(handled, timeout=10, what="the second deletion handled")
+    for d in (refused_first, deleted_first):
+        changes = probe.matching("deployment.state_changed", lambda e, d=d: e.subject == str(d.id))
+        assert [e.data["new_state"] for e in changes] == ["rejected", "deleted"]
+    state = await scheduler.pool.fetchval(
+        "SELECT state FROM deployments WHERE id = $1", refused_first.id
+    )
+    assert state == "deleted"
 
 
 async def test_a_held_member_launches_once_approved_and_a_denial_rolls_back(
