@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
+from typing import Protocol
 
 from services.quota import budget
 
@@ -86,6 +87,21 @@ class Ask:
         """What it commits from ``now`` to the month's or its lease's end."""
         return budget.projection(self.price, self.expires_at, now)
 
+    def entry(
+        self, status: Status, *, awaiting: bool = False, deployment_id: uuid.UUID | None = None
+    ) -> Entry:
+        """Its ledger entry once decided (``status``)."""
+        return Entry(
+            uuid.UUID(self.key),
+            self.owner,
+            self.amounts,
+            status,
+            self.price,
+            self.expires_at,
+            awaiting,
+            deployment_id,
+        )
+
 
 def decide(
     asks: Sequence[Ask],
@@ -147,6 +163,37 @@ class Status(StrEnum):
 
 
 HOLDS = frozenset({Status.RESERVED, Status.ACTIVE})
+
+
+class _Expiring(Protocol):
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+class Launch(Protocol):
+    """What a launch asks for, as a launch request and a deployment's member both say it."""
+
+    @property
+    def instance_id(self) -> uuid.UUID: ...
+    @property
+    def cpus(self) -> int: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def price_per_hour(self) -> float | None: ...
+    @property
+    def lease(self) -> _Expiring | None: ...
+
+
+def ask_of(launch: Launch, owner: str) -> Ask:
+    """What ``launch`` asks of ``owner``'s quota: one instance, its price, its lease's end."""
+    return Ask(
+        str(launch.instance_id),
+        owner,
+        one_instance(launch.cpus, launch.memory_mb),
+        budget.money(launch.price_per_hour),
+        launch.lease.expires_at if launch.lease else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,9 @@ from fractions import Fraction
 import structlog
 
 from services.quota import repository
-from services.quota.accounting import Amounts, Ask, Entry, Limits, Status, one_instance
-from services.quota.budget import money
+from services.quota.accounting import Entry, Limits, Status, ask_of
 from services.quota.ports import DecisionsRepository
-from services.quota.reporting import costs_at, reported, usage_event
+from services.quota.reporting import costs_at, publish_usages, reported
 from services.quota.units import Member, UnitDecision, decide_unit
 from shared.consumer import BatchUnitOfWork, Received
 from shared.events import (
@@ -55,16 +54,6 @@ Asked = DeploymentRequested | DeploymentScaleRequested
 def members_of(event: Asked) -> list[DeploymentMember]:
     """The members a deployment event asks room for."""
     return event.members if isinstance(event, DeploymentRequested) else event.added
-
-
-def _ask(member: DeploymentMember, owner: str) -> Ask:
-    return Ask(
-        str(member.instance_id),
-        owner,
-        one_instance(member.cpus, member.memory_mb),
-        money(member.price_per_hour),
-        member.lease.expires_at if member.lease else None,
-    )
 
 
 def _unit_name(event: Asked) -> str:
@@ -134,15 +123,10 @@ def ledger_entries(event: Asked, decision: UnitDecision) -> list[Entry]:
     """One entry per member: reserved (awaiting, if approval rules hold it) or rejected."""
     status = Status.RESERVED if decision.admitted else Status.REJECTED
     return [
-        Entry(
-            m.instance_id,
-            event.owner,
-            one_instance(m.cpus, m.memory_mb),
+        ask_of(m, event.owner).entry(
             status,
-            money(m.price_per_hour),
-            m.lease.expires_at if m.lease else None,
-            decision.admitted and bool(m.approval_rules),
-            event.deployment_id,
+            awaiting=decision.admitted and bool(m.approval_rules),
+            deployment_id=event.deployment_id,
         )
         for m in members_of(event)
     ]
@@ -176,7 +160,7 @@ async def admit_deployments(
         owner = event.owner
         decision = decide_unit(
             owner,
-            [Member(m.group, _ask(m, owner)) for m in members_of(event)],
+            [Member(m.group, ask_of(m, owner)) for m in members_of(event)],
             usage[owner],
             limits.get(owner, Limits()),
             costs.get(owner, Fraction(0)),
@@ -191,7 +175,7 @@ async def admit_deployments(
     await repo.record_many(uow.conn, entries, {})
     moved = {o: usage[o] for o in owners if o in last_cause}
     await repo.set_usages(uow.conn, moved, reported({o: costs[o] for o in moved}), now)
-    _publish_usages(uow, moved, limits, costs, last_cause)
+    publish_usages(uow, moved, limits, costs, last_cause)
 
 
 def _publish_decision(uow: BatchUnitOfWork, item: Received, decision: UnitDecision) -> None:
@@ -223,17 +207,3 @@ def _count_rejections(limit: str, members: int) -> None:
     unit."""
     LAUNCHES.labels("rejected").inc(members)
     QUOTA_REJECTIONS.labels(limit).inc(members)
-
-
-def _publish_usages(
-    uow: BatchUnitOfWork,
-    usages: dict[str, Amounts],
-    limits: dict[str, Limits],
-    costs: dict[str, Fraction],
-    last_cause: dict[str, Envelope],
-) -> None:
-    for owner, usage_now in usages.items():
-        uow.publish(
-            usage_event(owner, usage_now, limits.get(owner, Limits()), costs[owner]),
-            cause=last_cause[owner],
-        )

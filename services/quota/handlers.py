@@ -5,7 +5,6 @@ follows usage from instance events (:mod:`services.quota.following`)."""
 from __future__ import annotations
 
 import uuid
-from fractions import Fraction
 from typing import Any
 
 import structlog
@@ -13,15 +12,14 @@ import structlog
 from services.quota import repository
 from services.quota.accounting import (
     HOLDS,
-    Amounts,
     Ask,
     Entry,
     Limits,
     Status,
+    ask_of,
     costs_after,
     decide,
     limit_of,
-    one_instance,
     transfer,
 )
 from services.quota.budget import money
@@ -35,7 +33,7 @@ from services.quota.following import (
     release_denied,
 )
 from services.quota.ports import DecisionsRepository
-from services.quota.reporting import costs_at, reported, usage_event
+from services.quota.reporting import costs_at, publish_usages, reported, usage_event
 from shared import tracing
 from shared.consumer import BatchUnitOfWork, Received, Subscription, UnitOfWork
 from shared.events import (
@@ -66,16 +64,6 @@ def _status(refusal: str | None) -> Status:
     return Status.REJECTED if refusal else Status.RESERVED
 
 
-def _ask(event: InstanceLaunchRequested) -> Ask:
-    return Ask(
-        str(event.instance_id),
-        event.owner,
-        one_instance(event.cpus, event.memory_mb),
-        money(event.price_per_hour),
-        event.lease.expires_at if event.lease else None,
-    )
-
-
 async def decide_launches(
     received: list[Received],
     uow: BatchUnitOfWork,
@@ -97,14 +85,14 @@ async def decide_launches(
     now = clock()
     limits = await repo.limits_for(uow.conn, owners)
     costs = await costs_at(uow.conn, owners, now, repo)
-    asks = [_ask(r.event) for r in fresh]
+    asks = [ask_of(r.event, r.event.owner) for r in fresh]
     refusals, after = decide(asks, usage, limits, costs=costs, now=now)
     costs = costs_after(asks, refusals, costs, now)
     await repo.record_many(uow.conn, *_ledger_rows(fresh, asks, refusals))
     moved = {o: after[o] for o in owners if after[o] != usage[o]}
     await repo.set_usages(uow.conn, moved, reported(costs), now)
     last_cause = _publish_decisions(uow, fresh, refusals)
-    _publish_usages(uow, moved, limits, costs, last_cause)
+    publish_usages(uow, moved, limits, costs, last_cause)
     _count_rejections_at_commit(uow, refusals)
 
 
@@ -131,17 +119,7 @@ def _ledger_rows(
         awaiting = reason is None and bool(event.approval_rules)
         if awaiting:
             kept[event.instance_id] = event.model_dump(mode="json")
-        entries.append(
-            Entry(
-                event.instance_id,
-                ask.owner,
-                ask.amounts,
-                _status(reason),
-                ask.price,
-                ask.expires_at,
-                awaiting,
-            )
-        )
+        entries.append(ask.entry(_status(reason), awaiting=awaiting))
     return entries, kept
 
 
@@ -202,21 +180,6 @@ def _publish_decisions(
             **tracing.ids_of(decision.traceparent),
         )
     return last_cause
-
-
-def _publish_usages(
-    uow: BatchUnitOfWork,
-    usages: dict[str, Amounts],
-    limits: dict[str, Limits],
-    costs: dict[str, Fraction],
-    last_cause: dict[str, Envelope],
-) -> None:
-    """One ``quota.usage_changed`` per owner, caused by the last event that moved its usage."""
-    for owner, usage_now in usages.items():
-        uow.publish(
-            usage_event(owner, usage_now, limits.get(owner, Limits()), costs[owner]),
-            cause=last_cause[owner],
-        )
 
 
 async def change_owner(

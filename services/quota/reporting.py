@@ -12,7 +12,8 @@ from services.quota import repository
 from services.quota.accounting import Amounts, Limits
 from services.quota.budget import cost_this_month, month_of, shown
 from services.quota.ports import DecisionsRepository
-from shared.events import QuotaUsageChanged, ResourceLimits, ResourceUsage
+from shared.consumer import BatchUnitOfWork
+from shared.events import Envelope, QuotaUsageChanged, ResourceLimits, ResourceUsage
 
 
 def _float(value: Decimal | None) -> float | None:
@@ -57,3 +58,18 @@ async def costs_at(
 def reported(costs: dict[str, Fraction]) -> dict[str, Decimal]:
     """Costs as ``quota.usage_changed`` shows them, which the usage rows keep."""
     return {owner: shown(cost) for owner, cost in costs.items()}
+
+
+def publish_usages(
+    uow: BatchUnitOfWork,
+    usages: dict[str, Amounts],
+    limits: dict[str, Limits],
+    costs: dict[str, Fraction],
+    last_cause: dict[str, Envelope],
+) -> None:
+    """One ``quota.usage_changed`` per owner, caused by the last event that moved its usage."""
+    for owner, usage_now in usages.items():
+        uow.publish(
+            usage_event(owner, usage_now, limits.get(owner, Limits()), costs[owner]),
+            cause=last_cause[owner],
+        )

@@ -7,9 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
 
-import pytest
 from prometheus_client import REGISTRY
 
 from services.quota.accounting import Amounts, Entry, Limits, Status
@@ -29,8 +27,10 @@ from shared.events import (
     QuotaUsageChanged,
 )
 from tests.fakes import FakeBatchUnitOfWork, FakeDecisionsRepository, received
+from tests.unit import test_quota_handlers as launches
 
-E = TypeVar("E", bound=Event)
+# A unit of work and a repository on its connection, as for launches (fixtures), and of_type.
+uow, repo, of_type = launches.uow, launches.repo, launches.of_type
 MID_NOVEMBER = datetime(2026, 11, 15, tzinfo=UTC)  # 384 h to the month's end
 DEADLINE = MID_NOVEMBER + timedelta(days=1)
 
@@ -87,20 +87,6 @@ def scaling(
         requested_by=of.owner,
         approval_deadline=DEADLINE if any(m.approval_rules for m in added) else None,
     )
-
-
-@pytest.fixture
-def uow() -> FakeBatchUnitOfWork:
-    return FakeBatchUnitOfWork()
-
-
-@pytest.fixture
-def repo(uow: FakeBatchUnitOfWork) -> FakeDecisionsRepository:
-    return FakeDecisionsRepository(uow.conn)
-
-
-def of_type(events: list[Event], kind: type[E]) -> list[E]:
-    return [e for e in events if isinstance(e, kind)]
 
 
 async def decide(uow: FakeBatchUnitOfWork, repo: FakeDecisionsRepository, *events: Event) -> None:
