@@ -104,27 +104,16 @@ async def test_yaml_bodies(api: Api) -> None:
     assert response.json()["name"] == "yamlshop"
     assert [g["count"] for g in response.json()["groups"]] == [1, 1, 2]
 
-    broken = await api.client.post(
-        "/v1/deployments",
-        content=b"name: [unclosed",
-        headers={**headers, "Content-Type": "application/yaml"},
-    )
-    assert broken.status_code == 400
-    assert "not valid YAML" in broken.json()["detail"]
-    aliases = await api.client.post(
-        "/v1/deployments",
-        content=b"a: &x [1, 2]\nb: *x\n",
-        headers={**headers, "Content-Type": "application/x-yaml"},
-    )
-    assert aliases.status_code == 400
-    assert "aliases" in aliases.json()["detail"]
-    not_json = await api.client.post(
-        "/v1/deployments",
-        content=b"{not json",
-        headers={**headers, "Content-Type": "application/json"},
-    )
-    assert not_json.status_code == 400
-    assert "not valid JSON" in not_json.json()["detail"]
+    for content, content_type, detail in (
+        (b"name: [unclosed", "application/yaml", "not valid YAML"),
+        (b"a: &x [1, 2]\nb: *x\n", "application/x-yaml", "aliases"),
+        (b"{not json", "application/json", "not valid JSON"),
+    ):
+        unreadable = await api.client.post(
+            "/v1/deployments", content=content, headers={**headers, "Content-Type": content_type}
+        )
+        assert unreadable.status_code == 400, content
+        assert detail in unreadable.json()["detail"]
 
 
 async def test_bad_templates_are_refused_with_pointers(api: Api) -> None:

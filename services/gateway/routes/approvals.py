@@ -3,6 +3,7 @@ external system with an admin's token)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from fastapi import APIRouter, HTTPException
@@ -54,6 +55,30 @@ async def _held(instance_id: str, admin: AdminUser, conn: Db) -> InstanceOut:
     return found
 
 
+# held_launches.approve, or deny with its reason: what answering a held launch does to it.
+Answer = Callable[..., Awaitable[InstanceOut]]
+
+
+async def _answer(
+    answer: Answer,
+    instance_id: str,
+    admin: AdminUser,
+    db: Db,
+    gw: GatewayDep,
+    body: ApprovalDecision | None,
+) -> InstanceOut:
+    """The held launch answered by ``admin`` under its row lock, published and audited."""
+    async with gw.outbox.transaction(db) as conn:
+        return await answer(
+            conn,
+            await _held(instance_id, admin, conn),
+            decided_by=admin.username,
+            comment=body.comment if body else None,
+            now=gw.clock(),
+            source=gw.runtime.bus.source,
+        )
+
+
 @router.post(
     "/v1/instances/{instance_id}/approve",
     response_model=InstanceOut,
@@ -63,16 +88,7 @@ async def _held(instance_id: str, admin: AdminUser, conn: Db) -> InstanceOut:
 async def approve(
     instance_id: str, admin: AdminUser, db: Db, gw: GatewayDep, body: ApprovalDecision | None = None
 ) -> InstanceOut:
-    comment = body.comment if body else None
-    async with gw.outbox.transaction(db) as conn:
-        return await held_launches.approve(
-            conn,
-            await _held(instance_id, admin, conn),
-            decided_by=admin.username,
-            comment=comment,
-            now=gw.clock(),
-            source=gw.runtime.bus.source,
-        )
+    return await _answer(held_launches.approve, instance_id, admin, db, gw, body)
 
 
 @router.post(
@@ -84,14 +100,7 @@ async def approve(
 async def deny(
     instance_id: str, admin: AdminUser, db: Db, gw: GatewayDep, body: ApprovalDecision | None = None
 ) -> InstanceOut:
-    comment = body.comment if body else None
-    async with gw.outbox.transaction(db) as conn:
-        return await held_launches.deny(
-            conn,
-            await _held(instance_id, admin, conn),
-            decided_by=admin.username,
-            comment=comment,
-            reason=held_launches.denial_reason(admin.username, comment),
-            now=gw.clock(),
-            source=gw.runtime.bus.source,
-        )
+    reason = held_launches.denial_reason(admin.username, body.comment if body else None)
+    return await _answer(
+        partial(held_launches.deny, reason=reason), instance_id, admin, db, gw, body
+    )

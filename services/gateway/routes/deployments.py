@@ -32,6 +32,7 @@ from services.gateway.placement_check import PlacementRefused, check_placement
 from services.gateway.problems import FieldsRefused, Responses
 from services.gateway.repository import accounts, approvals, audit, catalogs, deployments, instances
 from services.gateway.repository.deployments import Deployment
+from services.gateway.repository.identity import User
 from services.gateway.routes.instances import IdempotencyKey
 from services.gateway.schemas import (
     ApprovalRule,
@@ -142,24 +143,19 @@ async def create(
         members = []
         for plan in plans:
             members += await _add_members(conn, deployment, plan, 1, plan.group.count, now)
-        deadline = _deadline(plans)
-        await add_to_outbox(
+        await _request(
             conn,
+            gw,
             DeploymentRequested(
                 deployment_id=deployment.id,
                 owner=user.username,
                 name=body.name,
                 template=deployment.template,
                 members=members,
-                approval_deadline=deadline,
+                approval_deadline=_deadline(plans),
             ),
-            source=gw.runtime.bus.source,
-        )
-        await audit.record(
-            conn,
             actor=user.username,
             action="deployment_requested",
-            target=str(deployment.id),
             detail={
                 "name": body.name,
                 "template": deployment.template,
@@ -168,9 +164,7 @@ async def create(
                 "approval_rules": sorted({r for m in members for r in m.approval_rules}),
             },
         )
-        (shown,) = await deployments.with_groups(conn, [deployment])
-    response.headers["Location"] = f"/v1/deployments/{deployment.id}"
-    return shown
+        return await _created(conn, deployment, response)
 
 
 async def _plans(
@@ -307,9 +301,46 @@ async def _replay(
         raise HTTPException(
             422, "This Idempotency-Key was used with a different request body; use a new key."
         )
+    return await _created(conn, deployment, response)
+
+
+async def _created(
+    conn: asyncpg.Connection, deployment: Deployment, response: Response
+) -> DeploymentOut:
     response.headers["Location"] = f"/v1/deployments/{deployment.id}"
+    return await _shown(conn, deployment)
+
+
+async def _shown(conn: asyncpg.Connection | asyncpg.Pool, deployment: Deployment) -> DeploymentOut:
     (shown,) = await deployments.with_groups(conn, [deployment])
     return shown
+
+
+async def _locked(conn: asyncpg.Connection, deployment_id: str, user: User) -> Deployment:
+    """The deployment, locked for the caller's transaction, if ``user`` may see it (404 if not)."""
+    return await visible_or_404(
+        partial(deployments.visible_deployment, conn),
+        "deployment",
+        deployment_id,
+        user,
+        lock=True,
+    )
+
+
+async def _request(
+    conn: asyncpg.Connection,
+    gw: Gateway,
+    event: DeploymentRequested | DeploymentScaleRequested | DeploymentDeleteRequested,
+    *,
+    actor: str,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """``event`` published with the caller's transaction, and ``action`` audited."""
+    await add_to_outbox(conn, event, source=gw.runtime.bus.source)
+    await audit.record(
+        conn, actor=actor, action=action, target=str(event.deployment_id), detail=detail
+    )
 
 
 @router.get("", response_model=DeploymentPage, responses={400: {"description": "bad cursor"}})
@@ -323,8 +354,7 @@ async def get_deployment(deployment_id: str, user: CurrentUser, db: Db) -> Deplo
     found = await visible_or_404(
         partial(deployments.visible_deployment, db), "deployment", deployment_id, user
     )
-    (shown,) = await deployments.with_groups(db, [found])
-    return shown
+    return await _shown(db, found)
 
 
 @router.post(
@@ -341,13 +371,7 @@ async def scale(
     deployment_id: str, body: DeploymentScale, user: CurrentUser, db: Db, gw: GatewayDep
 ) -> DeploymentOut:
     async with gw.outbox.transaction(db) as conn:
-        found = await visible_or_404(
-            partial(deployments.visible_deployment, conn),
-            "deployment",
-            deployment_id,
-            user,
-            lock=True,
-        )
+        found = await _locked(conn, deployment_id, user)
         groups = found.template["groups"]
         index = next((i for i, g in enumerate(groups) if g["name"] == body.group), None)
         if index is None:
@@ -361,8 +385,7 @@ async def scale(
             )
         current = groups[index]["count"]
         if body.count == current:
-            (shown,) = await deployments.with_groups(conn, [found])
-            return shown
+            return await _shown(conn, found)
         now = gw.clock()
         added: list[DeploymentMember] = []
         deadline = None
@@ -377,8 +400,9 @@ async def scale(
             deadline = plan.terms.approval_deadline
         groups[index] = {**groups[index], "count": body.count}
         await deployments.set_template(conn, found.id, found.template, now)
-        await add_to_outbox(
+        await _request(
             conn,
+            gw,
             DeploymentScaleRequested(
                 deployment_id=found.id,
                 owner=found.owner,
@@ -388,17 +412,11 @@ async def scale(
                 requested_by=user.username,
                 approval_deadline=deadline,
             ),
-            source=gw.runtime.bus.source,
-        )
-        await audit.record(
-            conn,
             actor=user.username,
             action="deployment_scale_requested",
-            target=str(found.id),
             detail={"group": body.group, "from": current, "count": body.count},
         )
-        (shown,) = await deployments.with_groups(conn, [await _reread(conn, found.id)])
-    return shown
+        return await _shown(conn, await _reread(conn, found.id))
 
 
 async def _reread(conn: asyncpg.Connection, deployment_id: uuid.UUID) -> Deployment:
@@ -412,28 +430,17 @@ async def _reread(conn: asyncpg.Connection, deployment_id: uuid.UUID) -> Deploym
 )
 async def delete(deployment_id: str, user: CurrentUser, db: Db, gw: GatewayDep) -> DeploymentOut:
     async with gw.outbox.transaction(db) as conn:
-        found = await visible_or_404(
-            partial(deployments.visible_deployment, conn),
-            "deployment",
-            deployment_id,
-            user,
-            lock=True,
-        )
+        found = await _locked(conn, deployment_id, user)
         if found.state not in ("deleting", "deleted"):  # DELETE is idempotent
             await deployments.start_deleting(conn, found.id, gw.clock())
-            await add_to_outbox(
+            await _request(
                 conn,
+                gw,
                 DeploymentDeleteRequested(
                     deployment_id=found.id, owner=found.owner, requested_by=user.username
                 ),
-                source=gw.runtime.bus.source,
-            )
-            await audit.record(
-                conn,
                 actor=user.username,
                 action="deployment_delete_requested",
-                target=str(found.id),
             )
             found = await _reread(conn, found.id)
-        (shown,) = await deployments.with_groups(conn, [found])
-    return shown
+        return await _shown(conn, found)
