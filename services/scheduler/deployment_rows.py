@@ -128,20 +128,18 @@ async def members(conn: asyncpg.Connection, deployment_id: uuid.UUID) -> list[Me
            ORDER BY group_name, index""",
         deployment_id,
     )
-    return [
-        MemberRow(
-            Member(
-                r["instance_id"],
-                r["group_name"],
-                MemberState(r["state"]),
-                r["failure"],
-                held=r["held"],
-                removed=r["removed"],
-            ),
-            DeploymentMember.model_validate_json(r["launch"]),
-        )
-        for r in rows
-    ]
+    return [MemberRow(_member(r), DeploymentMember.model_validate_json(r["launch"])) for r in rows]
+
+
+def _member(r: asyncpg.Record) -> Member:
+    return Member(
+        r["instance_id"],
+        r["group_name"],
+        MemberState(r["state"]),
+        r["failure"],
+        held=r["held"],
+        removed=r["removed"],
+    )
 
 
 async def deployment_of(conn: asyncpg.Connection, instance_id: uuid.UUID) -> uuid.UUID | None:
@@ -153,16 +151,7 @@ async def deployment_of(conn: asyncpg.Connection, instance_id: uuid.UUID) -> uui
 
 async def member(conn: asyncpg.Connection, instance_id: uuid.UUID) -> Member | None:
     r = await conn.fetchrow("SELECT * FROM deployment_members WHERE instance_id = $1", instance_id)
-    if r is None:
-        return None
-    return Member(
-        r["instance_id"],
-        r["group_name"],
-        MemberState(r["state"]),
-        r["failure"],
-        held=r["held"],
-        removed=r["removed"],
-    )
+    return None if r is None else _member(r)
 
 
 async def set_member(
