@@ -45,7 +45,10 @@ app = typer.Typer(
 ENDED = frozenset({"deleted", "rejected"})
 
 DeploymentRef = Annotated[
-    str, typer.Argument(help="A deployment id, or the name of one of yours not deleted.")
+    str,
+    typer.Argument(
+        help="A deployment id, or the name of one of yours neither deleted nor rejected."
+    ),
 ]
 
 
@@ -147,7 +150,12 @@ def listed(api: Api, limit: int | None = None, **params: Any) -> list[Deployment
 def resolve(api: Api, ref: str) -> str:
     """A deployment id from an id or a name (among deployments not deleted or rejected)."""
     return refs.resolve(
-        api, ref, path="/v1/deployments", noun="deployment", ended=ENDED, ended_as="deleted"
+        api,
+        ref,
+        path="/v1/deployments",
+        noun="deployment",
+        ended=ENDED,
+        ended_as="deleted or rejected",
     )
 
 

@@ -404,7 +404,7 @@ def test_show_of_a_name_nobody_has_is_not_found(run: Run) -> None:
     )
     exit_code, out, err = run(gateway, "deployments", "show", "nope")
     assert (exit_code, out) == (4, "")
-    assert err == "boreas: You have no deployment named 'nope' (that is not deleted).\n"
+    assert err == "boreas: You have no deployment named 'nope' (that is not deleted or rejected).\n"
 
 
 def test_show_of_another_users_deployment_is_not_found(run: Run) -> None:
