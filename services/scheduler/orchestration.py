@@ -107,13 +107,24 @@ def next_steps(
         return Steps(state)
     if deleting:
         return _deleting(template, _by_group(template, members))
+    return _creating_or_rolling_back(template, members)
+
+
+def _creating_or_rolling_back(template: Template, members: tuple[Member, ...]) -> Steps:
+    """Rolling back after a failure that calls for it; else creating with the members kept,
+    and ending those removed by scaling down."""
     kept = tuple(m for m in members if not m.removed)
     failed = [m for m in kept if m.failure is not None]
-    denied = any(m.state is MemberState.DENIED for m in kept)
-    if failed and (template.on_failure == "rollback" or denied):
+    if failed and _rolls_back(template, kept):
         return _rolling_back(members, failed)
     steps = _creating(template, _by_group(template, kept), failed)
     return _removing(steps, [m for m in members if m.removed])
+
+
+def _rolls_back(template: Template, kept: tuple[Member, ...]) -> bool:
+    """Whether a failure rolls the deployment back: under ``rollback``, and under any policy
+    once a member is denied."""
+    return template.on_failure == "rollback" or any(m.state is MemberState.DENIED for m in kept)
 
 
 def _removing(steps: Steps, removed: list[Member]) -> Steps:
@@ -126,21 +137,34 @@ def _removing(steps: Steps, removed: list[Member]) -> Steps:
 
 
 def _creating(template: Template, by_group: _Grouped, failed: list[Member]) -> Steps:
-    ready = {g for g, ms in by_group.items() if ms and all(_up(m) for m in ms)}
     blocked = _blocked_by(template, {m.group for m in failed})
-    startable = [g.name for g in template.groups if set(g.after) <= ready and g.name not in blocked]
-    launch = _waiting(by_group, startable, held=False)
+    launch = _waiting(by_group, _startable(template, by_group, blocked), held=False)
     cancel = _waiting(by_group, [g.name for g in template.groups if g.name in blocked])
-    members = [m for ms in by_group.values() for m in ms]
+    members = _all_members(by_group)
     if launch or any(m.state is MemberState.LAUNCHING for m in members):
         return Steps(DeploymentState.CREATING, launch=launch, cancel=cancel)
     if failed:
-        return Steps(
-            DeploymentState.DEGRADED,
-            cancel=cancel,
-            reason=_failure_reason(failed, blocked),
-            failed=tuple(m.instance_id for m in failed),
-        )
+        return _degraded(failed, blocked, cancel)
+    return _settled(members)
+
+
+def _degraded(failed: list[Member], blocked: set[str], cancel: tuple[uuid.UUID, ...]) -> Steps:
+    return Steps(
+        DeploymentState.DEGRADED,
+        cancel=cancel,
+        reason=_failure_reason(failed, blocked),
+        failed=tuple(m.instance_id for m in failed),
+    )
+
+
+def _startable(template: Template, by_group: _Grouped, blocked: set[str]) -> list[str]:
+    """Groups whose ``after`` groups are all running, unless a failure blocks them."""
+    ready = {g for g, ms in by_group.items() if ms and all(_up(m) for m in ms)}
+    return [g.name for g in template.groups if set(g.after) <= ready and g.name not in blocked]
+
+
+def _settled(members: list[Member]) -> Steps:
+    """Nothing to launch, nothing launching, nothing failed: running once every member is."""
     if all(m.state in (MemberState.RUNNING, MemberState.CANCELLED) for m in members):
         return Steps(DeploymentState.RUNNING)
     return Steps(DeploymentState.CREATING)
@@ -197,6 +221,10 @@ def _deleting(template: Template, by_group: _Grouped) -> Steps:
 
 
 _Grouped = dict[str, list[Member]]
+
+
+def _all_members(by_group: _Grouped) -> list[Member]:
+    return [m for ms in by_group.values() for m in ms]
 
 
 def _by_group(template: Template, members: tuple[Member, ...]) -> _Grouped:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import asyncpg
 import structlog
 
 from services.scheduler import deployment_rows as rows
@@ -65,28 +66,35 @@ async def follow_deployment(event: DeploymentEvent, uow: UnitOfWork, *, clock: C
         await rows.ensure(conn, event.deployment_id, event.owner, event.name, event.template)
         await rows.add_members(conn, event.deployment_id, event.members, event.held)
         await rows.apply_early_answers(conn, event.deployment_id)
-        row = await rows.lock(conn, event.deployment_id)
-        if row is not None and row.state == DeploymentState.REQUESTED:
-            await _change_state(uow, row, Steps(DeploymentState.CREATING), clock)
+        await _decide(uow, event.deployment_id, Steps(DeploymentState.CREATING), clock)
     elif isinstance(event, DeploymentRefused):
         await rows.ensure(conn, event.deployment_id, event.owner, event.name)
-        row = await rows.lock(conn, event.deployment_id)
-        if row is not None and row.state == DeploymentState.REQUESTED:
-            rejected = Steps(DeploymentState.REJECTED, reason=event.reason)
-            await _change_state(uow, row, rejected, clock)
+        rejected = Steps(DeploymentState.REJECTED, reason=event.reason)
+        await _decide(uow, event.deployment_id, rejected, clock)
     elif isinstance(event, DeploymentScaleAdmitted):
         if await rows.lock(conn, event.deployment_id) is None:
             log.warning("scaling_unknown_deployment", deployment_id=str(event.deployment_id))
             return
-        if event.added:
-            await rows.add_members(conn, event.deployment_id, event.added, event.held)
-            await rows.apply_early_answers(conn, event.deployment_id)
-        else:
-            await rows.remove_beyond(conn, event.deployment_id, event.group, event.count)
+        await _scale(conn, event)
     elif isinstance(event, DeploymentDeleteRequested):
         await rows.ensure(conn, event.deployment_id, event.owner)
         await rows.mark_deleting(conn, event.deployment_id)
     await step(uow, event.deployment_id, clock)
+
+
+async def _decide(uow: UnitOfWork, deployment_id: uuid.UUID, decided: Steps, clock: Clock) -> None:
+    """Quota's answer moves a deployment on from ``requested``, and from nowhere else."""
+    row = await rows.lock(uow.conn, deployment_id)
+    if row is not None and row.state == DeploymentState.REQUESTED:
+        await _change_state(uow, row, decided, clock)
+
+
+async def _scale(conn: asyncpg.Connection, event: DeploymentScaleAdmitted) -> None:
+    if event.added:
+        await rows.add_members(conn, event.deployment_id, event.added, event.held)
+        await rows.apply_early_answers(conn, event.deployment_id)
+    else:
+        await rows.remove_beyond(conn, event.deployment_id, event.group, event.count)
 
 
 async def follow_member(event: InstanceEvent, uow: UnitOfWork, *, clock: Clock) -> None:
@@ -164,10 +172,28 @@ async def step(uow: UnitOfWork, deployment_id: uuid.UUID, clock: Clock) -> None:
         deleting=row.deleting,
     )
     by_id = {m.member.instance_id: m for m in members}
-    for instance_id in steps.launch:
+    await _launch_members(uow, row, steps.launch, by_id)
+    await _terminate_members(uow, row, steps.terminate)
+    await _cancel_members(uow, row, steps, by_id)
+    await _change_state(uow, row, steps, clock)
+    _log_step(deployment_id, steps)
+
+
+_ById = dict[uuid.UUID, MemberRow]
+
+
+async def _launch_members(
+    uow: UnitOfWork, row: DeploymentRow, instance_ids: tuple[uuid.UUID, ...], by_id: _ById
+) -> None:
+    for instance_id in instance_ids:
         await uow.publish(_launch(row, by_id[instance_id]))
-    await rows.set_member(uow.conn, steps.launch, MemberState.LAUNCHING)
-    for instance_id in steps.terminate:
+    await rows.set_member(uow.conn, instance_ids, MemberState.LAUNCHING)
+
+
+async def _terminate_members(
+    uow: UnitOfWork, row: DeploymentRow, instance_ids: tuple[uuid.UUID, ...]
+) -> None:
+    for instance_id in instance_ids:
         await uow.publish(
             InstanceActionRequested(
                 instance_id=instance_id,
@@ -176,14 +202,19 @@ async def step(uow: UnitOfWork, deployment_id: uuid.UUID, clock: Clock) -> None:
                 requested_by=REQUESTED_BY,
             )
         )
-    await rows.set_member(uow.conn, steps.terminate, MemberState.TERMINATING)
+    await rows.set_member(uow.conn, instance_ids, MemberState.TERMINATING)
+
+
+async def _cancel_members(uow: UnitOfWork, row: DeploymentRow, steps: Steps, by_id: _ById) -> None:
     for instance_id in steps.cancel:
         await rows.cancel_placement(uow.conn, instance_id, row.owner)
         await repository.end_lease(uow.conn, instance_id, row.owner)
         reason = f"not launched: {_why_cancelled(row, by_id[instance_id], steps)}"
         await uow.publish(InstanceFailed(instance_id=instance_id, owner=row.owner, reason=reason))
     await rows.set_member(uow.conn, steps.cancel, MemberState.CANCELLED)
-    await _change_state(uow, row, steps, clock)
+
+
+def _log_step(deployment_id: uuid.UUID, steps: Steps) -> None:
     if steps.launch or steps.terminate or steps.cancel:
         log.info(
             "deployment_step",

@@ -128,6 +128,22 @@ def offer_for(
     instances of a group spread across regions hold already."""
     if headroom is not None and headroom <= 0:
         return f"{account.name}: no headroom left"
+    size = _affordable_size(account, catalog, request)
+    if isinstance(size, str):
+        return size
+    image_id = resolve_image(request.image, catalog, account)
+    if image_id is None:
+        return f"{account.name}: no image {request.image!r}"
+    if request.spread == "regions":
+        return _spread_offer(
+            account, catalog, request, taken_regions, size, image_id, load, headroom
+        )
+    return _one_region_offer(account, catalog, request, size, image_id, load, headroom)
+
+
+def _affordable_size(account: GrantedAccount, catalog: Catalog, request: Request) -> Size | str:
+    """The cheapest size that fits the request, or the reason there is none (no size big
+    enough, or the one that fits costs more than the launch was admitted at)."""
     size = cheapest_fit(catalog.sizes, request.cpus, request.memory_mb)
     if size is None:
         return f"{account.name}: no size with {request.cpus} cpus and {request.memory_mb} MB"
@@ -136,13 +152,20 @@ def offer_for(
             f"{account.name}: {size.id} costs {price_text(size.price_per_hour)}, more than the "
             f"{price_text(request.price_per_hour)} the launch was admitted at"
         )
-    image_id = resolve_image(request.image, catalog, account)
-    if image_id is None:
-        return f"{account.name}: no image {request.image!r}"
-    if request.spread == "regions":
-        return _spread_offer(
-            account, catalog, request, taken_regions, size, image_id, load, headroom
-        )
+    return size
+
+
+def _one_region_offer(
+    account: GrantedAccount,
+    catalog: Catalog,
+    request: Request,
+    size: Size,
+    image_id: str,
+    load: int,
+    headroom: int | None,
+) -> Offer | str:
+    """The request's region, else the account's first (None if it declares none), as long as
+    the cloud lists it (or lists no regions at all)."""
     region = request.region or (account.regions[0] if account.regions else None)
     if region is not None and catalog.regions and region not in catalog.regions:
         return f"{account.name}: no region {region!r}"

@@ -227,38 +227,65 @@ class CloudWorker:
             return
         eligible = eligible_accounts(accounts.values(), request)
         tally = _Tally()
-        tried: set[tuple[str, str | None]] = set()
-        while True:
-            # A spread launch that lost a place to another member of its group looks again at
-            # the places taken and tries what is left (another region of the same account too).
-            taken = await self._spread_taken(call)
-            usable, spread_reason = spread_accounts(eligible, request, taken)
-            if spread_reason is not None:
-                await self._launch_failed(call, spread_reason, tally.attempts or [spread_reason])
-                return
-            offered = _Tally()
-            offers, catalogs = await self._offers(request, usable, offered, taken)
-            ranked = [o for o in rank(offers) if (o.account.id, o.region) not in tried]
-            before = len(tried)
-            outcome: _Outcome = "missed"
-            for n, offer in enumerate(ranked, 1):
-                tried.add((offer.account.id, offer.region))
-                reason = explain(offer, before + n, before + len(ranked))
-                read = catalogs[offer.account.id]
-                outcome = await self._launch_on(call, offer, read, accounts, reason, tally)
-                if outcome != "missed":
-                    break
-            if outcome == "placed":
-                return
-            if outcome == "missed":
-                break
-        tally.attempts.extend(offered.attempts)
-        tally.throttled.extend(offered.throttled)
+        if await self._launch_on_offers(call, accounts, eligible, tally):
+            return
         if tally.throttled:
             # Some account could still take it once the cloud lets us: wait, do not fail.
             await self._wait_for_cloud(call, eligible, tally.throttled)
             return
         await self._launch_failed(call, _failure_reason(eligible, tally.attempts), tally.attempts)
+
+    async def _launch_on_offers(
+        self,
+        call: CloudCall,
+        accounts: dict[str, GrantedAccount],
+        eligible: list[GrantedAccount],
+        tally: _Tally,
+    ) -> bool:
+        """Try the offers, best first, until one takes the launch. True once the launch is
+        settled: placed, or failed because its spread leaves no account; False when none took
+        it, with every cause in ``tally``: each try's, then those of the accounts that had no
+        offer at the last look."""
+        tried: set[tuple[str, str | None]] = set()
+        while True:
+            # A spread launch that lost a place to another member of its group looks again at
+            # the places taken and tries what is left (another region of the same account too).
+            taken = await self._spread_taken(call)
+            usable, spread_reason = spread_accounts(eligible, call.launch, taken)
+            if spread_reason is not None:
+                await self._launch_failed(call, spread_reason, tally.attempts or [spread_reason])
+                return True
+            offered = _Tally()
+            offers, catalogs = await self._offers(call.launch, usable, offered, taken)
+            outcome = await self._try_ranked(call, offers, catalogs, accounts, tried, tally)
+            if outcome == "placed":
+                return True
+            if outcome == "missed":
+                tally.attempts.extend(offered.attempts)
+                tally.throttled.extend(offered.throttled)
+                return False
+
+    async def _try_ranked(
+        self,
+        call: CloudCall,
+        offers: list[Offer],
+        catalogs: dict[str, CatalogRead],
+        accounts: dict[str, GrantedAccount],
+        tried: set[tuple[str, str | None]],
+        tally: _Tally,
+    ) -> _Outcome:
+        """Launch on each offer not ``tried`` yet, best first, until one places it or loses its
+        spread place; the choices are numbered on from the earlier looks'."""
+        ranked = [o for o in rank(offers) if (o.account.id, o.region) not in tried]
+        before = len(tried)
+        for n, offer in enumerate(ranked, 1):
+            tried.add((offer.account.id, offer.region))
+            reason = explain(offer, before + n, before + len(ranked))
+            read = catalogs[offer.account.id]
+            outcome = await self._launch_on(call, offer, read, accounts, reason, tally)
+            if outcome != "missed":
+                return outcome
+        return "missed"
 
     async def _spread_taken(self, call: CloudCall) -> frozenset[str]:
         """The places other members of a spread launch's group hold (none if not spread)."""
