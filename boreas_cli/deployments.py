@@ -254,10 +254,7 @@ def scale(
     rules) or fewer (the newest are terminated)."""
     api = context.api()
     deployment_id = resolve(api, ref)
-    known: set[str] = set()
-    if wait:
-        before = api.get(f"/v1/deployments/{deployment_id}")
-        known = {str(m.get("id")) for m in members(before)}
+    known = _member_ids(api, deployment_id) if wait else set()
     asked = api.post(f"/v1/deployments/{deployment_id}/scale", {"group": group, "count": count})
     if not wait:
         emit_deployment(asked, output)
@@ -269,19 +266,39 @@ def scale(
         output=output,
         timeout=timeout,
     )
-    live = [m for m in members(final) if m["group"] == group and m.get("state") not in GONE]
-    if len(live) != count:
-        failed = [
-            f"{m.get('name')} {m.get('state')}"
-            for m in members(final)
-            if m["group"] == group and str(m.get("id")) not in known and m.get("state") in GONE
-        ]
-        raise CliError(
-            f"{group} has {len(live)} instances, not {count}"
-            + (f": {', '.join(failed)}" if failed else "")
-            + f" (boreas deployments show {deployment_id} says why).",
-            ExitCode.FAILURE,
-        )
+    _check_scaled(final, group, count, known, deployment_id)
+
+
+def _member_ids(api: Api, deployment_id: str) -> set[str]:
+    """The ids of the deployment's instances, as they are before a scaling."""
+    return {str(m.get("id")) for m in members(api.get(f"/v1/deployments/{deployment_id}"))}
+
+
+def _check_scaled(
+    final: Deployment, group: str, count: int, known: set[str], deployment_id: str
+) -> None:
+    """Fail unless ``group`` ended with ``count`` live instances, naming those it added that
+    ended gone (``known``: its instances before the scaling)."""
+    in_group = [m for m in members(final) if m["group"] == group]
+    live = [m for m in in_group if m.get("state") not in GONE]
+    if len(live) == count:
+        return
+    failed = _added_and_gone(in_group, known)
+    raise CliError(
+        f"{group} has {len(live)} instances, not {count}"
+        + (f": {', '.join(failed)}" if failed else "")
+        + f" (boreas deployments show {deployment_id} says why).",
+        ExitCode.FAILURE,
+    )
+
+
+def _added_and_gone(instances: list[dict[str, Any]], known: set[str]) -> list[str]:
+    """Each of ``instances`` not ``known`` before the scaling that is gone, as "name state"."""
+    return [
+        f"{m.get('name')} {m.get('state')}"
+        for m in instances
+        if str(m.get("id")) not in known and m.get("state") in GONE
+    ]
 
 
 @app.command()

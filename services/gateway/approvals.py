@@ -25,21 +25,33 @@ class HeldLaunch:
 
 
 def _holds(when: ApprovalConditions, launch: HeldLaunch) -> bool:
-    if when.cpus_over is not None and not launch.cpus > when.cpus_over:
-        return False
-    if when.memory_mb_over is not None and not launch.memory_mb > when.memory_mb_over:
-        return False
-    if (
-        when.cost_per_hour_over is not None
-        and launch.price_per_hour is not None  # unknown: held, to be safe
-        and not launch.price_per_hour > when.cost_per_hour_over
-    ):
-        return False
-    if when.accounts is not None:
-        listed = set(when.accounts)
-        if not any(account_id in listed or name in listed for account_id, name in launch.accounts):
-            return False
-    return when.owners is None or launch.owner in when.owners
+    return (
+        _over(launch.cpus, when.cpus_over)
+        and _over(launch.memory_mb, when.memory_mb_over)
+        and _price_over(launch.price_per_hour, when.cost_per_hour_over)
+        and _goes_to_listed_account(launch.accounts, when.accounts)
+        and (when.owners is None or launch.owner in when.owners)
+    )
+
+
+def _over(value: float, threshold: float | None) -> bool:
+    """Whether ``value`` is strictly over ``threshold`` (no threshold: the condition holds)."""
+    return threshold is None or value > threshold
+
+
+def _price_over(price: float | None, threshold: float | None) -> bool:
+    # An unknown price is held, to be safe.
+    return price is None or _over(price, threshold)
+
+
+def _goes_to_listed_account(
+    accounts: tuple[tuple[str, str], ...], listed: Sequence[str] | None
+) -> bool:
+    """Whether any of ``accounts`` (id, name) is ``listed`` by id or name (no list: it holds)."""
+    if listed is None:
+        return True
+    wanted = set(listed)
+    return any(account_id in wanted or name in wanted for account_id, name in accounts)
 
 
 def matching_rules(rules: Sequence[ApprovalRule], launch: HeldLaunch) -> list[str]:

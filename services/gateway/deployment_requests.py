@@ -138,25 +138,46 @@ def spread_refusal(
 ) -> str | None:
     """Why ``count`` instances of ``group`` cannot be spread over the accounts ``fitting`` its
     placement (None: they can, or it cannot be known before placement)."""
-    if group.spread == "accounts" and count > len(fitting):
-        return (
-            f"spread across accounts: {count} instances need {count} accounts, but only "
-            f"{len(fitting)} granted to you fit the placement"
-            + (f" ({', '.join(sorted(a.name for a in fitting))})" if fitting else "")
-        )
+    if group.spread == "accounts":
+        return _accounts_refusal(count, fitting)
     if group.spread == "regions":
-        regions: set[str] = set()
-        for account in fitting:
-            declared = eligibility.declared_regions(account.config)
-            if declared is None:  # it may offer any: only placement knows
-                if group.placement.region is None:
-                    return None
-                declared = (group.placement.region,)
-            regions.update(r for r in declared if group.placement.region in (None, r))
-        if count > len(regions):
-            return (
-                f"spread across regions: {count} instances need {count} regions, but the "
-                f"accounts granted to you that fit the placement offer only {len(regions)}"
-                + (f" ({', '.join(sorted(regions))})" if regions else "")
-            )
+        return _regions_refusal(group, count, fitting)
     return None
+
+
+def _accounts_refusal(count: int, fitting: Sequence[eligibility.Candidate]) -> str | None:
+    if count <= len(fitting):
+        return None
+    return (
+        f"spread across accounts: {count} instances need {count} accounts, but only "
+        f"{len(fitting)} granted to you fit the placement"
+        + (f" ({', '.join(sorted(a.name for a in fitting))})" if fitting else "")
+    )
+
+
+def _regions_refusal(
+    group: Group, count: int, fitting: Sequence[eligibility.Candidate]
+) -> str | None:
+    regions = _regions_offered(group, fitting)
+    if regions is None or count <= len(regions):
+        return None
+    return (
+        f"spread across regions: {count} instances need {count} regions, but the "
+        f"accounts granted to you that fit the placement offer only {len(regions)}"
+        + (f" ({', '.join(sorted(regions))})" if regions else "")
+    )
+
+
+def _regions_offered(group: Group, fitting: Sequence[eligibility.Candidate]) -> set[str] | None:
+    """The regions within ``group``'s placement that the accounts ``fitting`` it declare (None:
+    one of them may offer any, so only placement knows)."""
+    pinned = group.placement.region
+    regions: set[str] = set()
+    for account in fitting:
+        declared = eligibility.declared_regions(account.config)
+        if declared is None:  # it may offer any: only placement knows
+            if pinned is None:
+                return None
+            declared = (pinned,)
+        regions.update(r for r in declared if pinned in (None, r))
+    return regions

@@ -20,13 +20,15 @@ deduplicated by the inbox.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from fractions import Fraction
 
 import structlog
 
 from services.quota import repository
-from services.quota.accounting import Entry, Limits, Status, ask_of
+from services.quota.accounting import Amounts, Entry, Limits, Status, ask_of
 from services.quota.ports import DecisionsRepository
 from services.quota.reporting import costs_at, publish_usages, reported
 from services.quota.units import Member, UnitDecision, decide_unit
@@ -143,39 +145,53 @@ async def admit_deployments(
     transaction (the owners' usage locked in owner order, as launches take it)."""
     owners = sorted({r.event.owner for r in received})
     usage = await repo.lock_usages(uow.conn, owners)
-    asked_ids = [m.instance_id for r in received for m in members_of(r.event)]
-    decided = await repo.decided_among(uow.conn, asked_ids)
+    decided = await repo.decided_among(uow.conn, _asked_ids(received))
     now = clock()
     limits = await repo.limits_for(uow.conn, owners)
     costs = await costs_at(uow.conn, owners, now, repo)
     entries: list[Entry] = []
     last_cause: dict[str, Envelope] = {}
-    for item in received:
+    for item in _undecided(received, decided):
         event: Asked = item.event
-        ids = {str(m.instance_id) for m in members_of(event)}
-        if ids & decided:
-            log.info("deployment_decided_already", deployment_id=str(event.deployment_id))
-            continue
-        decided |= ids
         owner = event.owner
-        decision = decide_unit(
-            owner,
-            [Member(m.group, ask_of(m, owner)) for m in members_of(event)],
-            usage[owner],
-            limits.get(owner, Limits()),
-            costs.get(owner, Fraction(0)),
-            now,
-            what=_unit_name(event),
+        decision = _decide(
+            event, usage[owner], limits.get(owner, Limits()), costs.get(owner, Fraction(0)), now
         )
         entries += ledger_entries(event, decision)
         _publish_decision(uow, item, decision)
-        if decision.admitted and ids:
+        if decision.admitted and members_of(event):
             usage[owner], costs[owner] = decision.usage, decision.cost
             last_cause[owner] = item.envelope
     await repo.record_many(uow.conn, entries, {})
     moved = {o: usage[o] for o in owners if o in last_cause}
     await repo.set_usages(uow.conn, moved, reported({o: costs[o] for o in moved}), now)
     publish_usages(uow, moved, limits, costs, last_cause)
+
+
+def _asked_ids(received: list[Received]) -> list[uuid.UUID]:
+    return [m.instance_id for r in received for m in members_of(r.event)]
+
+
+def _undecided(received: list[Received], decided: set[str]) -> Iterator[Received]:
+    """The items whose members have no ledger entries (``decided``: the instance ids that
+    have), nor were asked for by an item before them in the batch: a redelivery is skipped."""
+    seen = set(decided)
+    for item in received:
+        ids = {str(m.instance_id) for m in members_of(item.event)}
+        if ids & seen:
+            log.info("deployment_decided_already", deployment_id=str(item.event.deployment_id))
+            continue
+        seen |= ids
+        yield item
+
+
+def _decide(
+    event: Asked, usage: Amounts, limits: Limits, cost: Fraction, now: datetime
+) -> UnitDecision:
+    """The event's members admitted as one unit against the owner's usage, limits and cost this
+    month, or refused whole."""
+    members = [Member(m.group, ask_of(m, event.owner)) for m in members_of(event)]
+    return decide_unit(event.owner, members, usage, limits, cost, now, what=_unit_name(event))
 
 
 def _publish_decision(uow: BatchUnitOfWork, item: Received, decision: UnitDecision) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -87,26 +87,50 @@ async def decided_among(conn: asyncpg.Connection, instance_ids: list[uuid.UUID])
     return {str(r["instance_id"]) for r in rows}
 
 
+class _LedgerRow(NamedTuple):
+    """A new ledger entry's columns, in the order record_many inserts them."""
+
+    instance_id: uuid.UUID
+    owner: str
+    cpus: int
+    memory_mb: int
+    status: str
+    price_per_hour: Decimal | None
+    expires_at: datetime | None
+    awaiting_approval: bool
+    launch: str | None
+    deployment_id: uuid.UUID | None
+
+
+def _ledger_row(entry: Entry, launch: dict[str, Any] | None) -> _LedgerRow:
+    return _LedgerRow(
+        entry.instance_id,
+        entry.owner,
+        entry.amounts.cpus,
+        entry.amounts.memory_mb,
+        entry.status.value,
+        entry.price,
+        entry.expires_at,
+        entry.awaiting,
+        _json(launch),
+        entry.deployment_id,
+    )
+
+
 async def record_many(
     conn: asyncpg.Connection, entries: list[Entry], kept: Mapping[uuid.UUID, dict[str, Any]]
 ) -> None:
     """New ledger entries; ``kept``: the launches held for an approval, by instance id."""
+    rows = [_ledger_row(e, kept.get(e.instance_id)) for e in entries]
+    # One array per column (empty ones when there are no rows), for unnest.
+    columns = [[row[i] for row in rows] for i in range(len(_LedgerRow._fields))]
     await conn.execute(
         """INSERT INTO ledger (instance_id, owner, cpus, memory_mb, status, price_per_hour,
                                expires_at, awaiting_approval, launch, deployment_id)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[],
                                 $6::numeric[], $7::timestamptz[], $8::bool[], $9::jsonb[],
                                 $10::uuid[])""",
-        [e.instance_id for e in entries],
-        [e.owner for e in entries],
-        [e.amounts.cpus for e in entries],
-        [e.amounts.memory_mb for e in entries],
-        [e.status.value for e in entries],
-        [e.price for e in entries],
-        [e.expires_at for e in entries],
-        [e.awaiting for e in entries],
-        [_json(kept.get(e.instance_id)) for e in entries],
-        [e.deployment_id for e in entries],
+        *columns,
     )
 
 
