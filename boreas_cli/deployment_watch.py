@@ -108,25 +108,36 @@ def change_lines(now: Deployment, before: Deployment | None) -> list[str]:
     """A line for each instance's change of state and one for the deployment's, as a person
     reads them: the deployment first when there was nothing before (everything as it is), else
     after its instances' changes, which are what moved it."""
-    lines = []
+    own = _deployment_line(now, before)
+    changed = _member_lines(now, before)
+    return own + changed if before is None else changed + own
+
+
+def _deployment_line(now: Deployment, before: Deployment | None) -> list[str]:
+    """The deployment's own line, when it is new or its state moved (none otherwise)."""
     old_state = None if before is None else before.get("state")
-    if before is None or now.get("state") != old_state:
-        state = now.get("state") if old_state is None else f"{old_state} → {now.get('state')}"
-        line = f"{when(now.get('updated_at'))}  {now.get('name')}  {now.get('id')}  {state}"
-        reasons = why(now)
-        if reasons and now.get("state") in WENT_WRONG | {"deleting", "deleted"}:
-            line += f"  ({reasons})"
-        lines.append(line)
+    if before is not None and now.get("state") == old_state:
+        return []
+    state = now.get("state") if old_state is None else f"{old_state} → {now.get('state')}"
+    line = f"{when(now.get('updated_at'))}  {now.get('name')}  {now.get('id')}  {state}"
+    reasons = why(now)
+    if reasons and now.get("state") in WENT_WRONG | {"deleting", "deleted"}:
+        line += f"  ({reasons})"
+    return [line]
+
+
+def _member_lines(now: Deployment, before: Deployment | None) -> list[str]:
+    """A line per instance that is new or whose state moved since ``before``."""
     earlier = {str(m.get("id")): m.get("state") for m in members(before or {})}
-    changed = []
+    lines = []
     for member in members(now):
         old = earlier.get(str(member.get("id")))
         if before is not None and old == member.get("state"):
             continue
         state = member.get("state") if old is None else f"{old} → {member.get('state')}"
         at = when(member.get("updated_at") or _now())
-        changed.append(f"{at}  {member.get('name')}  {member.get('group')}  {state}")
-    return lines + changed if before is None else changed + lines
+        lines.append(f"{at}  {member.get('name')}  {member.get('group')}  {state}")
+    return lines
 
 
 class Display:
