@@ -19,6 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# The services default to prod; the bench runs them (in process and as child processes, which
+# inherit this) as a developer's stack on the guest broker account, as the tests do.
+os.environ.setdefault("BOREAS_ENV", "dev")
+
 from shared.logging import configure_logging
 from tests.bench.bus import measure_bus
 from tests.bench.harness import logs_dir
