@@ -33,6 +33,7 @@ from shared.clouds.connections import CloudConnections
 from shared.clouds.registry import boreas_instance_of, boreas_state
 from shared.config import PollerSettings
 from shared.containment import failing_alone
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import Envelope, InstanceState, InstanceStateChanged, ProviderAccountHealth
 from shared.loops import Backoff, every
 from shared.metrics import POLL_SECONDS, POLLS
@@ -79,7 +80,7 @@ class Poller:
         self._settings = settings
         self._clock = clock
         self._on_commit = on_commit
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], str] = {}  # polls under way: their accounts
         self._slot_freed = asyncio.Event()
         self.list_calls = 0  # provider list calls made (for benchmarks and tests)
 
@@ -102,7 +103,7 @@ class Poller:
                 )
             for account in claimed:
                 task = asyncio.create_task(self._poll_logged(account))
-                self._in_flight.add(task)
+                self._in_flight[task] = account.id
                 task.add_done_callback(self._finished)
             if self._clock() - pruned_at > timedelta(hours=1):
                 await repository.prune_polls(self._pool, self._clock())
@@ -121,9 +122,11 @@ class Poller:
                 wait=self._slot_freed_within,
             )
         finally:
+            cut_short = list(self._in_flight.values())
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await self._release(cut_short)
 
     async def _slot_freed_within(self, timeout: float) -> None:
         """Wait until a poll ends, or at most ``timeout`` seconds (no limit when infinite)."""
@@ -135,7 +138,7 @@ class Poller:
         waiting.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._slot_freed.set()
 
     async def _poll_logged(self, account: PolledAccount) -> None:
@@ -143,7 +146,21 @@ class Poller:
             structlog.contextvars.bound_contextvars(account_id=account.id),
             failing_alone(log, not_recorded="poll_not_recorded", crashed="poll_crashed"),
         ):
-            await self.poll_account(account)
+            try:
+                await self.poll_account(account)
+            except Exception:
+                await self._release([account.id])  # polled again when due, not after the hold
+                raise
+
+    async def _release(self, account_ids: list[str]) -> None:
+        """Let other replicas poll these accounts at once; if the database is out of reach, the
+        claims expire by themselves."""
+        if not account_ids:
+            return
+        try:
+            await repository.release(self._pool, account_ids)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("poll_claims_not_released", accounts=len(account_ids), error=repr(exc))
 
     async def poll_account(self, account: PolledAccount) -> None:
         """One list call for the whole account; transitions, if any, in one transaction."""

@@ -13,6 +13,10 @@ from shared import accounts
 from shared.accounts import Account
 from shared.events import InstancePlaced
 
+# How long a claimed account waits for its poll to end before another may claim it: a replica
+# killed mid-poll leaves its accounts unpolled this long at most.
+POLL_CLAIM_SECONDS = 60.0
+
 # The newest revision of an account; a deleted one stays as a tombstone, never claimed.
 upsert_account = accounts.upsert_account
 
@@ -128,24 +132,34 @@ async def change_owner(conn: asyncpg.Connection, instance_id: uuid.UUID, owner: 
 
 
 async def claim_due_accounts(
-    conn: asyncpg.Connection, *, now: datetime, default_interval: float, limit: int
+    conn: asyncpg.Connection,
+    *,
+    now: datetime,
+    default_interval: float,
+    limit: int,
+    hold: float = POLL_CLAIM_SECONDS,
 ) -> list[PolledAccount]:
-    """Take the accounts due now and move each one's next poll an interval ahead, atomically.
+    """Take the accounts due now and not being polled, atomically: each one's next poll moves
+    an interval ahead, and it stays claimed until its poll ends or ``hold`` seconds pass.
 
     Replicas run this concurrently: ``SKIP LOCKED`` hands each due account to exactly one of
-    them, and the moved ``next_poll_at`` keeps it from being claimed again within the interval.
-    A replica that dies after claiming simply misses one poll: the account is due again one
-    interval later, for whichever replica is alive.
+    them, and the claim keeps it from being polled twice at once however slow its list call
+    (two polls of a slow cloud would only slow it more). A replica that dies mid-poll leaves
+    its claims to expire after ``hold``; one that stops releases them (:func:`release`).
     """
     rows = await conn.fetch(
         """UPDATE accounts a SET next_poll_at = $1 + make_interval(
-               secs => coalesce((a.config->>'poll_interval')::float8, $2))
-           WHERE a.id IN (SELECT id FROM accounts WHERE next_poll_at <= $1 AND NOT deleted
+               secs => coalesce((a.config->>'poll_interval')::float8, $2)),
+               polling_until = $1 + make_interval(secs => $4)
+           WHERE a.id IN (SELECT id FROM accounts
+                          WHERE next_poll_at <= $1 AND NOT deleted
+                            AND (polling_until IS NULL OR polling_until <= $1)
                           ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED)
            RETURNING a.*""",
         now,
         default_interval,
         limit,
+        hold,
     )
     return [
         PolledAccount.from_row(
@@ -153,6 +167,14 @@ async def claim_due_accounts(
         )
         for r in rows
     ]
+
+
+async def release(conn: asyncpg.Connection | asyncpg.Pool, account_ids: list[str]) -> None:
+    """Polls cut short (the replica is stopping): their accounts are free for another replica
+    at once, when they are due."""
+    await conn.execute(
+        "UPDATE accounts SET polling_until = NULL WHERE id = ANY($1)", sorted(set(account_ids))
+    )
 
 
 async def back_off(
@@ -168,7 +190,7 @@ async def back_off(
     account was deleted meanwhile (nothing to report)."""
     return await conn.fetchval(
         """UPDATE accounts SET failures = failures + 1, next_poll_at = $2, last_error = $3,
-               health_reported_at = $4
+               health_reported_at = $4, polling_until = NULL
            WHERE id = $1 AND NOT deleted RETURNING failures""",
         account_id,
         until,
@@ -233,6 +255,7 @@ async def polled(
     return await conn.fetchval(
         """WITH account AS (
                UPDATE accounts SET failures = 0, last_error = NULL, last_poll_at = $3,
+                   polling_until = NULL,
                    health_reported_at = CASE WHEN $7 THEN $3 ELSE health_reported_at END,
                    next_poll_at = $3::timestamptz + make_interval(secs => CASE
                        WHEN $4 OR EXISTS (

@@ -1,6 +1,6 @@
 """Two poller replicas share the accounts: each account polled once per interval, and when one
-replica stops the other polls every account on. (How soon it does, the longest gap, is a matter
-of speed: the polling benchmark's, tests/bench/polling.py, not asserted here.)"""
+replica stops the other polls every account on; a list call slower than the interval is never
+doubled. (How soon a replica takes over is a matter of speed, not asserted here.)"""
 
 from __future__ import annotations
 
@@ -99,3 +99,34 @@ async def test_replicas_split_accounts_and_take_over_from_a_dead_one(
         lambda e: e.subject == instance_id and e.data["new_state"] == "running",
     )
     assert len(running) == 1, "one transition, one event, whichever replica saw it"
+
+
+async def test_a_list_call_slower_than_the_interval_is_never_doubled(
+    api: Api,
+    scheduler: ServiceRuntime,
+    steady_poller: Callable[..., ServiceRuntime],
+    simulator_url: str,
+) -> None:
+    alice_name, _ = await api.new_user("alice")
+    latency = 3 * POLL_INTERVAL  # each list call outlasts three intervals
+    first, second = steady_poller(replica="replica-a"), steady_poller(replica="replica-b")
+    async with first, second:
+        account_id = (
+            await simulator_account(
+                api,
+                simulator_url,
+                [alice_name],
+                followers=(scheduler, first),
+                api_latency=latency,
+            )
+        )["id"]
+
+        async def polled(times: int) -> bool:
+            return len((await polls_of(second, [account_id]))[account_id]) >= times
+
+        await wait_until(lambda: polled(4), timeout=30, what="four polls of the slow account")
+        polls = (await polls_of(second, [account_id]))[account_id]
+    # A poll's stamp is taken when its list call answers, and the next poll is claimed only
+    # after that: one poll at a time means stamps at least a list call apart.
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(polls)]
+    assert min(gaps) >= timedelta(seconds=latency * 0.95), f"polls overlapped: {gaps}"
