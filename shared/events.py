@@ -730,8 +730,10 @@ class DeploymentDeleteRequested(DeploymentEvent):
 
 
 class DeploymentStateChanged(DeploymentEvent):
-    """A deployment moved from one state to another. ``reason`` says why it was rejected, is
-    degraded or failed; ``failed`` names the members that failed."""
+    """A deployment moved from one state to another, or within one its ``reason`` or
+    ``failed`` changed (``old_state`` equals ``new_state``: a second member failed while
+    degraded). ``reason`` says why it was rejected, is degraded or failed; ``failed`` names the
+    members that failed."""
 
     TOPIC = "deployment.state_changed"
     AUDIENCE = Audience.PUBLIC

@@ -5,8 +5,9 @@ BOREAS_DATABASE_URL (the contract's defaults when unset). Where neither answers 
 exists, testcontainers starts them. Otherwise every test that needs them fails with a message
 naming what to start — nothing is skipped, because a skipped test proves nothing.
 
-Isolation: each test session gets its own RabbitMQ virtual host and its own database, both named
-``boreas_test_<random>`` and removed at the end, so runs never see each other's queues or rows.
+Isolation: each test session gets its own database, and RabbitMQ virtual hosts of its own (a new
+one for each integration module), all named ``boreas_test_<random>`` and removed at the end, so
+runs never see each other's queues or rows.
 
 Faked: nothing of the bus or database. Unit tests (tests/unit) use no I/O at all.
 """
@@ -35,8 +36,9 @@ def infra() -> Iterator[Infrastructure]:
         yield provided
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def amqp_url(infra: Infrastructure) -> str:
+    """The vhost of the module under way (integration modules each get a new one)."""
     return infra.amqp_url
 
 
@@ -45,10 +47,12 @@ def database_url(infra: Infrastructure) -> str:
     return infra.database_url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def simulator_url(database_url: str) -> Iterator[str]:
-    """The simulated cloud in a process of its own, one per test module, keeping its state in the
-    session's database (its accounts are uuid-named, so modules never meet in it)."""
+    """The simulated cloud in a process of its own, one per test session (starting one takes
+    seconds), keeping its state in the session's database. Its accounts are uuid-named, so
+    tests never meet in it, and each account's behaviour (latency, failures, throttling) is
+    its own."""
     with simulator_process(database_url) as url:
         yield url
 

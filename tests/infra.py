@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -28,46 +30,87 @@ HOW_TO_START = (
 )
 
 
+class Vhosts:
+    """RabbitMQ vhosts made ahead and deleted behind, on a thread of their own: each rabbitmqctl
+    call starts an Erlang VM (a second or two), and a test session switches vhosts some seventy
+    times. One spare is kept ready; calls run one at a time, in the order asked."""
+
+    def __init__(self, rabbit: Callable[..., str], user: str) -> None:
+        self._rabbit = rabbit
+        self._user = user
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, "vhosts")
+        self._spare = self._worker.submit(self._make)
+
+    def _make(self) -> str:
+        name = f"boreas_test_{uuid.uuid4().hex[:8]}"
+        self._patiently("add_vhost", name)
+        self._patiently("set_permissions", "-p", name, self._user, ".*", ".*", ".*")
+        return name
+
+    def _delete(self, name: str) -> None:
+        with contextlib.suppress(RuntimeError):  # a vhost left over is only a few open files
+            self._patiently("delete_vhost", name)
+
+    def _patiently(self, *args: str) -> None:
+        """Run a call, again while the broker is down: an outage test may be restarting it
+        while this thread works ahead."""
+        deadline = time.monotonic() + PATIENCE_S
+        while True:
+            try:
+                self._rabbit(*args)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                if "does not exist" in str(error) or time.monotonic() > deadline:
+                    raise RuntimeError(str(error)) from error
+                time.sleep(2)
+
+    def take(self) -> str:
+        """A new, empty vhost (the spare; the next one is made meanwhile)."""
+        name = self._spare.result(timeout=300)
+        self._spare = self._worker.submit(self._make)
+        return name
+
+    def drop(self, name: str) -> None:
+        """Delete ``name`` once the calls asked before are done; returns at once."""
+        self._worker.submit(self._delete, name)
+
+    def close(self) -> None:
+        """Delete the spare and wait for every deletion asked."""
+        spare = self._spare
+        self._worker.submit(lambda: self._delete(spare.result()))
+        self._worker.shutdown(wait=True)
+
+
 @dataclass
 class Infrastructure:
-    """Connection URLs scoped to this session's vhost and database, plus broker/database control."""
+    """Connection URLs scoped to this session's vhost and database, plus broker/database control.
+    ``amqp_url`` names the vhost of the module under way (see :meth:`renew_vhost`)."""
 
     amqp_url: str
     database_url: str
     rabbitmqctl: list[str]
     postgres_ctl: list[str] | None
-    _cleanups: list = field(default_factory=list)
+    vhosts: Vhosts
 
     def rabbit(self, *args: str) -> str:
-        done = subprocess.run(
-            [*self.rabbitmqctl, *args], capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
-        return done.stdout
+        return _run_rabbitmqctl(self.rabbitmqctl, *args)
 
     def renew_vhost(self) -> None:
-        """Delete the session's vhost and make it again, empty. Every quorum queue holds files
-        open in the broker; a whole session's worth of them (each test names its own) would
-        exhaust a broker's default limit of file descriptors."""
-        parts = urlsplit(self.amqp_url)
-        name, user = unquote(parts.path.lstrip("/")), parts.username or "guest"
-        self.rabbit("delete_vhost", name)
-        self.rabbit("add_vhost", name)
-        self.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        """Move on to a new, empty vhost, the old one deleted behind. Every quorum queue holds
+        files open in the broker; a whole session's worth of them (each test names its own)
+        would exhaust a broker's default limit of file descriptors."""
+        old = unquote(urlsplit(self.amqp_url).path.lstrip("/"))
+        self.amqp_url = _with_vhost(self.amqp_url, self.vhosts.take())
+        self.vhosts.drop(old)
 
     @contextlib.contextmanager
     def isolated(self) -> Iterator[tuple[str, str]]:
         """A further vhost and database of its own, for a whole stack started by a test."""
-        name = f"boreas_test_{uuid.uuid4().hex[:8]}"
-        user = urlsplit(self.amqp_url).username or "guest"
-        self.rabbit("add_vhost", name)
-        self.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        name = self.vhosts.take()
         try:
             yield _with_vhost(self.amqp_url, name), _with_db(self.database_url, name)
         finally:
-            with contextlib.suppress(Exception):
-                self.rabbit("delete_vhost", name)
+            self.vhosts.drop(name)
             _drop_database_blocking(self.database_url, name)
 
     def postgres(self, action: str) -> None:
@@ -137,22 +180,31 @@ def provide_infrastructure() -> Iterator[Infrastructure]:
         if rabbitmqctl is None:
             pytest.fail("rabbitmqctl is needed to create the test vhost: " + HOW_TO_START)
 
-        name = f"boreas_test_{uuid.uuid4().hex[:8]}"
+        vhosts = Vhosts(
+            functools.partial(_run_rabbitmqctl, rabbitmqctl),
+            urlsplit(amqp_url).username or "guest",
+        )
+        name = vhosts.take()  # the session's database is named after its first vhost
         infra = Infrastructure(
             amqp_url=_with_vhost(amqp_url, name),
             database_url=_with_db(database_url, name),
             rabbitmqctl=rabbitmqctl,
             postgres_ctl=postgres_ctl,
+            vhosts=vhosts,
         )
-        user = urlsplit(amqp_url).username or "guest"
-        infra.rabbit("add_vhost", name)
-        infra.rabbit("set_permissions", "-p", name, user, ".*", ".*", ".*")
         try:
             yield infra
         finally:
-            with contextlib.suppress(Exception):
-                infra.rabbit("delete_vhost", name)
+            vhosts.drop(unquote(urlsplit(infra.amqp_url).path.lstrip("/")))
+            vhosts.close()
             _drop_database_blocking(database_url, name)
+
+
+def _run_rabbitmqctl(rabbitmqctl: list[str], *args: str) -> str:
+    done = subprocess.run([*rabbitmqctl, *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
 
 
 def _drop_database_blocking(server_url: str, name: str) -> None:

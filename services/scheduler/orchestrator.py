@@ -254,23 +254,23 @@ def _launch(row: DeploymentRow, member: MemberRow) -> InstanceLaunchAdmitted:
 
 
 async def _change_state(uow: UnitOfWork, row: DeploymentRow, steps: Steps, clock: Clock) -> None:
-    """Record the deployment's state, reason and failed members; publish a change of state
-    (``observed_at`` after the last one's, so the newest wins wherever it is followed)."""
+    """Record the deployment's state, reason and failed members, and publish what changed (a
+    second failure while degraded changes no state, but is news to whoever follows it), with
+    ``observed_at`` after the last one's, so the newest wins wherever it is followed."""
     failed = tuple(steps.failed)
     if (steps.state.value, steps.reason, failed) == (row.state, row.reason, row.failed):
         return
     now = max(clock(), row.updated_at + timedelta(microseconds=1))
     await rows.set_state(uow.conn, row.id, steps.state.value, steps.reason, failed, now)
-    if steps.state.value != row.state:
-        await uow.publish(
-            DeploymentStateChanged(
-                deployment_id=row.id,
-                owner=row.owner,
-                name=row.name,
-                old_state=row.state,
-                new_state=steps.state.value,
-                reason=steps.reason,
-                failed=list(failed),
-                observed_at=now,
-            )
+    await uow.publish(
+        DeploymentStateChanged(
+            deployment_id=row.id,
+            owner=row.owner,
+            name=row.name,
+            old_state=row.state,
+            new_state=steps.state.value,
+            reason=steps.reason,
+            failed=list(failed),
+            observed_at=now,
         )
+    )

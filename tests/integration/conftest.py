@@ -15,7 +15,6 @@ from tests.integration.stack import (
     quota_runtime,
     scheduler_runtime,
 )
-from tests.processes import simulator_process
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,16 +25,15 @@ def empty_vhost_per_module(infra: Infrastructure) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def credential_checks(database_url: str) -> Iterator[None]:
-    """A simulated cloud for the tests' gateways to check new accounts' credentials with (see
+def credential_checks(simulator_url: str) -> Iterator[None]:
+    """The simulated cloud for the tests' gateways to check new accounts' credentials with (see
     gateway_settings). Only the gateways: a test's scheduler and poller reach only the clouds
     its accounts name, so accounts other tests registered never take its launches."""
-    with simulator_process(database_url) as url:
-        api_module.CREDENTIAL_CLOUD = url
-        try:
-            yield
-        finally:
-            api_module.CREDENTIAL_CLOUD = None
+    api_module.CREDENTIAL_CLOUD = simulator_url
+    try:
+        yield
+    finally:
+        api_module.CREDENTIAL_CLOUD = None
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from shared.events import (
     DeploymentRefused,
     DeploymentScaleAdmitted,
     Envelope,
+    InstanceAction,
+    InstanceActionRequested,
     InstanceApproved,
     InstanceDenied,
     Placement,
@@ -335,6 +337,21 @@ async def test_keep_ends_degraded_naming_the_failed_instances(side: Side) -> Non
     assert not deployment.seen(
         "instance.action_requested", deployment.of("db") + deployment.of("app")
     )
+
+    # Its owner ends the db instance: still degraded, and followers hear of the third failure.
+    [db] = deployment.of("db")
+    await deployment.publish(
+        InstanceActionRequested(
+            instance_id=uuid.UUID(db),
+            owner=deployment.owner,
+            action=InstanceAction.TERMINATE,
+            requested_by=deployment.owner,
+        )
+    )
+    again = await deployment.reaches("degraded", count=2)
+    assert again.data["old_state"] == "degraded"
+    assert sorted(again.data["failed"]) == sorted([*webs, db])
+    assert f"db instance {db} failed: terminated outside its deployment" in again.data["reason"]
 
 
 async def test_a_scheduler_restarted_mid_deployment_completes_it_without_duplicates(
