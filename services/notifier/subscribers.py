@@ -46,10 +46,16 @@ def permissions(name: str) -> tuple[str, str, str]:
     return own, own, rf"^({re.escape(EXCHANGE)}|sub\.{re.escape(name)}\..*)$"
 
 
+def new_password() -> str:
+    """192 random bits in hex: rabbitmqctl takes an argument that starts with '-' (as one in
+    64 URL-safe tokens does) for an option, and refuses the command."""
+    return secrets.token_hex(24)
+
+
 def create(name: str, vhost: str, rabbitmqctl: list[str]) -> Subscriber:
     if not NAME.match(name):
         raise ValueError("a subscriber name is 2-31 characters: a-z, 0-9 and '-'")
-    subscriber = Subscriber(name, f"sub-{name}", secrets.token_urlsafe(24), vhost, f"sub.{name}.")
+    subscriber = Subscriber(name, f"sub-{name}", new_password(), vhost, f"sub.{name}.")
 
     def run(*args: str) -> None:
         done = subprocess.run([*rabbitmqctl, *args], capture_output=True, text=True)

@@ -14,7 +14,8 @@ from tests.integration.stack import simulator_account
 
 # The throttled account is the cheaper one, so every launch tries it first.
 CHEAP = [{"id": "sim.cheap", "cpus": 4, "ram_mb": 8192, "price_per_hour": 0.001}]
-# Enough for the catalog (three calls) and a create or two, then one call every 5 s.
+# Enough for the catalog (three calls) and a create or two, then one call every 5 s: launches
+# come faster than that, and go elsewhere.
 THROTTLED = {"api_rate": 0.2, "api_burst": 5, "sizes": CHEAP}
 
 
@@ -41,12 +42,14 @@ async def test_launches_go_to_another_account_while_one_throttles(
 async def test_launches_wait_for_a_throttled_account_they_are_bound_to(
     api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
 ) -> None:
-    _, headers, throttled = await tenant(api, simulator_url, (scheduler,), "tom", **THROTTLED)
+    _, headers, throttled = await tenant(
+        api, simulator_url, (scheduler,), "tom", **(THROTTLED | {"api_rate": 1.0})
+    )
     ids = [
         (await api.launch(headers, placement={"account": throttled["id"]})).json()["id"]
         for _ in range(4)
     ]
-    # Past the burst, one call every 5 s: they wait their turn, and all get there.
+    # Past the burst, one call a second: they wait their turn, and all get there.
     placed = await probe.wait_for(
         "instance.placed", lambda e: e.subject in ids, count=len(ids), timeout=60
     )
