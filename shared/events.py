@@ -729,6 +729,20 @@ class DeploymentDeleteRequested(DeploymentEvent):
     requested_by: str
 
 
+class DeploymentOwnerChanged(DeploymentEvent):
+    """An admin gave a leaving user's deployment to another user (``owner``), with its
+    instances (each has its own ``instance.owner_changed``). Internal: the scheduler launches
+    the deployment's later members, and asks for its actions, in the new owner's name."""
+
+    TOPIC = "deployment.owner_changed"
+    AUDIENCE = Audience.INTERNAL
+    # 1.0: first version
+    VERSION = "1.0"
+
+    previous_owner: str
+    changed_by: str
+
+
 class DeploymentStateChanged(DeploymentEvent):
     """A deployment moved from one state to another, or within one its ``reason`` or
     ``failed`` changed (``old_state`` equals ``new_state``: a second member failed while

@@ -93,6 +93,11 @@ async def set_state(
     )
 
 
+async def set_owner(conn: asyncpg.Connection, deployment_id: uuid.UUID, owner: str) -> None:
+    """The deployment is ``owner``'s now: its later launches and actions are in their name."""
+    await conn.execute("UPDATE deployments SET owner = $2 WHERE id = $1", deployment_id, owner)
+
+
 async def mark_deleting(conn: asyncpg.Connection, deployment_id: uuid.UUID) -> None:
     await conn.execute("UPDATE deployments SET deleting = true WHERE id = $1", deployment_id)
 

@@ -20,6 +20,7 @@ from shared.consumer import Subscription, UnitOfWork
 from shared.events import (
     DeploymentAdmitted,
     DeploymentDeleteRequested,
+    DeploymentOwnerChanged,
     DeploymentRefused,
     DeploymentScaleAdmitted,
     InstanceAction,
@@ -192,7 +193,13 @@ SUBSCRIPTIONS = (
     # in order per deployment (their subject), and one for its members' instance events, in
     # order per instance; each step locks the deployment's row, so the two never race.
     Subscription(
-        (DeploymentAdmitted, DeploymentRefused, DeploymentScaleAdmitted, DeploymentDeleteRequested),
+        (
+            DeploymentAdmitted,
+            DeploymentRefused,
+            DeploymentScaleAdmitted,
+            DeploymentDeleteRequested,
+            DeploymentOwnerChanged,
+        ),
         follow_deployment,
         order_by=OrderKey.INSTANCE,
     ),

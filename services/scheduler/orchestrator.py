@@ -37,6 +37,7 @@ from shared.events import (
     DeploymentAdmitted,
     DeploymentDeleteRequested,
     DeploymentEvent,
+    DeploymentOwnerChanged,
     DeploymentRefused,
     DeploymentScaleAdmitted,
     DeploymentStateChanged,
@@ -59,8 +60,8 @@ REQUESTED_BY = "deployment"
 
 
 async def follow_deployment(event: DeploymentEvent, uow: UnitOfWork, *, clock: Clock) -> None:
-    """deployment.admitted / refused / scale_admitted / delete_requested, in order per
-    deployment."""
+    """deployment.admitted / refused / scale_admitted / delete_requested / owner_changed, in
+    order per deployment."""
     conn = uow.conn
     if isinstance(event, DeploymentAdmitted):
         await rows.ensure(conn, event.deployment_id, event.owner, event.name, event.template)
@@ -79,6 +80,9 @@ async def follow_deployment(event: DeploymentEvent, uow: UnitOfWork, *, clock: C
     elif isinstance(event, DeploymentDeleteRequested):
         await rows.ensure(conn, event.deployment_id, event.owner)
         await rows.mark_deleting(conn, event.deployment_id)
+    elif isinstance(event, DeploymentOwnerChanged):
+        await rows.ensure(conn, event.deployment_id, event.owner)
+        await rows.set_owner(conn, event.deployment_id, event.owner)
     await step(uow, event.deployment_id, clock)
 
 

@@ -44,6 +44,7 @@ PINNED = {
     "DeploymentScaleAdmitted": "1.0-2b55aecbcdab4a89",
     "DeploymentScaleRefused": "1.0-a6bfc00315e7f853",
     "DeploymentDeleteRequested": "1.0-368fa9df4f034c60",
+    "DeploymentOwnerChanged": "1.0-937e0e242e8629ca",
     "DeploymentStateChanged": "1.0-5f43a23b9d7e2cd3",
 }
 

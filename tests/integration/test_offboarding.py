@@ -195,6 +195,25 @@ async def test_a_launch_still_being_decided_is_not_handed_over(api: Api) -> None
     assert (await api.client.get("/v1/users/me", headers=user)).status_code == 200
 
 
+async def test_a_deployment_still_being_decided_is_not_handed_over(api: Api) -> None:
+    """No quota runs here: the deployment stays requested, and nothing is handed over."""
+    admin = await api.admin()
+    name, user = await api.new_user("planner")
+    heir, _ = await api.new_user("waiting")
+    await api.new_account([name])
+    group = {"name": "db", "count": 1, "image": "debian-12", "cpus": 1, "memory_mb": 512}
+    created = await api.deploy(user, {"groups": [group]}, name="undecided")
+    assert created.status_code == 202, created.text
+    early = await api.client.delete(
+        f"/v1/users/{name}", params={"transfer_to": heir}, headers=admin
+    )
+    assert early.status_code == 409, early.text
+    assert "still being decided" in early.json()["detail"]
+    assert early.headers["Retry-After"] == "5"
+    shown = await api.client.get(f"/v1/deployments/{created.json()['id']}", headers=user)
+    assert shown.status_code == 200 and shown.json()["owner"] == name
+
+
 async def test_an_admin_cannot_delete_themselves(api: Api) -> None:
     refused = await api.client.delete("/v1/users/admin", headers=await api.admin())
     assert refused.status_code == 409
@@ -271,3 +290,73 @@ async def test_a_deleted_users_instances_go_to_another_user_everywhere(
     assert usage.json()["usage"]["cpus"] == 2
     entry = await _audited(api, "user_deleted", leaver)
     assert entry["detail"] == {"instances": 1, "transferred_to": heir}
+
+
+async def test_a_deleted_users_deployment_goes_to_the_heir_with_its_instances(
+    api: Api,
+    clouds_side: tuple[ServiceRuntime, ServiceRuntime],
+    simulator_url: str,
+    probe: EventProbe,
+) -> None:
+    """The heir sees the deployment, scales it and deletes it; its new member is the heir's.
+    Before, the deployment stayed with a user nobody could log in as."""
+    admin = await api.admin()
+    leaver, leaver_token = await api.new_user("builder")
+    heir, heir_token = await api.new_user("successor")
+    await simulator_account(api, simulator_url, [leaver, heir], followers=clouds_side)
+    app = {
+        "name": "app",
+        "count": 1,
+        "image": "debian-12",
+        "cpus": 1,
+        "memory_mb": 512,
+        "placement": {"provider": "simulator"},
+    }
+    created = await api.deploy(leaver_token, {"groups": [app]}, name="handed-over")
+    assert created.status_code == 202, created.text
+    path = f"/v1/deployments/{created.json()['id']}"
+
+    async def shown(headers: dict, state: str, members: int) -> dict | None:
+        got = (await api.client.get(path, headers=headers)).json()
+        [group] = got["groups"]
+        up = [m for m in group["instances"] if m["state"] == "running"]
+        return got if got["state"] == state and len(up) == members else None
+
+    await wait_until(lambda: shown(admin, "running", 1), timeout=30, what="deployment running")
+    moved = await api.client.delete(
+        f"/v1/users/{leaver}", params={"transfer_to": heir}, headers=admin
+    )
+    assert moved.status_code == 204, moved.text
+
+    mine = await api.client.get(path, headers=heir_token)
+    assert mine.status_code == 200 and mine.json()["owner"] == heir
+    assert (await _audited(api, "user_deleted", leaver))["detail"] == {
+        "instances": 1,
+        "deployments": 1,
+        "transferred_to": heir,
+    }
+    scaled = await api.client.post(
+        f"{path}/scale", json={"group": "app", "count": 2}, headers=heir_token
+    )
+    assert scaled.status_code == 202, scaled.text
+    running = await wait_until(
+        lambda: shown(heir_token, "running", 2), timeout=30, what="scaled to two"
+    )
+    members = [m["id"] for m in running["groups"][0]["instances"]]
+    for member in members:
+        got = await api.client.get(f"/v1/instances/{member}", headers=heir_token)
+        assert got.status_code == 200 and got.json()["owner"] == heir, got.text
+    placed = {e.subject: e.data["owner"] for e in probe.matching("instance.placed")}
+    assert sorted(placed[m] for m in members) == sorted([leaver, heir]), (
+        "the first member was placed for the leaver, the one scaled up for the heir"
+    )
+
+    deleted = await api.client.delete(path, headers=heir_token)
+    assert deleted.status_code == 202, deleted.text
+    await wait_until(
+        lambda: _state_is(api, path, heir_token, "deleted"), timeout=30, what="deleted"
+    )
+
+
+async def _state_is(api: Api, path: str, headers: dict, state: str) -> bool:
+    return (await api.client.get(path, headers=headers)).json()["state"] == state

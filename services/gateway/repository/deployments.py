@@ -260,3 +260,25 @@ async def restore_count(
         before,
         now,
     )
+
+
+async def give_away(
+    conn: asyncpg.Connection, owner: str, heir: str, now: datetime
+) -> tuple[list[uuid.UUID], int]:
+    """Transfer ``owner``'s deployments that are not deleted to ``heir`` (their
+    Idempotency-Keys stay behind, as an instance's do), unless one is still being decided:
+    returns the ids given, and how many are still ``requested`` (then nothing is given)."""
+    deciding = await conn.fetchval(
+        "SELECT count(*) FROM deployments WHERE owner = $1 AND state = 'requested'", owner
+    )
+    if deciding:
+        return [], deciding
+    rows = await conn.fetch(
+        """UPDATE deployments SET owner = $2, idempotency_key = NULL, request_digest = NULL,
+               updated_at = $3
+           WHERE owner = $1 AND state <> 'deleted' RETURNING id""",
+        owner,
+        heir,
+        now,
+    )
+    return [r["id"] for r in rows], 0

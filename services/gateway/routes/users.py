@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,14 @@ from services.gateway.account_events import announce_account
 from services.gateway.deps import AdminUser, CurrentUser, Db, Gateway, GatewayDep
 from services.gateway.pagination import CursorParam, Keyset, PageSize, fetch_page
 from services.gateway.problems import ADMINS_ONLY, Responses
-from services.gateway.repository import accounts, audit, identity, instances, webhooks
+from services.gateway.repository import (
+    accounts,
+    audit,
+    deployments,
+    identity,
+    instances,
+    webhooks,
+)
 from services.gateway.routes.instances import request_action
 from services.gateway.routes.quotas import start_with_default_limits
 from services.gateway.schemas import (
@@ -27,7 +35,7 @@ from services.gateway.schemas import (
     UserPage,
 )
 from services.gateway.webhook_events import announce_webhook
-from shared.events import InstanceAction, InstanceOwnerChanged
+from shared.events import DeploymentOwnerChanged, InstanceAction, InstanceOwnerChanged
 from shared.outbox import add_to_outbox
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -203,13 +211,19 @@ async def _settle(
     admin: str,
     gw: Gateway,
 ) -> dict[str, Any]:
-    """Terminate or hand over the owner's live instances, as the admin asked; the audit detail."""
+    """Terminate or hand over the owner's live instances (and, handing over, their
+    deployments), as the admin asked; the audit detail."""
     detail: dict[str, Any] = {"instances": len(live)}
+    if transfer_to is not None:
+        await _check_heir(conn, owner, transfer_to)
+        given = await _transfer_deployments(conn, owner, transfer_to, admin, gw)
+        if live:
+            await _transfer(conn, live, owner, transfer_to, admin, gw)
+        if given:
+            detail["deployments"] = len(given)
+        return detail | ({"transferred_to": transfer_to} if live or given else {})
     if not live:
         return detail
-    if transfer_to is not None:
-        await _transfer(conn, live, owner, transfer_to, admin, gw)
-        return detail | {"transferred_to": transfer_to}
     if settle == "terminate":
         for found in live:
             await request_action(conn, found, InstanceAction.TERMINATE, admin, gw)
@@ -231,6 +245,40 @@ async def _let_go(conn: asyncpg.Connection, username: str, gw: Gateway) -> None:
         await announce_account(conn, account_id)
 
 
+async def _check_heir(conn: asyncpg.Connection, owner: str, recipient: str) -> None:
+    if recipient == owner:
+        raise HTTPException(422, "Transfer the instances to someone else than their owner.")
+    if await identity.account_of(conn, recipient) is None:
+        raise HTTPException(422, f"There is no user named {recipient!r} to transfer to.")
+
+
+async def _transfer_deployments(
+    conn: asyncpg.Connection, owner: str, recipient: str, admin: str, gw: Gateway
+) -> list[uuid.UUID]:
+    """The owner's deployments go to ``recipient`` with their instances: the heir sees, scales
+    and deletes them, and their later members are the heir's."""
+    given, deciding = await deployments.give_away(conn, owner, recipient, gw.clock())
+    if deciding:
+        raise HTTPException(
+            409,
+            f"{deciding} of {owner!r}'s deployments are still being decided; try again once "
+            "they are admitted or rejected (a few seconds).",
+            headers={"Retry-After": "5"},
+        )
+    for deployment_id in given:
+        await add_to_outbox(
+            conn,
+            DeploymentOwnerChanged(
+                deployment_id=deployment_id,
+                owner=recipient,
+                previous_owner=owner,
+                changed_by=admin,
+            ),
+            source=gw.runtime.bus.source,
+        )
+    return given
+
+
 async def _transfer(
     conn: asyncpg.Connection,
     live: list[InstanceOut],
@@ -239,10 +287,6 @@ async def _transfer(
     admin: str,
     gw: Gateway,
 ) -> None:
-    if recipient == owner:
-        raise HTTPException(422, "Transfer the instances to someone else than their owner.")
-    if await identity.account_of(conn, recipient) is None:
-        raise HTTPException(422, f"There is no user named {recipient!r} to transfer to.")
     launching = sum(1 for found in live if found.state == "requested")
     if launching:
         # Until quota and the scheduler have taken a launch in, it is not theirs to move.
