@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -102,6 +103,13 @@ class Infrastructure:
         old = unquote(urlsplit(self.amqp_url).path.lstrip("/"))
         self.amqp_url = _with_vhost(self.amqp_url, self.vhosts.take())
         self.vhosts.drop(old)
+
+    def forget_accounts(self) -> None:
+        """Tombstone every provider account the scheduler and the poller know in the session's
+        database, as if deleted, and take back the gateway's grants to everyone: the next
+        module's services neither place on nor poll nor price what an earlier module registered
+        (the simulated cloud, one per session, still answers for it)."""
+        _blocking(_forget_accounts(self.database_url))
 
     @contextlib.contextmanager
     def isolated(self) -> Iterator[tuple[str, str]]:
@@ -208,9 +216,26 @@ def _run_rabbitmqctl(rabbitmqctl: list[str], *args: str) -> str:
 
 
 def _drop_database_blocking(server_url: str, name: str) -> None:
+    _blocking(_drop_database(server_url, name))
+
+
+def _blocking(work: Coroutine[Any, Any, None]) -> None:
     # In a thread of its own: callers may already be inside the test session's event loop.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _drop_database(server_url, name)).result(timeout=60)
+        pool.submit(asyncio.run, work).result(timeout=60)
+
+
+async def _forget_accounts(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        for schema in ("scheduler", "poller"):
+            if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.accounts"):
+                await conn.execute(f"UPDATE {schema}.accounts SET deleted = true WHERE NOT deleted")
+        if await conn.fetchval("SELECT to_regclass('gateway.account_grants')"):
+            # Users are new in every test; only a grant to everyone reaches another module's.
+            await conn.execute("DELETE FROM gateway.account_grants WHERE grantee = '*'")
+    finally:
+        await conn.close()
 
 
 async def _drop_database(server_url: str, name: str) -> None:

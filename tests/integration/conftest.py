@@ -18,10 +18,13 @@ from tests.integration.stack import (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def empty_vhost_per_module(infra: Infrastructure) -> Iterator[None]:
-    """Each module's queues go with it (see Infrastructure.renew_vhost)."""
+def fresh_bus_and_accounts_per_module(infra: Infrastructure) -> Iterator[None]:
+    """Each module's queues go with it (see Infrastructure.renew_vhost), and so do the provider
+    accounts it registered (Infrastructure.forget_accounts): another module's launches never
+    land on them, and its poller never polls them."""
     yield
     infra.renew_vhost()
+    infra.forget_accounts()
 
 
 @pytest.fixture(scope="session", autouse=True)
