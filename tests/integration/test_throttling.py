@@ -42,14 +42,12 @@ async def test_launches_go_to_another_account_while_one_throttles(
 async def test_launches_wait_for_a_throttled_account_they_are_bound_to(
     api: Api, scheduler: ServiceRuntime, simulator_url: str, probe: EventProbe
 ) -> None:
-    _, headers, throttled = await tenant(
-        api, simulator_url, (scheduler,), "tom", **(THROTTLED | {"api_rate": 1.0})
-    )
+    _, headers, throttled = await tenant(api, simulator_url, (scheduler,), "tom", **THROTTLED)
     ids = [
         (await api.launch(headers, placement={"account": throttled["id"]})).json()["id"]
         for _ in range(4)
     ]
-    # Past the burst, one call a second: they wait their turn, and all get there.
+    # Past the burst, one call every 5 s: they wait their turn, and all get there.
     placed = await probe.wait_for(
         "instance.placed", lambda e: e.subject in ids, count=len(ids), timeout=60
     )
